@@ -1,0 +1,44 @@
+"""Train a style: `python jobs/train.py --style STYLE --data DATA [--output OUT] [--name NAME] ...`
+
+With no flags it trains on the bundled examples and writes under ./runs/. Runs on the Ray
+cluster it was submitted to (`ray job submit -- python jobs/train.py ...`), a `ray start`
+cluster on this machine, or, with neither, a local Ray it starts itself.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's stylekit first
+
+from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
+from stylekit.logs import setup_logging
+from stylekit.training import TrainConfig
+
+
+def main() -> int:
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, TrainConfig)
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument(
+        "--gpu",
+        dest="use_gpu",
+        action="store_true",
+        default=None,
+        help="train on GPUs (fails if the cluster has none)",
+    )
+    device.add_argument(
+        "--cpu", dest="use_gpu", action="store_false", help="train on CPUs even if the cluster has GPUs"
+    )
+    args = parser.parse_args()
+    setup_logging()
+    config = config_from_args(TrainConfig, args)
+    from stylekit.train_job import run_training
+
+    model = run_training(config)
+    print(model)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

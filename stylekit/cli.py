@@ -1,0 +1,109 @@
+"""Turn typed dataclass configs into argparse flags and back, and run a main with one-line errors.
+
+A config dataclass is the one source of defaults: each field becomes `--field-name`, its default
+and its `help` metadata become the flag's help text. Validation lives in the dataclass's
+`__post_init__`, so a job script only parses and hands over a typed config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from stylekit.errors import StylekitError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of a field annotation such as `int | None`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()) -> None:
+    """Add one flag per field of dataclass `cls` (fields with metadata cli=False are skipped)."""
+    hints = typing.get_type_hints(cls)
+    skip = set(exclude)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        kind, _ = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help", "")
+        names = [flag_name(f.name), *f.metadata.get("aliases", ())]
+        if kind is bool:
+            parser.add_argument(
+                *names,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{help_text} (default: {default})",
+            )
+            continue
+        choices = f.metadata.get("choices")
+        shown = "none" if default is None else default
+        parser.add_argument(
+            *names,
+            dest=f.name,
+            type=_parser_for(kind, flag_name(f.name)),
+            default=default,
+            choices=choices,
+            metavar=f.metadata.get("metavar"),
+            help=f"{help_text} (default: {shown})",
+        )
+
+
+def _parser_for(kind: type, flag: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {kind.__name__}, got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Build (and so validate) a config from parsed flags; only fields of `cls` are read."""
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if hasattr(args, f.name)
+    }
+    values.update(overrides)
+    return cls(**values)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints usage plus a message; we keep its message but make it one line."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run `main`, turning a StylekitError into a one-line message and exit status 2."""
+    try:
+        code = main()
+    except StylekitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

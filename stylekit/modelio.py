@@ -1,0 +1,124 @@
+"""Model files are data: safetensors for ours, weights-only loading for the reference's .pth.
+
+A stylekit model is `model.safetensors`: the TransformerNet state dict plus string metadata
+(style image, loss weights, steps, image size, VGG weights used, stylekit version). A checkpoint
+saved by the reference PyTorch example (a pickled state dict, .pth/.model) is read only through
+`torch.load(weights_only=True)`, which refuses any object that is not plain tensors and
+containers; older ones carry InstanceNorm running stats, which we drop as the example does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from stylekit import storage
+from stylekit.errors import StylekitError
+from stylekit.model import TransformerNet
+
+log = logging.getLogger(__name__)
+
+_RUNNING_STATS = re.compile(r"in\d+\.running_(mean|var)$|\.in\d\.running_(mean|var)$")
+_SAFETENSORS_MAGIC_OFFSET = 8  # u64 header length, then a JSON header starting with '{'
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: TransformerNet
+    metadata: dict[str, str] = field(default_factory=dict)
+    digest: str = ""  # sha256 of the file's bytes, first 16 hex digits
+
+
+def model_bytes(model: TransformerNet, metadata: dict[str, str]) -> bytes:
+    """Serialise a TransformerNet to safetensors bytes with string metadata."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    return st_save(tensors, metadata={k: str(v) for k, v in metadata.items()})
+
+
+def save_model(
+    location: str,
+    model: TransformerNet,
+    metadata: dict[str, str],
+    options: storage.StorageOptions = storage.StorageOptions(),
+) -> None:
+    storage.write_bytes(location, model_bytes(model, metadata), options)
+
+
+def load_model(location: str, options: storage.StorageOptions = storage.StorageOptions()) -> LoadedModel:
+    """Read a stylekit .safetensors or a reference .pth/.model from a path or URI."""
+    data = storage.read_bytes(location, options)
+    return load_model_bytes(data, name=location)
+
+
+def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    if _looks_like_safetensors(data):
+        state, metadata = _read_safetensors(data, name)
+    else:
+        state, metadata = _read_reference_checkpoint(data, name), {"format": "reference-pth"}
+    model = TransformerNet()
+    _load_state(model, state, name)
+    model.eval()
+    return LoadedModel(model=model, metadata=metadata, digest=digest)
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    if len(data) < _SAFETENSORS_MAGIC_OFFSET + 1:
+        return False
+    header_len = int.from_bytes(data[:8], "little")
+    return 0 < header_len <= len(data) - 8 and data[8:9] == b"{"
+
+
+def _read_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        state = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        import json
+
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise StylekitError(f"{name} is not a valid safetensors file ({e}); re-export it") from None
+    return state, dict(header.get("__metadata__") or {})
+
+
+def _read_reference_checkpoint(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StylekitError(
+            f"{name} is neither a safetensors model nor a plain PyTorch state dict "
+            f"(refused to unpickle it: {first[:160]}); give a stylekit .safetensors or a "
+            "reference-example .pth"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise StylekitError(f"{name} holds no state dict of tensors; is it a TransformerNet checkpoint?")
+    return {k: v for k, v in state.items() if not _RUNNING_STATS.search(k)}
+
+
+def _load_state(model: TransformerNet, state: dict[str, torch.Tensor], name: str) -> None:
+    wanted = model.state_dict()
+    missing = sorted(set(wanted) - set(state))
+    extra = sorted(set(state) - set(wanted))
+    if missing or extra:
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise StylekitError(
+            f"{name} is not a TransformerNet state dict ({what}, {len(missing)} missing, "
+            f"{len(extra)} unexpected keys)"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(wanted[k].shape):
+            raise StylekitError(f"{name}: {k} has shape {tuple(v.shape)}, expected {tuple(wanted[k].shape)}")
+        if not torch.isfinite(v).all():
+            raise StylekitError(f"{name}: {k} contains NaN or infinite values")
+    model.load_state_dict({k: v.float() for k, v in state.items()})

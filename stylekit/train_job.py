@@ -1,0 +1,320 @@
+"""Ray Train glue: data-parallel training of TransformerNet over `num_workers` workers.
+
+The driver lists the data (to size the epochs), finds the newest complete checkpoint of
+`<output>/<name>/` to resume from, and runs a TorchTrainer whose workers each run
+`train_loop_per_worker` on their shard of a streaming Ray Dataset. A dead worker is replaced
+and the run goes on from Ray's latest checkpoint; a rerun after the driver died resumes from
+the newest checkpoint found in storage, even one Ray had not yet recorded as reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+from stylekit import storage, training
+from stylekit.errors import StylekitError
+from stylekit.logs import setup_logging
+from stylekit.train_data import SkipCounter, count_training_images, training_dataset
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_KEPT = 3
+
+
+def run_training(config: training.TrainConfig) -> str:
+    """Train one style end to end; returns the location of the finished model.safetensors."""
+    opts = config.storage_options
+    _init_ray()
+    n_images = count_training_images(config.data, opts)
+    if n_images < config.num_workers:
+        raise StylekitError(
+            f"{n_images} training images cannot feed {config.num_workers} workers; add images or "
+            "lower --num-workers"
+        )
+    # Ray Data splits the rows equally; each worker sees ceil(rows / batch) batches an epoch.
+    steps_per_epoch = max(1, math.ceil((n_images // config.num_workers) / config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    scaling = _scaling_config(config)
+    resume = find_latest_checkpoint(config.run_dir, opts)
+    log.info(
+        "training %r: %d images under %s, %d worker(s) %s, batch %d per worker, %d steps "
+        "(%d per epoch), run folder %s",
+        config.name,
+        n_images,
+        config.data,
+        config.num_workers,
+        "on GPUs" if scaling.use_gpu else f"on CPUs ({scaling.resources_per_worker['CPU']} each)",
+        config.batch_size,
+        total_steps,
+        steps_per_epoch,
+        config.run_dir,
+    )
+    counter = SkipCounter.remote()
+    dataset = training_dataset(config.data, config.image_size, opts, counter=counter, seed=config.seed)
+    fs, run_parent = storage.filesystem(config.output, opts)
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config.to_dict(),
+            "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch,
+            "resume_from": resume,
+            "cpus_per_worker": scaling.resources_per_worker.get("CPU", 1),
+        },
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=run_parent,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        ),
+        datasets={"train": dataset},
+    )
+    started = time.time()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        raise StylekitError(f"training failed: {_root_cause(e)}") from None
+    skipped, examples = ray.get(counter.summary.remote())
+    if skipped:
+        log.warning("skipped %d unreadable training image(s), e.g. %s", skipped, ", ".join(examples[:3]))
+    if result.checkpoint is None:
+        raise StylekitError("training ended without a checkpoint; see the log above")
+    with result.checkpoint.as_directory() as directory:
+        state = training.TrainState(*_blank_model_and_optimizer(config))
+        meta = training.load_checkpoint(directory, state)
+    vgg_source = meta.get("vgg_source", config.vgg_weights)
+    from stylekit.modelio import save_model
+
+    save_model(config.model_path, state.model, training.model_metadata(config, state.step, vgg_source), opts)
+    log.info("finished %d steps in %.0f s; model written", state.step, time.time() - started)
+    return config.model_path
+
+
+def _blank_model_and_optimizer(config: training.TrainConfig) -> tuple[Any, Any]:
+    state = training.new_state(config, torch.device("cpu"))
+    return state.model, state.optimizer
+
+
+def _init_ray() -> None:
+    """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
+    with neither, start a local Ray for this process."""
+    if ray.is_initialized():
+        return
+    ray.init(logging_level=logging.WARNING, log_to_driver=True)
+
+
+def _scaling_config(config: training.TrainConfig) -> ScalingConfig:
+    """GPUs when the cluster has them (unless forced); CPUs sized so data tasks keep one."""
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    use_gpu = config.use_gpu if config.use_gpu is not None else gpus > 0
+    if use_gpu and gpus < 1:
+        raise StylekitError("--gpu asked for, but the Ray cluster has no GPUs; drop --gpu or use --cpu")
+    if config.cpus_per_worker is not None:
+        cpus = config.cpus_per_worker
+    elif use_gpu:
+        cpus = 1
+    else:
+        cpus = _cpu_share(resources.get("CPU", 1), config.num_workers)
+    res: dict[str, float] = {"CPU": cpus}
+    if use_gpu:
+        res["GPU"] = 1
+    return ScalingConfig(num_workers=config.num_workers, use_gpu=use_gpu, resources_per_worker=res)
+
+
+def _cpu_share(total_cpus: float, workers: int) -> float:
+    """CPUs per worker leaving at least one CPU to Ray Data's decode tasks (so a 2-core
+    machine with two workers cannot deadlock). Ray wants whole numbers above 1."""
+    share = max(total_cpus - 1, 0.5) / workers
+    return float(math.floor(share)) if share >= 1 else math.floor(share * 100) / 100 or 0.01
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__
+
+
+# --- finding checkpoints in storage ---------------------------------------------------------
+
+
+def find_latest_checkpoint(run_dir: str, opts: storage.StorageOptions) -> str | None:
+    """URI of the complete checkpoint with the highest step under `run_dir`, if any."""
+    fs, path = storage.filesystem(run_dir, opts)
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for entry in entries:
+        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+            continue
+        meta = _complete_checkpoint(fs, entry.path)
+        if meta is not None and (best is None or meta["step"] > best[0]):
+            best = (meta["step"], storage.join(run_dir, entry.base_name))
+    return best[1] if best else None
+
+
+def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    def read_text(name: str) -> str:
+        with fs.open_input_stream(f"{path}/{name}") as f:
+            return f.read().decode()
+
+    def size_of(name: str) -> int:
+        return fs.get_file_info(f"{path}/{name}").size or -1
+
+    return training.checkpoint_is_complete(read_text, size_of)
+
+
+def _download(uri: str, opts: storage.StorageOptions) -> str:
+    fs, path = storage.filesystem(uri, opts)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    local = tempfile.mkdtemp(prefix="stylekit-ckpt-")
+    pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local
+
+
+# --- the per-worker loop --------------------------------------------------------------------
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    setup_logging()
+    config = training.TrainConfig(**loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
+    else:
+        torch.backends.cudnn.benchmark = True
+    dtype = training.resolve_dtype(config.precision, device)
+    state = training.new_state(config, device)
+    loss_fn = training.build_loss(config, device)
+    _restore(state, loop_config, config, rank)
+
+    model = ray.train.torch.prepare_model(state.model)
+    shard = ray.train.get_dataset_shard("train")
+    total, per_epoch = loop_config["total_steps"], loop_config["steps_per_epoch"]
+    meter = _Meter(config.batch_size * world)
+    while state.step < total and state.epoch < config.epochs:
+        budget = per_epoch - state.step_in_epoch
+        batches = shard.iter_torch_batches(
+            batch_size=config.batch_size,
+            dtypes=torch.uint8,
+            device=device,
+            local_shuffle_buffer_size=config.batch_size * 8,
+            local_shuffle_seed=config.seed + state.epoch * 1000 + rank,
+            prefetch_batches=2,
+        )
+        for batch in batches:
+            if budget <= 0:
+                break
+            terms = training.train_step(model, loss_fn, state.optimizer, batch["image"], dtype)
+            state.step += 1
+            state.step_in_epoch += 1
+            budget -= 1
+            meter.tick()
+            if rank == 0 and (state.step % config.log_every == 0 or state.step == total):
+                values = terms.as_floats()
+                log.info(
+                    "step %d/%d epoch %d  %.1f images/s  loss %.4g = content %.4g + style %.4g + tv %.4g",
+                    state.step,
+                    total,
+                    state.epoch + 1,
+                    meter.rate(),
+                    values["loss"],
+                    values["content"],
+                    values["style"],
+                    values["tv"],
+                )
+            if state.step >= total:
+                break
+            if state.step % config.checkpoint_every == 0:
+                _report(state, config, rank, terms)
+        if state.step >= total and budget > 0:
+            break  # stopped by --max-steps inside the epoch: the epoch is not over
+        state.epoch += 1
+        state.step_in_epoch = 0
+    _report(state, config, rank, None)
+
+
+def _restore(
+    state: training.TrainState, loop_config: dict[str, Any], config: training.TrainConfig, rank: int
+) -> None:
+    """Resume from the newer of Ray's latest checkpoint (a replaced worker) and the newest
+    complete checkpoint found in storage when the job started (a rerun)."""
+    candidates: list[tuple[int, str, str]] = []
+    ray_ckpt = ray.train.get_checkpoint()
+    opts = config.storage_options
+    if ray_ckpt is not None:
+        ray_dir = ray_ckpt.to_directory()
+        candidates.append((_step_of(ray_dir), ray_dir, "Ray's latest checkpoint"))
+    if loop_config.get("resume_from"):
+        found = _download(loop_config["resume_from"], opts)
+        candidates.append((_step_of(found), found, loop_config["resume_from"]))
+    if not candidates:
+        return
+    step, directory, origin = max(candidates, key=lambda c: c[0])
+    training.load_checkpoint(directory, state)
+    if rank == 0:
+        log.info("resumed from step %d (%s)", step, origin)
+
+
+def _step_of(directory: str) -> int:
+    meta = training.checkpoint_is_complete(
+        lambda n: Path(directory, n).read_text(),
+        lambda n: os.path.getsize(os.path.join(directory, n)),
+    )
+    return -1 if meta is None else int(meta["step"])
+
+
+def _report(state: training.TrainState, config: training.TrainConfig, rank: int, terms: Any) -> None:
+    """Every worker reports (Ray Train's report is collective); rank 0 attaches the checkpoint."""
+    metrics = {"step": state.step, "epoch": state.epoch}
+    if terms is not None:
+        metrics.update(terms.as_floats())
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    directory = tempfile.mkdtemp(prefix="stylekit-ckpt-")
+    try:
+        training.save_checkpoint(directory, state, config, training.preview_pixels(state.model))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        log.info("checkpoint at step %d (with preview.jpg)", state.step)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Meter:
+    """Images per second over the last few steps."""
+
+    def __init__(self, images_per_step: int, window: int = 20):
+        self.images_per_step, self.window = images_per_step, window
+        self.times: list[float] = [time.perf_counter()]
+
+    def tick(self) -> None:
+        self.times = [*self.times[-self.window :], time.perf_counter()]
+
+    def rate(self) -> float:
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) * self.images_per_step / span if span > 0 else 0.0

@@ -1,0 +1,328 @@
+"""Training TransformerNet against the perceptual loss: config, one step, checkpoint state.
+
+Nothing here knows about Ray: `train_job` runs this on every Ray Train worker. A checkpoint is
+a folder of data files, never a pickle: `model.safetensors`, `optimizer.safetensors` (Adam's
+moments, flattened), `state.json` (step, epoch, config; written last, with the sizes of the
+other two so a half-copied checkpoint is recognised and skipped) and `preview.jpg`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from stylekit import __version__, images, storage
+from stylekit.errors import ConfigError
+from stylekit.loss import LossTerms, PerceptualLoss
+from stylekit.model import TransformerNet
+from stylekit.vgg import load_vgg
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = resources.files("stylekit") / "examples"
+DEFAULT_STYLE = str(EXAMPLES / "styles" / "starry_night.jpg")
+DEFAULT_DATA = str(EXAMPLES / "content")
+DEFAULT_OUTPUT = "runs"
+PREVIEW_IMAGE = str(EXAMPLES / "content" / "chelsea.jpg")
+PREVIEW_SIDE = 256
+STATE_FILE = "state.json"
+
+
+def _help(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; `jobs/train.py` builds its flags from these fields."""
+
+    style: str = field(
+        default=DEFAULT_STYLE,
+        metadata=_help("style image: local path or s3:// URI (default: the bundled Starry Night)"),
+    )
+    data: str = field(
+        default=DEFAULT_DATA,
+        metadata=_help(
+            "training images: a folder or s3:// prefix, searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
+        ),
+    )
+    output: str = field(
+        default=DEFAULT_OUTPUT,
+        metadata=_help("where runs go: a local folder or s3:// prefix; the run lives in OUTPUT/NAME"),
+    )
+    name: str = field(default="", metadata=_help("run name (default: the style file's stem)"))
+    epochs: int = field(default=2, metadata=_help("passes over the training data"))
+    max_steps: int | None = field(
+        default=None, metadata=_help("stop after this many optimizer steps, whatever --epochs says")
+    )
+    batch_size: int = field(default=4, metadata=_help("images per step per worker"))
+    image_size: int = field(
+        default=256,
+        metadata=_help("training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop)"),
+    )
+    lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
+    content_weight: float = field(default=1e5, metadata=_help("weight of the relu2_2 feature loss"))
+    style_weight: float = field(default=1e10, metadata=_help("weight of the Gram-matrix style loss"))
+    tv_weight: float = field(
+        default=10.0,
+        metadata=_help(
+            "weight of the total-variation loss (mean squared neighbour difference of 0-255 pixels; 10 matches Johnson's tv_strength 1e-6 at 256 px, batch 4)"
+        ),
+    )
+    style_size: int | None = field(
+        default=None, metadata=_help("resize the style image so its longest side is this (default: as is)")
+    )
+    vgg_weights: str = field(
+        default="imagenet",
+        metadata=_help(
+            "loss network weights: 'imagenet' (torchvision's, via its cache), a local state-dict file, or 'random' (seeded, untrained: offline tests only)"
+        ),
+    )
+    seed: int = field(default=42, metadata=_help("seed for weights, data order and a random VGG"))
+    checkpoint_every: int = field(
+        default=2000, metadata=_help("steps between checkpoints (one is always written at the end)")
+    )
+    log_every: int = field(default=20, metadata=_help("steps between progress lines"))
+    num_workers: int = field(default=1, metadata=_help("data-parallel training workers"))
+    use_gpu: bool | None = field(default=None, metadata={"cli": False})
+    cpus_per_worker: float | None = field(
+        default=None,
+        metadata=_help(
+            "CPUs reserved per worker (default: 1 with GPUs; on CPU-only clusters, what leaves one CPU for data loading)"
+        ),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=_help(
+            "auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16", choices=["auto", "fp32", "bf16"]
+        ),
+    )
+    max_failures: int = field(
+        default=3,
+        metadata=_help("worker failures to recover from (from the last checkpoint) before giving up"),
+    )
+    s3_endpoint: str | None = field(
+        default=None, metadata=_help("S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)")
+    )
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every", "num_workers")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if self.image_size < 16:
+            raise ConfigError(f"--image-size must be >= 16 (got {self.image_size})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1 (got {self.max_steps})")
+        if self.style_size is not None and self.style_size < 16:
+            raise ConfigError(f"--style-size must be >= 16 (got {self.style_size})")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0 (got {self.lr})")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
+        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
+            raise ConfigError(f"--cpus-per-worker must be > 0 (got {self.cpus_per_worker})")
+        if self.max_failures < -1:
+            raise ConfigError("--max-failures must be >= 0, or -1 for no limit")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"--precision must be auto, fp32 or bf16 (got {self.precision!r})")
+        if not self.name:
+            object.__setattr__(self, "name", Path(self.style.rstrip("/")).stem or "style")
+        if "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"--name {self.name!r} must be a plain name, not a path")
+        storage.StorageOptions(self.s3_endpoint)  # validates the endpoint
+
+    @property
+    def run_dir(self) -> str:
+        return storage.join(self.output, self.name)
+
+    @property
+    def model_path(self) -> str:
+        return storage.join(self.run_dir, "model.safetensors")
+
+    @property
+    def storage_options(self) -> storage.StorageOptions:
+        return storage.StorageOptions(self.s3_endpoint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def load_style_tensor(config: TrainConfig) -> torch.Tensor:
+    """The style image as (1, 3, H, W) float in [0, 255]."""
+    pixels = images.decode(storage.read_bytes(config.style, config.storage_options))
+    if config.style_size:
+        pixels = images.resize_longest(pixels, config.style_size)
+    return images.to_tensor(pixels)
+
+
+@dataclass
+class TrainState:
+    """The mutable part of a run: network, optimizer and where we are."""
+
+    model: TransformerNet
+    optimizer: torch.optim.Adam
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+
+
+def new_state(config: TrainConfig, device: torch.device) -> TrainState:
+    torch.manual_seed(config.seed)
+    model = TransformerNet().to(device)
+    return TrainState(model, torch.optim.Adam(model.parameters(), lr=config.lr))
+
+
+def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss:
+    vgg = load_vgg(config.vgg_weights, seed=config.seed).to(device)
+    style = load_style_tensor(config).to(device)
+    return PerceptualLoss(vgg, style, config.content_weight, config.style_weight, config.tv_weight).to(device)
+
+
+def train_step(
+    model: torch.nn.Module,
+    loss_fn: PerceptualLoss,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> LossTerms:
+    """One Adam step on a (B, H, W, 3) uint8 batch already on the device."""
+    x = batch.permute(0, 3, 1, 2).float()  # (B, 3, H, W) in [0, 255]
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        y = model(x)
+        terms = loss_fn(y, x)
+    terms.total.backward()
+    optimizer.step()
+    return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())
+
+
+# --- checkpoints: plain data files -------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str, state: TrainState, config: TrainConfig, preview: np.ndarray | None
+) -> None:
+    """Write the state as data files into a local `directory` (state.json last)."""
+    os.makedirs(directory, exist_ok=True)
+    model_file = os.path.join(directory, "model.safetensors")
+    optim_file = os.path.join(directory, "optimizer.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}, model_file)
+    tensors, groups = _flatten_optimizer(state.optimizer)
+    save_file(tensors, optim_file, metadata={"param_groups": json.dumps(groups)})
+    if preview is not None:
+        with open(os.path.join(directory, "preview.jpg"), "wb") as f:
+            f.write(images.encode(preview, "jpg", 90))
+    meta = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "stylekit_version": __version__,
+        "time": time.time(),
+        "config": config.to_dict(),
+        "files": {
+            n: os.path.getsize(os.path.join(directory, n))
+            for n in ("model.safetensors", "optimizer.safetensors")
+        },
+    }
+    with open(os.path.join(directory, STATE_FILE), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def load_checkpoint(directory: str, state: TrainState) -> dict[str, Any]:
+    """Restore model and optimizer from a local checkpoint folder; returns its state.json."""
+    with open(os.path.join(directory, STATE_FILE)) as f:
+        meta = json.load(f)
+    device = next(state.model.parameters()).device
+    state.model.load_state_dict(load_file(os.path.join(directory, "model.safetensors"), device=str(device)))
+    optim_path = os.path.join(directory, "optimizer.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(optim_path, framework="pt", device=str(device)) as f:
+        groups = json.loads(f.metadata()["param_groups"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+    state.optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
+    state.step, state.epoch, state.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
+    return meta
+
+
+def _flatten_optimizer(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = optimizer.state_dict()
+    tensors = {
+        f"state.{idx}.{name}": value.detach().cpu().contiguous()
+        for idx, per_param in sd["state"].items()
+        for name, value in per_param.items()
+    }
+    return tensors, sd["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def checkpoint_is_complete(read_text, size_of) -> dict[str, Any] | None:
+    """state.json parsed, if it exists and the files it lists have their recorded sizes."""
+    try:
+        meta = json.loads(read_text(STATE_FILE))
+        if all(size_of(n) == size for n, size in meta["files"].items()):
+            return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def preview_pixels(model: torch.nn.Module) -> np.ndarray:
+    """The current stylization of the fixed preview photo, (H, W, 3) uint8."""
+    pixels = images.resize_longest(images.load_image(PREVIEW_IMAGE), PREVIEW_SIDE)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        y = model(images.to_tensor(pixels).to(device))
+    model.train(was_training)
+    return images.to_pixels(y[0])
+
+
+def model_metadata(config: TrainConfig, step: int, vgg_source: str) -> dict[str, str]:
+    return {
+        "format": "stylekit",
+        "stylekit_version": __version__,
+        "style": config.style,
+        "content_weight": repr(config.content_weight),
+        "style_weight": repr(config.style_weight),
+        "tv_weight": repr(config.tv_weight),
+        "steps": str(step),
+        "image_size": str(config.image_size),
+        "batch_size": str(config.batch_size),
+        "num_workers": str(config.num_workers),
+        "lr": repr(config.lr),
+        "vgg_weights": vgg_source,
+        "seed": str(config.seed),
+    }
