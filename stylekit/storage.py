@@ -13,10 +13,14 @@ import functools
 import logging
 import os
 import posixpath
+import re
+import stat
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -30,9 +34,11 @@ SUPPORTED_SCHEMES = ("s3",)
 
 @dataclass(frozen=True)
 class StorageOptions:
-    """How to reach object storage. `s3_endpoint` None means the environment's (or AWS)."""
+    """How to reach object storage. `s3_endpoint` None means the environment's (or AWS);
+    `s3_region` None means AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
 
     s3_endpoint: str | None = None
+    s3_region: str | None = None
 
     def __post_init__(self) -> None:
         if self.s3_endpoint is not None and "://" not in self.s3_endpoint:
@@ -49,9 +55,19 @@ class StorageOptions:
             or None
         )
 
+    def resolved(self) -> StorageOptions:
+        """These options with the environment's endpoint and region fixed in, for remote
+        workers whose environment may differ from the driver's (credentials stay out)."""
+        return StorageOptions(self.endpoint, self.region)
+
     @property
     def region(self) -> str:
-        return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return (
+            self.s3_region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
 
 
 def is_uri(location: str) -> bool:
@@ -91,7 +107,7 @@ def _s3_filesystem(endpoint: str | None, region: str) -> pafs.S3FileSystem:
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
         kwargs["scheme"] = parsed.scheme
-        log.info("S3 endpoint: %s", endpoint)
+        log.info("S3 endpoint: %s", redact(endpoint))
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -117,6 +133,7 @@ def write_bytes(location: str, data: bytes, options: StorageOptions = StorageOpt
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -135,9 +152,24 @@ def exists(location: str, options: StorageOptions = StorageOptions()) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """A listed file: key relative to the listed location, size in bytes, mtime (epoch s)."""
+
+    key: str
+    size: int
+    mtime: float
+
+
 def list_files(location: str, options: StorageOptions = StorageOptions()) -> Iterator[str]:
     """Yield keys (relative to `location`, '/'-separated) of every file below it, recursively,
     as a stream: an S3 listing is paged 1000 keys at a time, never held whole."""
+    for entry in list_entries(location, options):
+        yield entry.key
+
+
+def list_entries(location: str, options: StorageOptions = StorageOptions()) -> Iterator[FileEntry]:
+    """`list_files` with each file's size and modification time (free in an S3 listing)."""
     if scheme_of(location) == "s3":
         yield from _list_s3(location, options)
         return
@@ -148,29 +180,192 @@ def list_files(location: str, options: StorageOptions = StorageOptions()) -> Ite
         dirnames.sort()
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
-            yield os.path.relpath(full, root).replace(os.sep, "/")
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue  # deleted while we listed
+            yield FileEntry(os.path.relpath(full, root).replace(os.sep, "/"), st.st_size, st.st_mtime)
 
 
-def _list_s3(location: str, options: StorageOptions) -> Iterator[str]:
-    import botocore.session
-    from botocore.exceptions import BotoCoreError, ClientError
-
+def _bucket_prefix(location: str) -> tuple[str, str]:
     parsed = urlparse(location)
-    bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+    prefix = parsed.path.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    client = botocore.session.get_session().create_client(
-        "s3", endpoint_url=options.endpoint, region_name=options.region
+    return parsed.netloc, prefix
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, region: str) -> Any:
+    """One botocore client per endpoint and process (clients are thread-safe, slow to build)."""
+    import botocore.config
+    import botocore.session
+
+    config = botocore.config.Config(max_pool_connections=HEAD_THREADS, retries={"mode": "standard"})
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint, region_name=region, config=config
     )
+
+
+def _list_s3(location: str, options: StorageOptions) -> Iterator[FileEntry]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_prefix(location)
+    client = _s3_client(options.endpoint, options.region)
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", ()):
                 key = obj["Key"]
                 if not key.endswith("/"):
-                    yield key[len(prefix) :]
+                    yield FileEntry(key[len(prefix) :], obj["Size"], obj["LastModified"].timestamp())
     except (BotoCoreError, ClientError) as e:
         raise StylekitError(f"cannot list {location}: {_short(e)}") from None
+
+
+# A range listing reads LIST_PAGE_SIZE keys per request; once it has read more than
+# RANGE_LIST_BUDGET keys per key asked for (plus RANGE_LIST_SLACK), the range holds mostly other
+# objects and HEAD requests for the keys not reached yet are cheaper.
+LIST_PAGE_SIZE = 1000
+RANGE_LIST_BUDGET = 4
+RANGE_LIST_SLACK = 1000
+HEAD_THREADS = 16
+
+
+def stat_keys(
+    location: str, keys: Iterable[str], options: StorageOptions = StorageOptions()
+) -> dict[str, FileEntry]:
+    """Which of `keys` (relative to `location`) exist, with their size and mtime.
+
+    Locally a stat per key. On S3 one listing of the key range [min(keys), max(keys)] (1000
+    objects per request, so a page of 1000 neighbouring keys costs about one request, not 1000
+    HEADs); if that range turns out to hold many more objects than asked for, the rest are
+    checked with concurrent HEAD requests instead."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    if scheme_of(location) != "s3":
+        return _stat_local(location, wanted, options)
+    return _stat_s3(location, wanted, options)
+
+
+def _stat_local(location: str, keys: list[str], options: StorageOptions) -> dict[str, FileEntry]:
+    _, root = filesystem(location, options)
+    found = {}
+    for key in keys:
+        try:
+            st = os.stat(os.path.join(root, *key.split("/")))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found[key] = FileEntry(key, st.st_size, st.st_mtime)
+    return found
+
+
+def _stat_s3(location: str, keys: list[str], options: StorageOptions) -> dict[str, FileEntry]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_prefix(location)
+    client = _s3_client(options.endpoint, options.region)
+    first, last = prefix + keys[0], prefix + keys[-1]
+    wanted = {prefix + k for k in keys}
+    found: dict[str, FileEntry] = {}
+    budget, seen, checked_to = RANGE_LIST_BUDGET * len(keys) + RANGE_LIST_SLACK, 0, ""
+    try:
+        # StartAfter is exclusive: start just before `first` (one of its own prefixes).
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket,
+            Prefix=_common_prefix(first, last),
+            StartAfter=first[:-1],
+            PaginationConfig={"PageSize": LIST_PAGE_SIZE},
+        )
+        for page in pages:
+            for obj in page.get("Contents", ()):
+                key, seen = obj["Key"], seen + 1
+                if key > last:
+                    return found
+                checked_to = key
+                if key in wanted:
+                    rel = key[len(prefix) :]
+                    found[rel] = FileEntry(rel, obj["Size"], obj["LastModified"].timestamp())
+            if seen > budget:
+                break
+        else:
+            return found
+    except (BotoCoreError, ClientError) as e:
+        raise StylekitError(f"cannot list {location}: {_short(e)}") from None
+    rest = [k for k in keys if prefix + k > checked_to]
+    found.update(_head_s3(client, bucket, prefix, rest, location))
+    return found
+
+
+def _common_prefix(a: str, b: str) -> str:
+    """Longest string both start with (characters, not path components: S3 keys are strings)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _head_s3(client: Any, bucket: str, prefix: str, keys: list[str], location: str) -> dict[str, FileEntry]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    def head(key: str) -> FileEntry | None:
+        try:
+            meta = client.head_object(Bucket=bucket, Key=prefix + key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StylekitError(f"cannot check {location}/{key}: {_short(e)}") from None
+        except BotoCoreError as e:
+            raise StylekitError(f"cannot check {location}/{key}: {_short(e)}") from None
+        return FileEntry(key, meta["ContentLength"], meta["LastModified"].timestamp())
+
+    with ThreadPoolExecutor(HEAD_THREADS) as pool:
+        return {e.key: e for e in pool.map(head, keys) if e is not None}
+
+
+def delete_tree(location: str, options: StorageOptions = StorageOptions()) -> None:
+    """Remove a folder or prefix and everything below it (missing is fine). On S3 through
+    DeleteObjects directly: pyarrow would leave an empty "directory" object behind."""
+    if scheme_of(location) == "s3":
+        _delete_s3(location, options)
+        return
+    fs, path = filesystem(location, options)
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
+    except OSError as e:
+        raise StylekitError(f"cannot delete {location}: {_short(e)}") from None
+
+
+def _delete_s3(location: str, options: StorageOptions) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_prefix(location)
+    client = _s3_client(options.endpoint, options.region)
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", ())]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    except (BotoCoreError, ClientError) as e:
+        raise StylekitError(f"cannot delete {location}: {_short(e)}") from None
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with any user:password@ of a URL removed and the AWS secrets of this process's
+    environment masked, so an error or endpoint can be logged or stored safely."""
+    text = _USERINFO.sub("***@", text)
+    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
+        secret = os.environ.get(var)
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _short(e: BaseException) -> str:

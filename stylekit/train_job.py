@@ -28,7 +28,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from stylekit import storage, training
 from stylekit.errors import StylekitError
 from stylekit.logs import setup_logging
+from stylekit.modelio import save_model
 from stylekit.train_data import SkipCounter, count_training_images, training_dataset
+from stylekit.vgg import load_vgg
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ CHECKPOINTS_KEPT = 3
 def run_training(config: training.TrainConfig) -> str:
     """Train one style end to end; returns the location of the finished model.safetensors."""
     opts = config.storage_options
-    _init_ray()
+    vgg_source = preflight(config)
     n_images = count_training_images(config.data, opts)
     if n_images < config.num_workers:
         raise StylekitError(
@@ -50,6 +52,7 @@ def run_training(config: training.TrainConfig) -> str:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    _init_ray()
     scaling = _scaling_config(config)
     resume = find_latest_checkpoint(config.run_dir, opts)
     log.info(
@@ -99,13 +102,19 @@ def run_training(config: training.TrainConfig) -> str:
         raise StylekitError("training ended without a checkpoint; see the log above")
     with result.checkpoint.as_directory() as directory:
         state = training.TrainState(*_blank_model_and_optimizer(config))
-        meta = training.load_checkpoint(directory, state)
-    vgg_source = meta.get("vgg_source", config.vgg_weights)
-    from stylekit.modelio import save_model
+        training.load_checkpoint(directory, state)
 
     save_model(config.model_path, state.model, training.model_metadata(config, state.step, vgg_source), opts)
     log.info("finished %d steps in %.0f s; model written", state.step, time.time() - started)
     return config.model_path
+
+
+def preflight(config: training.TrainConfig) -> str:
+    """Fail fast, on the driver, with one line: the style image decodes and the VGG weights can
+    be had (for "imagenet" this also fills this node's torchvision cache). Returns the VGG
+    weights' description for the model's metadata."""
+    training.load_style_tensor(config)
+    return load_vgg(config.vgg_weights, seed=config.seed).source
 
 
 def _blank_model_and_optimizer(config: training.TrainConfig) -> tuple[Any, Any]:

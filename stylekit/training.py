@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stylekit import __version__, images, storage
-from stylekit.errors import ConfigError
+from stylekit.errors import ConfigError, StylekitError
 from stylekit.loss import LossTerms, PerceptualLoss
 from stylekit.model import TransformerNet
 from stylekit.vgg import load_vgg
@@ -168,7 +168,10 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def load_style_tensor(config: TrainConfig) -> torch.Tensor:
     """The style image as (1, 3, H, W) float in [0, 255]."""
-    pixels = images.decode(storage.read_bytes(config.style, config.storage_options))
+    try:
+        pixels = images.decode(storage.read_bytes(config.style, config.storage_options))
+    except images.ImageError as e:
+        raise StylekitError(f"--style {config.style}: {e}") from None
     if config.style_size:
         pixels = images.resize_longest(pixels, config.style_size)
     return images.to_tensor(pixels)
