@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +25,7 @@ def naive_gram(f: torch.Tensor) -> torch.Tensor:
 
 def einsum_gram(f: torch.Tensor) -> torch.Tensor:
     """Gram by explicit index sum in float64 (for layers too wide for the loop version)."""
-    b, c, h, w = f.shape
+    _, c, h, w = f.shape
     return torch.einsum("bihw,bjhw->bij", f.double(), f.double()) / (c * h * w)
 
 
@@ -95,7 +97,7 @@ def test_random_vgg_is_seeded_frozen_and_labelled(caplog: pytest.LogCaptureFixtu
     assert "RANDOM" in caplog.text
 
 
-def test_vgg_weights_from_a_local_file(tmp_path) -> None:  # noqa: ANN001
+def test_vgg_weights_from_a_local_file(tmp_path: Path) -> None:
     torch.manual_seed(3)
     full = vgg16(weights=None).state_dict()  # features.* and classifier.*, as torchvision saves
     path = tmp_path / "vgg16.pth"

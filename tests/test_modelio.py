@@ -46,7 +46,7 @@ def test_reference_pth_with_running_stats_gives_the_same_pixels(tmp_path: Path) 
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: ANN204 - the payload a malicious checkpoint would carry
+    def __reduce__(self) -> tuple:  # the payload a malicious checkpoint would carry
         return (Path.touch, (Path(_Evil.target),))
 
     target = ""

@@ -6,6 +6,7 @@ the driver killed right after its first checkpoint (the same command again resum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,10 +50,8 @@ def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 def checkpoints(run_dir: Path) -> list[dict]:
     found = []
     for state in sorted(run_dir.glob("checkpoint_*/state.json")):
-        try:
+        with contextlib.suppress(ValueError):  # half-written: not a checkpoint yet
             found.append(json.loads(state.read_text()))
-        except ValueError:
-            pass  # being written
     return found
 
 
