@@ -36,7 +36,8 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()) -> None:
-    """Add one flag per field of dataclass `cls` (fields with metadata cli=False are skipped)."""
+    """Add one flag per field of dataclass `cls` (fields with metadata cli=False are skipped;
+    metadata required=True makes the flag mandatory)."""
     hints = typing.get_type_hints(cls)
     skip = set(exclude)
     for f in dataclasses.fields(cls):
@@ -55,15 +56,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
             )
             continue
         choices = f.metadata.get("choices")
-        shown = "none" if default is None else default
+        required = bool(f.metadata.get("required", False))
+        shown = "required" if required else "default: " + ("none" if default is None else str(default))
         parser.add_argument(
             *names,
             dest=f.name,
             type=_parser_for(kind, flag_name(f.name)),
             default=default,
             choices=choices,
+            required=required,
             metavar=f.metadata.get("metavar"),
-            help=f"{help_text} (default: {shown})",
+            help=f"{help_text} ({shown})",
         )
 
 

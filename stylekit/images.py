@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps
 
 from stylekit.errors import StylekitError
+
+if TYPE_CHECKING:
+    import torch  # imported where used: decode/encode workers and --help stay free of torch
 
 # The decoder limit is ours (DecodeOptions.max_pixels); Pillow's global one would fire first.
 Image.MAX_IMAGE_PIXELS = None
@@ -134,11 +137,15 @@ def extension(fmt: str) -> str:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 255] (the network's input range)."""
+    import torch
+
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float()
 
 
 def to_pixels(y: torch.Tensor) -> np.ndarray:
     """(3, H, W) network output -> (H, W, 3) uint8: clamp, then truncate as the reference does."""
+    import torch
+
     y = y.detach().float().clamp(0, 255).to(torch.uint8)
     return y.permute(1, 2, 0).cpu().numpy()
 

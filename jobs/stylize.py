@@ -1,0 +1,41 @@
+"""Stylize every image under a folder or bucket prefix, incrementally:
+
+    python jobs/stylize.py --model MODEL --input IN --output OUT [options]
+
+IN and OUT are local folders or s3://bucket/prefix URIs (an S3-compatible store through
+--s3-endpoint or AWS_ENDPOINT_URL; credentials the standard AWS way), MODEL a stylekit
+.safetensors or a reference-example .pth, local or URI. Each result lands in OUT at its input's
+relative key; a rerun skips inputs whose output is up to date, does new ones and retries
+failures. One row per input goes to the Parquet manifest under OUT/_manifest/run=<run-id>/;
+the last line printed is a JSON summary. Runs on the Ray cluster it was submitted to
+(`ray job submit -- python jobs/stylize.py ...`), a `ray start` cluster on this machine, or,
+with neither, a local Ray it starts itself.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's stylekit first
+
+from stylekit.bulk_plan import BulkConfig
+from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
+from stylekit.logs import setup_logging
+
+
+def main() -> int:
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, BulkConfig)
+    args = parser.parse_args()
+    setup_logging()
+    config = config_from_args(BulkConfig, args)
+    from stylekit.bulk import run_bulk, shutdown_ray
+
+    summary = run_bulk(config)
+    shutdown_ray()  # before the summary: no late Ray output may follow it
+    print(summary.to_json(), flush=True)
+    return 1 if config.strict and summary.failed else 0
+
+
+if __name__ == "__main__":
+    run_main(main)
