@@ -59,6 +59,7 @@ from stylekit.bulk_plan import (
 )
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.logs import setup_logging
+from stylekit.ray_env import init_ray
 
 if TYPE_CHECKING:  # torch is imported by the actors and the driver, never by codec tasks
     from stylekit.inference import InferenceOptions
@@ -129,17 +130,6 @@ def run_bulk(config: BulkConfig) -> Summary:
     if config.overwrite:
         record_output_settings(config, layout, loaded.digest, options)
     return _summary(manifest, layout, loaded.digest, time.time() - started)
-
-
-def init_ray() -> None:
-    """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
-    with neither, start a local Ray for this process."""
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING, log_to_driver=True)
-    # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
-    # (and Ray's notice that they are off would only confuse).
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def shutdown_ray() -> None:

@@ -58,16 +58,15 @@ class StorageOptions:
     def resolved(self) -> StorageOptions:
         """These options with the environment's endpoint and region fixed in, for remote
         workers whose environment may differ from the driver's (credentials stay out)."""
-        return StorageOptions(self.endpoint, self.region)
+        return StorageOptions(self.endpoint, self.configured_region)
+
+    @property
+    def configured_region(self) -> str | None:
+        return self.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
     @property
     def region(self) -> str:
-        return (
-            self.s3_region
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1"
-        )
+        return self.configured_region or "us-east-1"
 
 
 def is_uri(location: str) -> bool:
@@ -97,7 +96,25 @@ def filesystem(location: str, options: StorageOptions = StorageOptions()) -> tup
     if not parsed.netloc:
         raise StylekitError(f"{location!r} has no bucket: use s3://bucket/prefix")
     path = parsed.netloc + parsed.path
-    return _s3_filesystem(options.endpoint, options.region), path.rstrip("/") or parsed.netloc
+    return _s3_filesystem(options.endpoint, _region_for(parsed.netloc, options)), path.rstrip(
+        "/"
+    ) or parsed.netloc
+
+
+def _region_for(bucket: str, options: StorageOptions) -> str:
+    """The configured region; on AWS with none configured, the bucket's own (pyarrow does not
+    follow S3's cross-region redirects as botocore does)."""
+    if options.configured_region or options.endpoint:
+        return options.region
+    return _bucket_region(bucket)
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_region(bucket: str) -> str:
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except OSError:
+        return "us-east-1"  # no access to ask: let the request itself report the problem
 
 
 @functools.lru_cache(maxsize=8)
