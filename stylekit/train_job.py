@@ -29,6 +29,7 @@ from stylekit import storage, training
 from stylekit.errors import StylekitError
 from stylekit.logs import setup_logging
 from stylekit.modelio import save_model
+from stylekit.ray_env import init_ray
 from stylekit.train_data import SkipCounter, count_training_images, training_dataset
 from stylekit.vgg import load_vgg
 
@@ -41,6 +42,12 @@ def run_training(config: training.TrainConfig) -> str:
     """Train one style end to end; returns the location of the finished model.safetensors."""
     opts = config.storage_options
     vgg_source = preflight(config)
+    if "runtime_resources" in os.getcwd() and config.output.startswith(os.getcwd()):
+        log.warning(
+            "--output %s is inside this job's temporary working directory and is deleted with "
+            "it: pass an absolute path or an s3:// URI",
+            config.output,
+        )
     n_images = count_training_images(config.data, opts)
     if n_images < config.num_workers:
         raise StylekitError(
@@ -52,7 +59,7 @@ def run_training(config: training.TrainConfig) -> str:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    _init_ray()
+    init_ray()
     scaling = _scaling_config(config)
     resume = find_latest_checkpoint(config.run_dir, opts)
     log.info(
@@ -122,21 +129,16 @@ def _blank_model_and_optimizer(config: training.TrainConfig) -> tuple[Any, Any]:
     return state.model, state.optimizer
 
 
-def _init_ray() -> None:
-    """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
-    with neither, start a local Ray for this process."""
-    if ray.is_initialized():
-        return
-    ray.init(logging_level=logging.WARNING, log_to_driver=True)
-
-
 def _scaling_config(config: training.TrainConfig) -> ScalingConfig:
     """GPUs when the cluster has them (unless forced); CPUs sized so data tasks keep one."""
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0)
     use_gpu = config.use_gpu if config.use_gpu is not None else gpus > 0
     if use_gpu and gpus < 1:
-        raise StylekitError("--gpu asked for, but the Ray cluster has no GPUs; drop --gpu or use --cpu")
+        if len(ray.nodes()) <= 1:
+            raise StylekitError("--gpu asked for, but this Ray cluster has no GPUs; drop --gpu or use --cpu")
+        # An autoscaling cluster may have no GPU node up yet: Ray Train waits for one.
+        log.warning("--gpu: no GPU node is up yet; waiting for the cluster to add one")
     if config.cpus_per_worker is not None:
         cpus = config.cpus_per_worker
     elif use_gpu:
