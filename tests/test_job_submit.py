@@ -337,6 +337,29 @@ def test_job_submit_trains_a_model(ray_head: Head, tiny_data: Path, tmp_path: Pa
     print(f"ray job submit -> SUCCEEDED in {elapsed:.0f} s")
 
 
+def test_job_submit_stylizes_a_folder(
+    ray_head: Head, tiny_data: Path, model_file: Path, tmp_path: Path
+) -> None:
+    """The bulk job through `ray job submit`: every input stylized, the JSON summary last."""
+    output = tmp_path / "styled"
+    submission = f"stylekit-bulk-{secrets.token_hex(4)}"
+    submit = ray_head.ray(
+        "job", "submit", "--address", ray_head.dashboard, "--submission-id", submission,
+        "--working-dir", str(REPO), "--",
+        "python", "jobs/stylize.py", "--model", str(model_file), "--input", str(tiny_data),
+        "--output", str(output), "--format", "png",
+        timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    assert submit.returncode == 0, f"ray job submit failed:\n{submit.stdout[-4000:]}\n{submit.stderr[-4000:]}"
+    code, body = _get(f"{ray_head.dashboard}/api/jobs/{submission}", ray_head.token)
+    assert code == 200 and json.loads(body)["status"] == "SUCCEEDED", body
+    logs = ray_head.ray("job", "logs", "--address", ray_head.dashboard, submission).stdout
+    summary = json.loads([line for line in logs.splitlines() if line.strip()][-1])
+    inputs = sorted(p.relative_to(tiny_data).with_suffix(".png") for p in tiny_data.rglob("*") if p.is_file())
+    assert summary["ok"] == len(inputs) and summary["failed"] == 0, summary
+    assert sorted(p.relative_to(output) for p in output.rglob("*.png")) == inputs
+
+
 def _check_uploaded_working_dir(head: Head) -> None:
     """What `--working-dir .` shipped, as unpacked on the node: the code, without .venv
     (.gitignore) or .git, and small."""
