@@ -7,6 +7,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+# Before torch loads its OpenMP runtime: OpenMP workers that spin-wait after each parallel
+# region take the cores from NNPACK's own thread pool, which runs the convolutions of the CPU
+# fast path (stylekit/fastpath.py); sleeping at once makes 512x512 on 2 cores ~1.2x faster
+# (benchmarks/RESULTS.md). Training processes keep the default: many small OpenMP regions
+# there, and waking sleeping workers costs more than it saves.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from stylekit import images, storage
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
 from stylekit.errors import ConfigError, StylekitError

@@ -4,36 +4,60 @@ the bulk job's actors, so both give the same pixels.
 Images are grouped by size, so a batch never pads a small photo up to a large one; each group
 runs in chunks of at most `max_batch`. Pixels travel to the device as uint8 (a quarter of the
 bytes of float32) and are converted there.
+
+`InferenceOptions` fields left at None/"auto" resolve per device to the fastest path measured
+safe (within 40 dB PSNR of the fp32 reference; benchmarks/RESULTS.md has the numbers):
+
+- CPU: fp32, NCHW, `fastpath.FastTransformer` with NNPACK (Winograd/FFT) convs, one image at a
+  time, and the C allocator tuned (`fastpath.tune_cpu_allocator`). bf16/fp16 are emulated on
+  CPUs without AMX/AVX512-BF16 and measured slower; torch.compile measured no faster after its
+  compile time (it stays available as `compile=True`).
+- CUDA: bf16 autocast, channels_last, the sub-pixel FastTransformer, cudnn.benchmark.
+  Not yet measured on a GPU here: `benchmarks/bench_stylize.py` prints every variant so the
+  choice can be checked (see RESULTS.md, "GPU: to be measured").
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from stylekit.errors import ConfigError
+from stylekit.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
 from stylekit.model import TransformerNet
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# An image whose every channel's standard deviation is below this (0-255 units) is all but flat: its
+# instance-norm statistics are ~0, which amplifies rounding differences without bound, so it is
+# run without Winograd (NNPACK) convolutions, whose rounding differs most from the reference.
+FLAT_IMAGE_STD = 1.0
 
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """How to run the network. "auto" picks the fastest path measured for the device."""
+    """How to run the network. None / "auto" pick the fastest safe path measured for the device."""
 
     device: str = "auto"
     precision: str = "auto"
-    channels_last: bool | None = None  # None: on for CUDA
-    compile: bool = False
+    channels_last: bool | None = None  # None: on for CUDA, off for CPU
+    compile: bool = False  # torch.compile, falling back to eager if it fails
     max_batch: int = 8
+    fast: bool | None = None  # FastTransformer (sub-pixel upsample-convs, ...); None: on
+    nnpack: bool | None = None  # NNPACK convs on the CPU; None: on where it works (fp32 only)
+    threads: int | None = None  # torch CPU threads (process-wide); None: leave as is
+    tune_allocator: bool | None = None  # glibc: reuse large blocks (process-wide); None: on for CPU
+    cudnn_benchmark: bool | None = None  # None: on for CUDA (process-wide)
+    cuda_graphs: bool = False  # with compile on CUDA: mode="reduce-overhead" (CUDA graphs)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -42,6 +66,8 @@ class InferenceOptions:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.max_batch < 1:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.max_batch})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1 (got {self.threads})")
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -54,7 +80,64 @@ class InferenceOptions:
         precision = self.precision
         if precision == "auto":
             precision = "bf16" if device.type == "cuda" else "fp32"
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        return _DTYPES[precision]
+
+    def resolve(self) -> Plan:
+        """The concrete path these options mean on this machine."""
+        device = self.resolve_device()
+        dtype = self.resolve_dtype(device)
+        cpu = device.type == "cpu"
+        fast = True if self.fast is None else self.fast
+        nnpack = self.nnpack if self.nnpack is not None else True
+        nnpack = fast and cpu and dtype == torch.float32 and nnpack and nnpack_available()
+        if self.nnpack and not nnpack:
+            log.warning(
+                "NNPACK asked for but not usable here (needs the fast path, fp32 on a CPU it supports)"
+            )
+        return Plan(
+            device=device,
+            dtype=dtype,
+            channels_last=(not cpu) if self.channels_last is None else self.channels_last,
+            fast=fast,
+            nnpack=nnpack,
+            compile=self.compile,
+            cuda_graphs=self.cuda_graphs and self.compile and device.type == "cuda",
+            threads=self.threads,
+            tune_allocator=cpu if self.tune_allocator is None else self.tune_allocator and cpu,
+            cudnn_benchmark=(device.type == "cuda") if self.cudnn_benchmark is None else self.cudnn_benchmark,
+            per_image=cpu and fast,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Resolved InferenceOptions: what a Stylizer actually does."""
+
+    device: torch.device
+    dtype: torch.dtype
+    channels_last: bool
+    fast: bool
+    nnpack: bool
+    compile: bool
+    cuda_graphs: bool
+    threads: int | None
+    tune_allocator: bool
+    cudnn_benchmark: bool
+    per_image: bool  # run a batch image by image (CPU: no gain from batching; batch-independent pixels)
+
+    def describe(self) -> str:
+        parts = [str(self.device), str(self.dtype).removeprefix("torch.")]
+        parts.append("channels_last" if self.channels_last else "NCHW")
+        parts.append("fast path" + (" + NNPACK" if self.nnpack else "") if self.fast else "reference module")
+        if self.compile:
+            parts.append("compiled" + (" + CUDA graphs" if self.cuda_graphs else ""))
+        if self.threads:
+            parts.append(f"{self.threads} threads")
+        if self.tune_allocator:
+            parts.append("allocator tuned")
+        if self.cudnn_benchmark and self.device.type == "cuda":
+            parts.append("cudnn.benchmark")
+        return ", ".join(parts)
 
 
 class Stylizer:
@@ -62,37 +145,67 @@ class Stylizer:
 
     def __init__(self, model: TransformerNet, options: InferenceOptions = InferenceOptions()):
         self.options = options
-        self.device = options.resolve_device()
-        self.dtype = options.resolve_dtype(self.device)
-        channels_last = options.channels_last
-        if channels_last is None:
-            channels_last = self.device.type == "cuda"
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.eval().to(self.device, memory_format=self.memory_format)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.model: torch.nn.Module = model
-        if options.compile:
-            self.model = _try_compile(model)
-        log.info(
-            "stylizer on %s, %s, %s%s",
-            self.device,
-            str(self.dtype).removeprefix("torch."),
-            "channels_last" if channels_last else "NCHW",
-            ", compiled" if options.compile else "",
-        )
+        if options.threads:  # first: NNPACK sizes its thread pool once, at its first use
+            torch.set_num_threads(options.threads)
+        self.plan = plan = options.resolve()
+        self.device, self.dtype = plan.device, plan.dtype
+        self.memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+        if plan.tune_allocator:
+            tune_cpu_allocator()
+        if plan.cudnn_benchmark and self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if plan.fast:
+            net: torch.nn.Module = FastTransformer(model, nnpack=plan.nnpack)
+        else:
+            net = model.eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+        self.model: torch.nn.Module = net.to(self.device, memory_format=self.memory_format)
+        # Near-flat images run without NNPACK (see FLAT_IMAGE_STD).
+        self._exact: torch.nn.Module | None = None
+        if isinstance(net, FastTransformer) and plan.nnpack:
+            self._exact = copy.deepcopy(net)
+            self._exact.set_nnpack(False)
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if plan.compile:
+            self._compiled = _try_compile(self.model, plan)
+        log.info("stylizer on %s", plan.describe())
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 (any device) -> (B, H, W, 3) uint8 on the CPU."""
-        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = x.contiguous(memory_format=self.memory_format)
-        autocast = self.dtype != torch.float32
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-            y = self.model(x)
-        # Clamp then truncate to uint8, exactly as the reference example saves its images.
-        y = y.float().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return y.cpu()
+    def forward(self, batch: torch.Tensor, *, keep_on_device: bool = False) -> torch.Tensor:
+        """(B, H, W, 3) uint8 (any device) -> (B, H, W, 3) uint8 on the CPU (on the model's
+        device with keep_on_device, e.g. for GPU JPEG encoding)."""
+        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        if self.plan.per_image:
+            out = torch.empty(batch.shape, dtype=torch.uint8, device=self.device)
+            for i in range(x.shape[0]):
+                out[i] = self._run(_to_float(x[i : i + 1], self.memory_format))[0].permute(1, 2, 0)
+            return out
+        y = self._run(_to_float(x, self.memory_format)).permute(0, 2, 3, 1)
+        return y if keep_on_device else y.cpu()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 255] -> (B, 3, H, W) uint8, clamped then truncated exactly
+        as the reference example saves its images."""
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            if self._exact is not None and x.shape[0] == 1 and _is_flat(x):
+                y = self._exact(x)
+            else:
+                y = self._call_model(x)
+        return torch.clamp(y.float(), 0, 255).to(torch.uint8)  # not in place: may be a CUDA graph's output
+
+    def _call_model(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                return self._compiled(x)
+            except Exception as e:
+                log.warning(
+                    "torch.compile failed (%s: %s); running eagerly from now on",
+                    type(e).__name__,
+                    str(e).splitlines()[0][:200] if str(e) else "",
+                )
+                self._compiled = None
+        return self.model(x)
 
     def stylize(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Stylize each (H, W, 3) uint8 image; the result list is in input order."""
@@ -107,6 +220,17 @@ class Stylizer:
         return out  # type: ignore[return-value]
 
 
+def _is_flat(x: torch.Tensor) -> bool:
+    """Every channel of the (1, 3, H, W) image all but constant (see FLAT_IMAGE_STD)."""
+    return float(x.std(dim=(2, 3)).max()) < FLAT_IMAGE_STD if x.shape[-1] * x.shape[-2] > 1 else True
+
+
+def _to_float(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """(B, 3, H, W) uint8 view -> float32 in `memory_format`, in one conversion pass."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format)
+    return out.copy_(x)
+
+
 def group_by_size(images: Sequence[np.ndarray], max_batch: int) -> list[list[int]]:
     """Indices of images grouped by (H, W), each group split into chunks of <= max_batch."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -115,9 +239,12 @@ def group_by_size(images: Sequence[np.ndarray], max_batch: int) -> list[list[int
     return [idx[k : k + max_batch] for idx in groups.values() for k in range(0, len(idx), max_batch)]
 
 
-def _try_compile(model: torch.nn.Module) -> torch.nn.Module:
+def _try_compile(model: torch.nn.Module, plan: Plan) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """torch.compile'd `model`; None when torch.compile is unavailable. Compilation itself
+    happens at the first call, whose failure `Stylizer` also catches (then runs eagerly)."""
     try:
-        return torch.compile(model, dynamic=True)  # type: ignore[return-value]
+        mode = "reduce-overhead" if plan.cuda_graphs else None
+        return torch.compile(model, mode=mode)  # type: ignore[return-value]
     except Exception as e:
         log.warning("torch.compile unavailable (%s); running eagerly", e)
-        return model
+        return None

@@ -80,7 +80,8 @@ class PerceptualLoss(nn.Module):
     """Weighted content + style + TV loss against one style image.
 
     The style Grams are computed once, at construction; per step only the output needs a VGG
-    pass with gradients, and the content features are taken without building a graph.
+    pass with gradients, and the content features are taken without building a graph and only
+    as far as relu2_2 (a third of VGG's work up to relu4_3).
     """
 
     def __init__(
@@ -107,8 +108,8 @@ class PerceptualLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, content: torch.Tensor) -> LossTerms:
         """output y_hat and content x, both (B,3,H,W) in [0,255]."""
-        with torch.no_grad():
-            content_features = self.vgg(content)[CONTENT_TAP]
+        with torch.no_grad():  # only up to relu2_2: the content target needs no more
+            content_features = self.vgg(content, n_taps=CONTENT_TAP + 1)[CONTENT_TAP]
         out_features = self.vgg(output)
         out_grams = [gram_matrix(f) for f in out_features]
         return LossTerms(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from stylekit import __version__, images, storage
+from stylekit import __version__, images, steps, storage
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.loss import LossTerms, PerceptualLoss
 from stylekit.model import TransformerNet
@@ -117,6 +117,11 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        # Ray Train runs each worker in its own directory: local paths must not be relative.
+        for name in ("style", "data", "output", "vgg_weights"):
+            value = getattr(self, name)
+            if not storage.is_uri(value) and value not in ("imagenet", "random"):
+                object.__setattr__(self, name, os.path.abspath(value))
         positive = ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every", "num_workers")
         for name in positive:
             if getattr(self, name) < 1:
@@ -207,15 +212,9 @@ def train_step(
     batch: torch.Tensor,
     dtype: torch.dtype = torch.float32,
 ) -> LossTerms:
-    """One Adam step on a (B, H, W, 3) uint8 batch already on the device."""
-    x = batch.permute(0, 3, 1, 2).float()  # (B, 3, H, W) in [0, 255]
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        y = model(x)
-        terms = loss_fn(y, x)
-    terms.total.backward()
-    optimizer.step()
-    return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())
+    """One Adam step on a (B, H, W, 3) uint8 batch already on the device (see
+    `stylekit.steps.train_step`: what it does to be fast, and the benchmark that measures it)."""
+    return steps.train_step(model, loss_fn, optimizer, batch, dtype)
 
 
 # --- checkpoints: plain data files -------------------------------------------------------

@@ -58,11 +58,13 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, n_taps: int = len(TAPS)) -> list[torch.Tensor]:
+        """The first `n_taps` taps (all four by default); layers past the last one asked for
+        are not run (the content loss needs relu2_2 only: a third of the network)."""
         h = (x - self.mean) / self.std
         taps: list[torch.Tensor] = []
-        last = max(TAPS.values())
-        tap_indices = set(TAPS.values())
+        tap_indices = sorted(TAPS.values())[:n_taps]
+        last = tap_indices[-1]
         for i, layer in enumerate(self.features):
             h = layer(h)
             if i in tap_indices:

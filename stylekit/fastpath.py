@@ -1,0 +1,259 @@
+"""Fast inference for TransformerNet: the same function, computed with cheaper kernels.
+
+`FastTransformer` is an inference-only re-implementation built from a `TransformerNet`'s
+weights. It computes the same function (same padding, same crop, same layers) and differs from
+`TransformerNet.forward` only by float rounding; `tests/test_fast_paths.py` states and checks the
+tolerances. What it changes, each measured in `benchmarks/` (numbers in benchmarks/RESULTS.md):
+
+- Upsample + conv as sub-pixel conv: "nearest x2 upsample -> reflection pad 1 -> 3x3 conv" equals
+  "replicate pad 1 -> 3x3 conv with 4*C_out phase kernels -> pixel_shuffle(2)" exactly (each
+  output phase sees a fixed 2x2 neighbourhood of the low-resolution input; the phase kernels
+  are sums of the original taps). The 4x upsampled tensor is never materialised and the conv
+  runs at the low resolution.
+- NNPACK on the CPU: its single-image inference path uses Winograd F(6x6, 3x3) for the 3x3
+  convs and FFT for the 9x9 ones, 1.3-2.6x faster than oneDNN's direct fp32 convs on an AVX2
+  CPU (relative error ~1e-5 per layer instead of ~1e-6). Strided convs stay on oneDNN, which
+  is faster there. NNPACK takes one image at a time, so CPU batches run image by image (which
+  also makes every image's pixels independent of what it was batched with).
+- Instance norm on channels_last tensors without the NCHW copy that `F.instance_norm` makes.
+- `tune_cpu_allocator`: glibc hands every allocation over 32 MB to a fresh mmap, so each large
+  activation is page-faulted and zeroed by the kernel on every call; on a 2-core VM that cost
+  rivals the convolutions. Keeping large blocks in the heap lets them be reused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylekit.model import ConvLayer, TransformerNet, UpsampleConvLayer, pad_to_multiple
+
+log = logging.getLogger(__name__)
+
+
+# --- NNPACK ------------------------------------------------------------------------------
+
+
+def nnpack_conv2d_eager(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """Unpadded ("valid") fp32 convolution through NNPACK's single-image inference path, one
+    image at a time."""
+    weight, bias = weight.contiguous(), bias.contiguous()
+    outs = [
+        torch._nnpack_spatial_convolution(x[i : i + 1].contiguous(), weight, bias, [0, 0], [stride, stride])
+        for i in range(x.shape[0])
+    ]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+@torch.library.custom_op("stylekit::nnpack_conv2d", mutates_args=())
+def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
+    """`nnpack_conv2d_eager` as a custom op, which torch.compile calls as an opaque kernel (it
+    has no meta function of its own). Used only while compiling: the first eager call of a
+    custom op imports torch's whole compiler stack (~900 modules, ~160 MB, seconds)."""
+    return nnpack_conv2d_eager(x, weight, bias, stride)
+
+
+@nnpack_conv2d.register_fake
+def _nnpack_conv2d_fake(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
+) -> torch.Tensor:
+    kh, kw = weight.shape[-2:]
+    h, w = (x.shape[2] - kh) // stride + 1, (x.shape[3] - kw) // stride + 1
+    return x.new_empty((x.shape[0], weight.shape[0], h, w))
+
+
+@functools.cache
+def nnpack_available() -> bool:
+    """NNPACK initialised on this CPU and giving the right answer on a small probe."""
+    try:
+        if not torch.backends.nnpack.is_available():  # also initialises it (needed before use)
+            return False
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(1, 8, 12, 12, generator=gen)
+        w, b = torch.rand(4, 8, 3, 3, generator=gen), torch.rand(4, generator=gen)
+        got = torch._nnpack_spatial_convolution(x, w, b, [0, 0], [1, 1])
+        return bool(torch.allclose(got, F.conv2d(x, w, b), rtol=1e-4, atol=1e-4))
+    except Exception as e:  # unsupported CPU, a build without NNPACK, ...
+        log.debug("NNPACK unavailable: %s", e)
+        return False
+
+
+# --- the allocator -----------------------------------------------------------------------
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_allocator_tuned = False
+
+
+def tune_cpu_allocator(trim_threshold: int = 1 << 30) -> bool:
+    """Make glibc keep large blocks in its heap instead of a fresh mmap per allocation.
+
+    Process-wide and one-way (glibc only; a no-op elsewhere). Memory is still freed for reuse;
+    it returns to the OS when more than `trim_threshold` bytes are free at the heap's top.
+    Returns whether the setting is in effect."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return False  # not glibc (musl has no such tunables)
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+    except (OSError, AttributeError) as e:
+        log.debug("cannot tune the C allocator: %s", e)
+        return False
+    _allocator_tuned = ok
+    if ok:
+        log.info("C allocator: large blocks kept in the heap for reuse (mallopt M_MMAP_MAX=0)")
+    return ok
+
+
+# --- sub-pixel upsample-conv -------------------------------------------------------------
+
+
+def _phases(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Taps of a 3-tap kernel along `dim` for the two output phases of a nearest x2 upsample:
+    phase 0 reads low-res rows (i-1, i) with taps (w0, w1+w2), phase 1 rows (i, i+1) with
+    (w0+w1, w2); as 3-tap kernels over rows (i-1, i, i+1). Stacks the phases at `dim`."""
+    w0, w1, w2 = w.unbind(dim)
+    zero = torch.zeros_like(w0)
+    phase0 = torch.stack([w0, w1 + w2, zero], dim)
+    phase1 = torch.stack([zero, w0 + w1, w2], dim)
+    return torch.stack([phase0, phase1], dim)
+
+
+def subpixel_weights(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C_out, C_in, 3, 3) weights of "upsample x2, reflection pad 1, 3x3 conv" -> the
+    (4*C_out, C_in, 3, 3) weights and biases of the equivalent low-resolution conv, channels
+    ordered (c, row phase, column phase) as `F.pixel_shuffle(·, 2)` expects.
+
+    The low-resolution input is replicate-padded by 1: at the borders the reflection pad of the
+    upsampled image reads the border pixel again, which is the replicated low-res pixel."""
+    if tuple(weight.shape[-2:]) != (3, 3):
+        raise ValueError(f"sub-pixel rewrite needs a 3x3 kernel, got {tuple(weight.shape[-2:])}")
+    c_out, c_in = weight.shape[:2]
+    w = weight.detach().double()
+    rows = _phases(w, 2)  # (C_out, C_in, 2, 3, 3): [a] row phase, then (kh, kw)
+    both = _phases(rows, 4)  # (C_out, C_in, 2, 3, 2, 3): [b] column phase before kw
+    w4 = both.permute(0, 2, 4, 1, 3, 5).reshape(c_out * 4, c_in, 3, 3)
+    return w4.to(weight.dtype).contiguous(), bias.detach().repeat_interleave(4).contiguous()
+
+
+# --- the network -------------------------------------------------------------------------
+
+
+class _Conv(nn.Module):
+    """One conv of the network with its padding; `subpixel` for the upsample-conv layers."""
+
+    def __init__(self, layer: ConvLayer | UpsampleConvLayer):
+        super().__init__()
+        conv = layer.conv2d
+        self.stride = int(conv.stride[0])
+        self.pad = conv.kernel_size[0] // 2
+        self.subpixel = isinstance(layer, UpsampleConvLayer)
+        if self.subpixel and (layer.upsample != 2 or conv.kernel_size != (3, 3) or self.stride != 1):
+            raise ValueError("sub-pixel rewrite supports upsample=2, 3x3, stride 1 only")
+        weight, bias = conv.weight.detach(), conv.bias.detach()
+        if self.subpixel:
+            weight, bias = subpixel_weights(weight, bias)
+        self.register_buffer("weight", weight.clone())
+        self.register_buffer("bias", bias.clone())
+        self.use_nnpack = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pad
+        x = F.pad(x, (p, p, p, p), mode="replicate" if self.subpixel else "reflect")
+        weight, bias = self.weight, self.bias
+        if self.use_nnpack and x.device.type == "cpu" and x.dtype == torch.float32 and self.stride == 1:
+            conv = nnpack_conv2d if torch.compiler.is_compiling() else nnpack_conv2d_eager
+            y = conv(x, weight, bias, self.stride)
+        else:
+            if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+                weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+            y = F.conv2d(x, weight, bias, self.stride)
+        return F.pixel_shuffle(y, 2) if self.subpixel else y
+
+
+class _Norm(nn.Module):
+    """Affine instance norm, optionally followed by ReLU."""
+
+    def __init__(self, norm: nn.InstanceNorm2d, relu: bool):
+        super().__init__()
+        self.register_buffer("weight", norm.weight.detach().clone())
+        self.register_buffer("bias", norm.bias.detach().clone())
+        self.eps = float(norm.eps)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # F.instance_norm would copy to NCHW and back; normalise in place of the layout.
+            # fp16 statistics overflow (a conv output with std 300 has variance 9e4 > 65504).
+            stats_x = x.float() if x.dtype == torch.float16 else x
+            var, mean = torch.var_mean(stats_x, dim=(2, 3), keepdim=True, correction=0)
+            scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var.float() + self.eps)
+            shift = self.bias.view(1, -1, 1, 1) - mean.float() * scale
+            y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+        else:
+            y = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        return torch.relu_(y) if self.relu else y
+
+
+class _Residual(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.conv1, self.in1 = _Conv(block.conv1), _Norm(block.in1, relu=True)
+        self.conv2, self.in2 = _Conv(block.conv2), _Norm(block.in2, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in2(self.conv2(self.in1(self.conv1(x)))).add_(x)
+
+
+class FastTransformer(nn.Module):
+    """Inference-only TransformerNet with the weights of `net` (copied, not shared).
+
+    (B, 3, H, W) floats in [0, 255] -> (B, 3, H, W), any H and W, like `TransformerNet.forward`.
+    `nnpack=True` runs the stride-1 convs through NNPACK on the CPU in fp32 (ignored elsewhere;
+    check `nnpack_available()` first)."""
+
+    def __init__(self, net: TransformerNet, nnpack: bool = False):
+        super().__init__()
+        self.conv1, self.in1 = _Conv(net.conv1), _Norm(net.in1, relu=True)
+        self.conv2, self.in2 = _Conv(net.conv2), _Norm(net.in2, relu=True)
+        self.conv3, self.in3 = _Conv(net.conv3), _Norm(net.in3, relu=True)
+        self.res = nn.Sequential(*(_Residual(getattr(net, f"res{i}")) for i in range(1, 6)))
+        self.deconv1, self.in4 = _Conv(net.deconv1), _Norm(net.in4, relu=True)
+        self.deconv2, self.in5 = _Conv(net.deconv2), _Norm(net.in5, relu=True)
+        self.deconv3 = _Conv(net.deconv3)
+        self.set_nnpack(nnpack)
+        self.eval()
+
+    def set_nnpack(self, enabled: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, _Conv):
+                m.use_nnpack = enabled and m.stride == 1
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Sizes that are multiples of 4 (at least 8), like `TransformerNet.transform`."""
+        y = self.in1(self.conv1(x))
+        y = self.in2(self.conv2(y))
+        y = self.in3(self.conv3(y))
+        y = self.res(y)
+        y = self.in4(self.deconv1(y))
+        y = self.in5(self.deconv2(y))
+        return self.deconv3(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = self.transform(pad_to_multiple(x))
+        return y if y.shape[-2:] == (h, w) else y[..., :h, :w]
