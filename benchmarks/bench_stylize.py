@@ -18,7 +18,7 @@ target is computed with TF32 off). stylekit: `inference.Stylizer(...).forward`, 
   (combine with +, e.g. fp16+compile)
 On a GPU all paths run in this process, in alternating rounds (CUDA events); peak memory is
 torch.cuda.max_memory_allocated above what was allocated before.
-On the CPU each (path, size, batch) runs in a fresh process of its own, in alternating order:
+On the CPU each timed call runs in a fresh process of its own, paths in rotating order:
 stylekit changes process-wide state (the C allocator; NNPACK's thread pool, whose threads spin
 for a while after each call), which would otherwise leak into the reference's timings. Peak
 memory there is the process's peak resident memory during its first call above its resident
@@ -107,7 +107,7 @@ def fmt_rate(times: list[float] | None, batch: int) -> tuple[float | None, str]:
     if not times:
         return None, "OOM"
     rate = batch / common.median(times)
-    return rate, f"{rate:.2f}" if rate < 10 else f"{rate:.1f}"
+    return rate, f"{rate:.3g}" if rate < 100 else f"{rate:.0f}"
 
 
 def row(size: str, name: str, results: dict[int, list[float] | None], ref: dict[int, list[float] | None],
@@ -122,7 +122,7 @@ def row(size: str, name: str, results: dict[int, list[float] | None], ref: dict[
         name,
         text1,
         f"{rate1 / ref1:.2f}x" if rate1 and ref1 else "-",
-        f"{best_rate:.2f} (b={best_b})" if best_rate else "OOM",
+        f"{fmt_rate(results[best_b], best_b)[1]} (b={best_b})" if best_rate else "OOM",
         f"{best_rate / ref_best:.2f}x" if best_rate and ref_best else "-",
         "-" if m1 is None else f"{m1:.0f}",
         "-" if mb is None else f"{mb:.0f}",
@@ -228,30 +228,36 @@ def run_cpu(args: argparse.Namespace, sizes: list[tuple[int, int]], batches: lis
             saved: dict[str, Path] = {}
             k = 0
             for b in batches:
-                for name in names[k % len(names) :] + names[: k % len(names)]:
-                    k += 1
-                    save = Path(tmp) / f"{name}-{width}x{height}.npy"
-                    cmd = [sys.executable, __file__, "--probe", name, "--sizes", f"{width}x{height}"]
-                    cmd += [
-                        "--batches",
-                        str(b),
-                        "--warmup",
-                        str(warmup),
-                        "--repeat",
-                        str(repeat),
-                        "--clock",
-                        args.clock,
-                    ]
-                    cmd += ["--model", args.model] if args.model else []
-                    cmd += ["--threads", str(args.threads)] if args.threads else []
-                    cmd += ["--save", str(save)] if b == min(batches) else []
-                    proc = subprocess.run(cmd, capture_output=True, text=True)
-                    if proc.returncode != 0:
-                        raise SystemExit(f"{name} {width}x{height} b={b} failed:\n{proc.stderr[-3000:]}")
-                    result = json.loads(proc.stdout.strip().splitlines()[-1])
-                    results[name][b], mem[name][b] = result["times"], result["peak_mib"]
-                    if b == min(batches):
-                        saved[name] = save
+                # `repeat` rounds; each round runs every path once, in a process of its own, in
+                # rotating order, so load that comes and goes hits each path alike.
+                for r in range(repeat):
+                    for name in names[k % len(names) :] + names[: k % len(names)]:
+                        k += 1
+                        first = r == 0 and b == min(batches)
+                        save = Path(tmp) / f"{name}-{width}x{height}.npy"
+                        cmd = [sys.executable, __file__, "--probe", name, "--sizes", f"{width}x{height}"]
+                        cmd += [
+                            "--batches",
+                            str(b),
+                            "--warmup",
+                            str(warmup),
+                            "--repeat",
+                            "1",
+                            "--clock",
+                            args.clock,
+                        ]
+                        cmd += ["--model", args.model] if args.model else []
+                        cmd += ["--threads", str(args.threads)] if args.threads else []
+                        cmd += ["--save", str(save)] if first else []
+                        proc = subprocess.run(cmd, capture_output=True, text=True)
+                        if proc.returncode != 0:
+                            raise SystemExit(f"{name} {width}x{height} b={b} failed:\n{proc.stderr[-3000:]}")
+                        result = json.loads(proc.stdout.strip().splitlines()[-1])
+                        results[name].setdefault(b, []).extend(result["times"])  # type: ignore[union-attr]
+                        if r == 0:
+                            mem[name][b] = result["peak_mib"]
+                        if first:
+                            saved[name] = save
             target = np.load(saved["reference"])
             for name in names:
                 quality = "(target)"
@@ -309,7 +315,10 @@ def main() -> int:
         how = f"median of {repeat} alternating rounds after {warmup} warm-up calls per path and batch, in one process"
     else:
         rows = run_cpu(args, sizes, batches, variants, warmup, repeat)
-        how = f"median of {repeat} calls after {warmup} warm-up call(s), each path, size and batch in a fresh process of its own"
+        how = (
+            f"median of {repeat} rounds; in each, every path runs in a fresh process of its own (rotating order), "
+            f"{warmup} warm-up call(s) then 1 timed call"
+        )
     print(common.table(HEADERS, rows))
     print()
     print(
