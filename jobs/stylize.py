@@ -29,7 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     setup_logging()
     config = config_from_args(BulkConfig, args)
-    from stylekit.bulk import run_bulk, shutdown_ray
+    from stylekit.bulk import run_bulk
+    from stylekit.ray_env import shutdown_ray
 
     summary = run_bulk(config)
     shutdown_ray()  # before the summary: no late Ray output may follow it

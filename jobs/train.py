@@ -33,9 +33,11 @@ def main() -> int:
     args = parser.parse_args()
     setup_logging()
     config = config_from_args(TrainConfig, args)
+    from stylekit.ray_env import shutdown_ray
     from stylekit.train_job import run_training
 
     model = run_training(config)
+    shutdown_ray()  # before the model's path: no late worker output may follow it
     print(model)
     return 0
 

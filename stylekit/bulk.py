@@ -132,12 +132,6 @@ def run_bulk(config: BulkConfig) -> Summary:
     return _summary(manifest, layout, loaded.digest, time.time() - started)
 
 
-def shutdown_ray() -> None:
-    """Leave the cluster (stopping a local Ray we started), so that no late worker output
-    follows the job's summary line."""
-    ray.shutdown()
-
-
 # --- sizing the actor pool --------------------------------------------------------------------
 
 

@@ -115,7 +115,7 @@ def tune_cpu_allocator(trim_threshold: int = 1 << 30) -> bool:
         return False
     _allocator_tuned = ok
     if ok:
-        log.info("C allocator: large blocks kept in the heap for reuse (mallopt M_MMAP_MAX=0)")
+        log.debug("C allocator: large blocks kept in the heap for reuse (mallopt M_MMAP_MAX=0)")
     return ok
 
 

@@ -16,3 +16,9 @@ def init_ray() -> None:
     # (and Ray's notice that they are off would only confuse).
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def shutdown_ray() -> None:
+    """Leave the cluster (stopping a local Ray we started), so that no late worker output
+    follows a job's last line."""
+    ray.shutdown()
