@@ -101,7 +101,7 @@ def wait_shares(log_dir: str) -> list[float]:
 
 def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) -> dict[str, object]:
     try:
-        from stylekit import bulk
+        from stylekit import bulk, ray_env
         from stylekit.bulk_plan import BulkConfig
     except ImportError as e:
         print(f"(stylekit.bulk not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
@@ -122,7 +122,7 @@ def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) ->
     t0 = time.perf_counter()
     summary = bulk.run_bulk(config)
     wall = time.perf_counter() - t0
-    bulk.shutdown_ray()
+    ray_env.shutdown_ray()
     shares = wait_shares(log_dir)
     return {
         "ok": summary.ok,
