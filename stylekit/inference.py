@@ -41,6 +41,9 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # instance-norm statistics are ~0, which amplifies rounding differences without bound, so it is
 # run without Winograd (NNPACK) convolutions, whose rounding differs most from the reference.
 FLAT_IMAGE_STD = 1.0
+# NNPACK costs a few ms per call whatever the size (14 calls per image): below about 256x256
+# the fast path without it is faster (benchmarks/RESULTS.md, "small images").
+NNPACK_MIN_PIXELS = 256 * 256
 
 
 @dataclass(frozen=True)
@@ -161,11 +164,11 @@ class Stylizer:
             for p in net.parameters():
                 p.requires_grad_(False)
         self.model: torch.nn.Module = net.to(self.device, memory_format=self.memory_format)
-        # Near-flat images run without NNPACK (see FLAT_IMAGE_STD).
-        self._exact: torch.nn.Module | None = None
+        # Small and near-flat images run without NNPACK (NNPACK_MIN_PIXELS, FLAT_IMAGE_STD).
+        self._without_nnpack: torch.nn.Module | None = None
         if isinstance(net, FastTransformer) and plan.nnpack:
-            self._exact = copy.deepcopy(net)
-            self._exact.set_nnpack(False)
+            self._without_nnpack = copy.deepcopy(net)
+            self._without_nnpack.set_nnpack(False)
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         if plan.compile:
             self._compiled = _try_compile(self.model, plan)
@@ -188,8 +191,10 @@ class Stylizer:
         """(B, 3, H, W) float in [0, 255] -> (B, 3, H, W) uint8, clamped then truncated exactly
         as the reference example saves its images."""
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            if self._exact is not None and x.shape[0] == 1 and _is_flat(x):
-                y = self._exact(x)
+            if self._without_nnpack is not None and (
+                x.shape[-2] * x.shape[-1] < NNPACK_MIN_PIXELS or _is_flat(x)
+            ):
+                y = self._without_nnpack(x)
             else:
                 y = self._call_model(x)
         return torch.clamp(y.float(), 0, 255).to(torch.uint8)  # not in place: may be a CUDA graph's output

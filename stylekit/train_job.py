@@ -1,10 +1,10 @@
 """Ray Train glue: data-parallel training of TransformerNet over `num_workers` workers.
 
-The driver lists the data (to size the epochs), finds the newest complete checkpoint of
-`<output>/<name>/` to resume from, and runs a TorchTrainer whose workers each run
-`train_loop_per_worker` on their shard of a streaming Ray Dataset. A dead worker is replaced
-and the run goes on from Ray's latest checkpoint; a rerun after the driver died resumes from
-the newest checkpoint found in storage, even one Ray had not yet recorded as reported.
+The driver lists the data (to size the epochs) and runs a TorchTrainer whose workers each run
+`train_loop_per_worker` on their shard of a streaming Ray Dataset. At every (re)start the
+workers resume from the newer of Ray's latest checkpoint and the newest complete checkpoint in
+`<output>/<name>/`: a replaced worker and a rerun after the driver died both go on from there,
+even from a checkpoint Ray had not yet recorded as reported.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def run_training(config: training.TrainConfig) -> str:
         total_steps = min(total_steps, config.max_steps)
     init_ray()
     scaling = _scaling_config(config)
-    resume = find_latest_checkpoint(config.run_dir, opts)
     log.info(
         "training %r: %d images under %s, %d worker(s) %s, batch %d per worker, %d steps "
         "(%d per epoch), run folder %s",
@@ -84,7 +83,6 @@ def run_training(config: training.TrainConfig) -> str:
             "config": config.to_dict(),
             "total_steps": total_steps,
             "steps_per_epoch": steps_per_epoch,
-            "resume_from": resume,
             "cpus_per_worker": scaling.resources_per_worker.get("CPU", 1),
         },
         scaling_config=scaling,
@@ -280,9 +278,12 @@ def _restore(
     if ray_ckpt is not None:
         ray_dir = ray_ckpt.to_directory()
         candidates.append((_step_of(ray_dir), ray_dir, "Ray's latest checkpoint"))
-    if loop_config.get("resume_from"):
-        found = _download(loop_config["resume_from"], opts)
-        candidates.append((_step_of(found), found, loop_config["resume_from"]))
+    # Scanned here, at every (re)start, not once by the driver: a worker group restarted just
+    # after a checkpoint landed in storage, before Ray registered it, still finds it.
+    latest = find_latest_checkpoint(config.run_dir, opts)
+    if latest:
+        found = _download(latest, opts)
+        candidates.append((_step_of(found), found, latest))
     if not candidates:
         return
     step, directory, origin = max(candidates, key=lambda c: c[0])
