@@ -150,7 +150,8 @@ def test_nnpack_conv_op_matches_conv2d(stride: int) -> None:
 
 
 def test_stylizer_auto_on_cpu_is_within_the_psnr_bar_and_batch_independent(model: TransformerNet) -> None:
-    imgs = [photo(96, 128, 0), photo(96, 128, 1), photo(40, 36, 2), photo(96, 128, 0)]
+    """Large images go through NNPACK, small ones (under NNPACK_MIN_PIXELS) without it."""
+    imgs = [photo(256, 320, 0), photo(256, 320, 1), photo(40, 36, 2), photo(256, 320, 0)]
     stylizer = Stylizer(model, InferenceOptions(device="cpu"))
     assert stylizer.plan.dtype == torch.float32 and stylizer.plan.fast and not stylizer.plan.channels_last
     outs = stylizer.stylize(imgs)
@@ -166,11 +167,28 @@ def test_stylizer_auto_on_cpu_is_within_the_psnr_bar_and_batch_independent(model
     )
 
 
+@needs_nnpack
+def test_nnpack_only_for_images_large_enough_to_gain(
+    model: TransformerNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stylekit import inference
+
+    calls = []
+    real = fastpath.nnpack_conv2d_eager
+    monkeypatch.setattr(fastpath, "nnpack_conv2d_eager", lambda *a: calls.append(1) or real(*a))
+    stylizer = Stylizer(model, InferenceOptions(device="cpu"))
+    side = math.isqrt(inference.NNPACK_MIN_PIXELS)
+    stylizer.stylize([photo(side - 4, side)])
+    assert not calls
+    stylizer.stylize([photo(side, side)])
+    assert len(calls) == 14  # every stride-1 conv
+
+
 @pytest.mark.parametrize("value", [(128, 128, 128), (200, 30, 90)])
 def test_flat_images_stay_close_to_the_reference(model: TransformerNet, value: tuple[int, int, int]) -> None:
     """A flat image has ~zero instance-norm variance, which amplifies any rounding difference;
     the stylizer runs such images without Winograd convs."""
-    img = np.empty((64, 80, 3), np.uint8)
+    img = np.empty((256, 272, 3), np.uint8)
     img[:] = value
     (out,) = Stylizer(model, InferenceOptions(device="cpu")).stylize([img])
     with torch.no_grad():
@@ -201,7 +219,7 @@ def test_reduced_precision_on_cpu(
 
 
 def test_compiled_path_matches_eager(model: TransformerNet) -> None:
-    img = photo(24, 32)
+    img = photo(256, 256)  # large enough for the NNPACK path (smaller ones run eagerly without it)
     eager = Stylizer(model, InferenceOptions(device="cpu")).stylize([img])[0]
     compiled = Stylizer(model, InferenceOptions(device="cpu", compile=True))
     got = compiled.stylize([img])[0]
@@ -219,7 +237,7 @@ def test_compile_failure_falls_back_to_eager(
         return fail
 
     monkeypatch.setattr(torch, "compile", broken)
-    img = photo(24, 32)
+    img = photo(256, 256)
     stylizer = Stylizer(model, InferenceOptions(device="cpu", compile=True))
     with caplog.at_level(logging.WARNING):
         got = stylizer.stylize([img])[0]
