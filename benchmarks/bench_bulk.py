@@ -6,7 +6,7 @@ in images/s, with the share of time the model stage waits for input.
     python benchmarks/bench_bulk.py --engine local         # no Ray: an in-process pipeline
 
 --engine ray (default; needs Ray): the bulk job itself, through its public entry
-`stylekit.bulk.run_bulk(BulkConfig(...))`, or, when that import fails, its CLI
+`stylekit.bulk.pipeline.run_bulk(BulkConfig(...))`, or, when that import fails, its CLI
 `python jobs/stylize.py --model M --input IN --output OUT` with the JSON summary line parsed.
 Through run_bulk the stylizing actor class is wrapped to log when each model call starts and
 ends; an actor's wait share is the time between calls (from when it is ready to its last call)
@@ -101,10 +101,11 @@ def wait_shares(log_dir: str) -> list[float]:
 
 def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) -> dict[str, object]:
     try:
-        from stylekit import bulk, ray_env
-        from stylekit.bulk_plan import BulkConfig
+        from stylekit import ray_env
+        from stylekit.bulk import pipeline as bulk
+        from stylekit.bulk.plan import BulkConfig
     except ImportError as e:
-        print(f"(stylekit.bulk not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
+        print(f"(stylekit.bulk.pipeline not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
         return run_cli(args, model, inputs, output)
     kwargs: dict[str, object] = {
         "model": model,
@@ -172,8 +173,8 @@ _DONE = object()
 def run_local(
     args: argparse.Namespace, model_path: str, files: list[Path], output: Path, device: torch.device
 ) -> dict[str, object]:
-    from stylekit import images
-    from stylekit.inference import InferenceOptions, Stylizer
+    from stylekit.files import images
+    from stylekit.infer.inference import InferenceOptions, Stylizer
 
     model, _ = common.load_model(model_path)
     stylizer = Stylizer(model, InferenceOptions(device=str(device), max_batch=args.batch_size))

@@ -41,7 +41,7 @@ import common
 import numpy as np
 import torch
 
-from stylekit.inference import InferenceOptions, Stylizer
+from stylekit.infer.inference import InferenceOptions, Stylizer
 
 VARIANT_OPTIONS: dict[str, dict[str, object]] = {
     "auto": {},

@@ -5,7 +5,7 @@ and backward, Adam) at IMAGE_SIZE px, for each batch size, reference and styleki
     python benchmarks/bench_train.py --batch-sizes 4 --image-size 128 --repeat 3   # CPU
 
 Reference: the pytorch/examples step (benchmarks/common.py: ReferenceTrainer), fp32, eager,
-NCHW. stylekit: `stylekit.steps.train_step` (what `training.train_step` runs) with
+NCHW. stylekit: `stylekit.train.steps.train_step` (what `training.train_step` runs) with
 `PerceptualLoss`, in the variants asked for:
   auto   precision as `--precision auto` resolves (bf16 autocast on CUDA, fp32 on CPU)
   fp32   fp32 everywhere (the fast loss path only)
@@ -28,8 +28,8 @@ import common
 import numpy as np
 import torch
 
-from stylekit.fastpath import tune_cpu_allocator
-from stylekit.loss import (
+from stylekit.infer.fastpath import tune_cpu_allocator
+from stylekit.nn.loss import (
     CONTENT_TAP,
     LossTerms,
     PerceptualLoss,
@@ -38,9 +38,9 @@ from stylekit.loss import (
     style_loss,
     tv_loss,
 )
-from stylekit.model import TransformerNet
-from stylekit.steps import to_channels_last, train_step
-from stylekit.vgg import load_vgg
+from stylekit.nn.model import TransformerNet
+from stylekit.nn.vgg import load_vgg
+from stylekit.train.steps import to_channels_last, train_step
 
 PAPER_IMAGES = 40_000 * 4  # the paper's schedule: 40k steps of 4 images
 

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from stylekit.model import TransformerNet  # noqa: E402
+from stylekit.nn.model import TransformerNet  # noqa: E402
 
 PHOTO_DIRS = [REPO.parent / "shared" / "data" / "content", REPO / "stylekit" / "examples" / "content"]
 STYLE_IMAGE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
@@ -182,7 +182,7 @@ def reference_vgg(seed: int, device: torch.device) -> RefVgg16:
     cost the same to run; a bare benchmark machine may not have them)."""
     from torchvision.models import vgg16
 
-    from stylekit.vgg import load_vgg
+    from stylekit.nn.vgg import load_vgg
 
     features = vgg16(weights=None).features
     features.load_state_dict(
@@ -276,7 +276,7 @@ def calibrated_model(seed: int = 0) -> TransformerNet:
 
 def load_model(path: str | None, seed: int = 0) -> tuple[TransformerNet, str]:
     """A stylekit .safetensors or a reference .pth state dict, else `calibrated_model`.
-    Only torch and safetensors: no stylekit.modelio (it needs pyarrow for URIs)."""
+    Only torch and safetensors: no stylekit.files.modelio (it needs pyarrow for URIs)."""
     if not path:
         return calibrated_model(seed), f"calibrated random TransformerNet (seed {seed})"
     if path.endswith(".safetensors"):

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
 from stylekit.logs import setup_logging
-from stylekit.training import TrainConfig
+from stylekit.train.training import TrainConfig
 
 
 def main() -> int:
@@ -34,7 +34,7 @@ def main() -> int:
     setup_logging()
     config = config_from_args(TrainConfig, args)
     from stylekit.ray_env import shutdown_ray
-    from stylekit.train_job import run_training
+    from stylekit.train.job import run_training
 
     model = run_training(config)
     shutdown_ray()  # before the model's path: no late worker output may follow it

@@ -1,4 +1,4 @@
-"""The nightly bulk job (jobs/stylize.py, stylekit.bulk): a real local Ray and a moto S3 server.
+"""The nightly bulk job (jobs/stylize.py, stylekit.bulk.pipeline): a real local Ray and a moto S3 server.
 
 The bucket holds good, odd and broken images plus objects that are not images. Runs check the
 accounting (every input once in the manifest), output sizes and pixels against the
@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, make_bucket
-from stylekit import storage
-from stylekit.bulk_plan import BulkConfig, CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.bulk.plan import BulkConfig, CollisionGuard, RunLayout, nested_prefix, output_key
 from stylekit.errors import ConfigError, StylekitError
+from stylekit.files import storage
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
@@ -169,7 +169,7 @@ def _cli_outputs(model: Path, uris: list[str], out: Path) -> dict[str, np.ndarra
 
 
 def _bulk(**kw: Any) -> Any:
-    from stylekit.bulk import run_bulk
+    from stylekit.bulk.pipeline import run_bulk
 
     kw.setdefault("progress_every", 2.0)
     return run_bulk(BulkConfig(**kw))
@@ -264,7 +264,7 @@ def test_bad_values_are_config_errors(flags: dict[str, Any], message: str) -> No
 
 
 def test_actor_pool_fits_a_two_cpu_machine_and_uses_gpus_when_present() -> None:
-    from stylekit.bulk import plan_actors
+    from stylekit.bulk.pipeline import plan_actors
 
     base = BulkConfig(model="m", input="i", output="o")
     two = plan_actors(base, {"CPU": 2.0})
@@ -492,8 +492,8 @@ def test_another_model_is_refused_unless_overwrite(
 ) -> None:
     import torch
 
-    from stylekit.model import TransformerNet
-    from stylekit.modelio import save_model
+    from stylekit.files.modelio import save_model
+    from stylekit.nn.model import TransformerNet
 
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"
@@ -553,8 +553,8 @@ def test_decoding_is_not_fused_into_the_actors(
     import pyarrow as pa
     import ray
 
-    from stylekit.bulk import build_dataset, plan_actors
-    from stylekit.bulk_plan import KEYS_SCHEMA, Plan
+    from stylekit.bulk.pipeline import build_dataset, plan_actors
+    from stylekit.bulk.plan import KEYS_SCHEMA, Plan
 
     shard = tmp_path / "out" / "keys.parquet"
     shard.parent.mkdir()

@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stylekit import fastpath
-from stylekit.fastpath import FastTransformer, nnpack_available, nnpack_conv2d, subpixel_weights
-from stylekit.inference import InferenceOptions, Stylizer
-from stylekit.loss import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
-from stylekit.model import TransformerNet
-from stylekit.steps import to_channels_last, train_step
-from stylekit.vgg import load_vgg
+from stylekit.infer import fastpath
+from stylekit.infer.fastpath import FastTransformer, nnpack_available, nnpack_conv2d, subpixel_weights
+from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.loss import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
+from stylekit.nn.model import TransformerNet
+from stylekit.nn.vgg import load_vgg
+from stylekit.train.steps import to_channels_last, train_step
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "content"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -171,7 +171,7 @@ def test_stylizer_auto_on_cpu_is_within_the_psnr_bar_and_batch_independent(model
 def test_nnpack_only_for_images_large_enough_to_gain(
     model: TransformerNet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stylekit import inference
+    from stylekit.infer import inference
 
     calls = []
     real = fastpath.nnpack_conv2d_eager
@@ -324,7 +324,7 @@ def test_fast_train_step_matches_the_reference_formulation(
 
 
 def test_training_step_is_the_fast_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stylekit import steps, training
+    from stylekit.train import steps, training
 
     calls = []
     monkeypatch.setattr(steps, "train_step", lambda *args: calls.append(args) or "terms")

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import vgg16
 
-from stylekit.loss import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
-from stylekit.vgg import TAPS, VGGFeatures, freeze, load_vgg
+from stylekit.nn.loss import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
+from stylekit.nn.vgg import TAPS, VGGFeatures, freeze, load_vgg
 
 
 def naive_gram(f: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from stylekit.model import TransformerNet, count_parameters, padded_size
+from stylekit.nn.model import TransformerNet, count_parameters, padded_size
 
 
 # --- the seed's network, verbatim in structure (../shared/seed), as the naive reference -----

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import PYTHON, REPO
-from stylekit.inference import InferenceOptions, Stylizer
-from stylekit.modelio import load_model
+from stylekit.files.modelio import load_model
+from stylekit.infer.inference import InferenceOptions, Stylizer
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -116,7 +116,7 @@ def test_bad_flag_value_is_a_one_line_error(model_file: Path, photos: list[Path]
 
 def test_stylizer_matches_the_model_for_each_size_group() -> None:
     torch.manual_seed(0)
-    from stylekit.model import TransformerNet
+    from stylekit.nn.model import TransformerNet
 
     model = TransformerNet().eval()
     rng = np.random.default_rng(0)

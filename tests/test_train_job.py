@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, free_port, make_bucket, upload_dir
-from stylekit.modelio import load_model
+from stylekit.files.modelio import load_model
 
 pytestmark = pytest.mark.ray
 
@@ -129,8 +129,8 @@ def test_worker_killed_mid_run_is_replaced_and_the_run_finishes(
     import ray
     from ray.util.state import list_actors
 
-    from stylekit.train_job import run_training
-    from stylekit.training import TrainConfig
+    from stylekit.train.job import run_training
+    from stylekit.train.training import TrainConfig
 
     config = TrainConfig(
         style=STYLE, data=str(tiny_train_dir), output=str(tmp_path / "runs"), vgg_weights="random",
@@ -185,7 +185,7 @@ def test_style_data_and_output_on_s3(s3_server: str, tiny_train_dir: Path, tmp_p
     assert "runs/wave-s3/model.safetensors" in keys
     assert any(k.endswith("/preview.jpg") for k in keys) and any(k.endswith("/state.json") for k in keys)
     assert "testing" not in result.stderr  # credentials never logged
-    from stylekit.storage import StorageOptions
+    from stylekit.files.storage import StorageOptions
 
     loaded = load_model("s3://train-bucket/runs/wave-s3/model.safetensors", StorageOptions(s3_server))
     assert loaded.metadata["steps"] == "2"

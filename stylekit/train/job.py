@@ -25,13 +25,14 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from stylekit import storage, training
 from stylekit.errors import StylekitError
+from stylekit.files import storage
+from stylekit.files.modelio import save_model
 from stylekit.logs import setup_logging
-from stylekit.modelio import save_model
+from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import init_ray
-from stylekit.train_data import SkipCounter, count_training_images, training_dataset
-from stylekit.vgg import load_vgg
+from stylekit.train import training
+from stylekit.train.data import SkipCounter, count_training_images, training_dataset
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from stylekit.errors import ConfigError
-from stylekit.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
-from stylekit.model import TransformerNet
+from stylekit.infer.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
+from stylekit.nn.model import TransformerNet
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stylekit import images, storage
 from stylekit.errors import ConfigError
+from stylekit.files import images, storage
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
-    from stylekit.inference import InferenceOptions
+    from stylekit.infer.inference import InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class BulkConfig:
 
     @property
     def inference_options(self) -> InferenceOptions:
-        from stylekit.inference import InferenceOptions
+        from stylekit.infer.inference import InferenceOptions
 
         # "auto" device: an actor with a GPU assigned sees it, one without sees none.
         return InferenceOptions(device="auto", precision=self.precision, max_batch=self.batch_size)

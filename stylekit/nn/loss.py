@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylekit.vgg import VGGFeatures
+from stylekit.nn.vgg import VGGFeatures
 
 CONTENT_TAP = 1  # index of relu2_2 among the VGG taps (relu1_2, relu2_2, relu3_3, relu4_3)
 

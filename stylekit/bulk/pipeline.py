@@ -43,8 +43,7 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
-from stylekit import images, storage
-from stylekit.bulk_plan import (
+from stylekit.bulk.plan import (
     FAILED,
     OK,
     SKIPPED,
@@ -58,11 +57,12 @@ from stylekit.bulk_plan import (
     record_output_settings,
 )
 from stylekit.errors import ConfigError, StylekitError
+from stylekit.files import images, storage
 from stylekit.logs import setup_logging
 from stylekit.ray_env import init_ray
 
 if TYPE_CHECKING:  # torch is imported by the actors and the driver, never by codec tasks
-    from stylekit.inference import InferenceOptions
+    from stylekit.infer.inference import InferenceOptions
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Summary:
 
 def run_bulk(config: BulkConfig) -> Summary:
     """Stylize every image under config.input that is not done yet; returns the summary."""
-    from stylekit.modelio import load_model_bytes
+    from stylekit.files.modelio import load_model_bytes
 
     started = time.time()
     options = config.storage_options.resolved()
@@ -302,8 +302,8 @@ class StylizeActor:
     ):
         import torch
 
-        from stylekit.inference import Stylizer
-        from stylekit.modelio import load_model_bytes
+        from stylekit.files.modelio import load_model_bytes
+        from stylekit.infer.inference import Stylizer
 
         setup_logging()
         if threads:

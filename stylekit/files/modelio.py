@@ -20,9 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from stylekit import storage
 from stylekit.errors import StylekitError
-from stylekit.model import TransformerNet
+from stylekit.files import storage
+from stylekit.nn.model import TransformerNet
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,13 @@ tolerances. What it changes, each measured in `benchmarks/` (numbers in benchmar
   output phase sees a fixed 2x2 neighbourhood of the low-resolution input; the phase kernels
   are sums of the original taps). The 4x upsampled tensor is never materialised and the conv
   runs at the low resolution.
-- NNPACK on the CPU: its single-image inference path uses Winograd F(6x6, 3x3) for the 3x3
-  convs and FFT for the 9x9 ones, 1.3-2.6x faster than oneDNN's direct fp32 convs on an AVX2
-  CPU (relative error ~1e-5 per layer instead of ~1e-6). Strided convs stay on oneDNN, which
-  is faster there. NNPACK takes one image at a time, so CPU batches run image by image (which
-  also makes every image's pixels independent of what it was batched with).
+- NNPACK on the CPU: its single-image inference path (Winograd F(6x6, 3x3) for the 3x3 convs,
+  its own algorithm choice for the 9x9 ones) measured ~1.5-2.5x faster per layer than oneDNN's
+  direct fp32 convs on an AVX2 CPU, with a relative error of ~1e-5 per layer instead of ~1e-6.
+  Strided convs stay on oneDNN, which is faster there. NNPACK takes one image at a time, so CPU
+  batches run image by image (which also makes every image's pixels independent of what it was
+  batched with); its fixed cost per call makes it slower below ~256x256 (the Stylizer then runs
+  without it). Its thread pool is sized once, from torch's thread count at its first use.
 - Instance norm on channels_last tensors without the NCHW copy that `F.instance_norm` makes.
 - `tune_cpu_allocator`: glibc hands every allocation over 32 MB to a fresh mmap, so each large
   activation is page-faulted and zeroed by the kernel on every call; on a 2-core VM that cost
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylekit.model import ConvLayer, TransformerNet, UpsampleConvLayer, pad_to_multiple
+from stylekit.nn.model import ConvLayer, TransformerNet, UpsampleConvLayer, pad_to_multiple
 
 log = logging.getLogger(__name__)
 

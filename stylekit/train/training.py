@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from stylekit import __version__, images, steps, storage
+from stylekit import __version__
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.loss import LossTerms, PerceptualLoss
-from stylekit.model import TransformerNet
-from stylekit.vgg import load_vgg
+from stylekit.files import images, storage
+from stylekit.nn.loss import LossTerms, PerceptualLoss
+from stylekit.nn.model import TransformerNet
+from stylekit.nn.vgg import load_vgg
+from stylekit.train import steps
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +215,7 @@ def train_step(
     dtype: torch.dtype = torch.float32,
 ) -> LossTerms:
     """One Adam step on a (B, H, W, 3) uint8 batch already on the device (see
-    `stylekit.steps.train_step`: what it does to be fast, and the benchmark that measures it)."""
+    `stylekit.train.steps.train_step`: what it does to be fast, and the benchmark that measures it)."""
     return steps.train_step(model, loss_fn, optimizer, batch, dtype)
 
 

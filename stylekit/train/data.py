@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from stylekit import images, storage
 from stylekit.errors import StylekitError
+from stylekit.files import images, storage
 
 log = logging.getLogger(__name__)
 

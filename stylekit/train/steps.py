@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from stylekit.fastpath import tune_cpu_allocator
-from stylekit.loss import LossTerms, PerceptualLoss
+from stylekit.infer.fastpath import tune_cpu_allocator
+from stylekit.nn.loss import LossTerms, PerceptualLoss
 
 
 def model_memory_format(model: torch.nn.Module) -> torch.memory_format:

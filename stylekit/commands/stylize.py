@@ -1,0 +1,118 @@
+"""`python -m stylekit stylize`: stylize a few files on one machine (the bulk job's path)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from stylekit.cli import add_config_arguments, config_from_args
+from stylekit.errors import ConfigError, StylekitError
+from stylekit.files import images, storage
+from stylekit.files.modelio import load_model
+from stylekit.infer.inference import InferenceOptions, Stylizer
+
+log = logging.getLogger("stylekit.stylize")
+
+
+@dataclass(frozen=True)
+class StylizeConfig:
+    model: str = field(
+        default="", metadata={"help": "stylekit .safetensors or reference .pth/.model (path or s3:// URI)"}
+    )
+    output: str = field(default="", metadata={"help": "output file (one input) or folder (several)"})
+    inputs: tuple[str, ...] = field(default=(), metadata={"cli": False})
+    format: str | None = field(
+        default=None,
+        metadata={
+            "help": "output format: png, jpg or webp; default the input's own",
+            "choices": ["png", "jpg", "webp"],
+        },
+    )
+    quality: int = field(default=95, metadata={"help": "JPEG/WebP quality, 1-100"})
+    batch_size: int = field(default=8, metadata={"help": "images of one size per forward pass"})
+    max_side: int | None = field(
+        default=None, metadata={"help": "downscale inputs so the longest side is at most this"}
+    )
+    max_pixels: int = field(
+        default=images.DEFAULT_MAX_PIXELS,
+        metadata={"help": "refuse images with more pixels (decompression bombs)"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(
+        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
+    )
+    s3_endpoint: str | None = field(
+        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required: a stylekit .safetensors or a reference .pth")
+        if not self.output:
+            raise ConfigError("--output is required: a file for one input, a folder for several")
+        if not self.inputs:
+            raise ConfigError("give at least one input image")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
+        images.DecodeOptions(self.max_pixels, self.max_side)  # validates
+
+    def inference(self) -> InferenceOptions:
+        return InferenceOptions(device=self.device, precision=self.precision, max_batch=self.batch_size)
+
+    def output_for(self, source: str) -> str:
+        fmt = self.format or images.format_of(source)
+        if len(self.inputs) == 1:
+            return self.output
+        stem = os.path.splitext(os.path.basename(source.rstrip("/")))[0]
+        return storage.join(self.output, stem + images.extension(fmt))
+
+
+def stylize_files(config: StylizeConfig) -> int:
+    """Stylize each input to its output; returns the number of failed inputs."""
+    opts = storage.StorageOptions(config.s3_endpoint)
+    loaded = load_model(config.model, opts)
+    stylizer = Stylizer(loaded.model, config.inference())
+    decode_opts = images.DecodeOptions(config.max_pixels, config.max_side)
+    outputs = [config.output_for(s) for s in config.inputs]
+    if len(set(outputs)) != len(outputs):
+        raise ConfigError("two inputs share a file name stem; stylize them into separate folders")
+    failed = 0
+    for source, target in zip(config.inputs, outputs, strict=True):
+        try:
+            pixels = images.decode(storage.read_bytes(source, opts), decode_opts)
+            (result,) = stylizer.stylize([pixels])
+            fmt = config.format or images.format_of(target)
+            storage.write_bytes(target, images.encode(result, fmt, config.quality), opts)
+            log.info("%s -> %s (%dx%d)", source, target, result.shape[1], result.shape[0])
+        except StylekitError as e:
+            failed += 1
+            print(f"error: {source}: {e}", file=sys.stderr)
+    return failed
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "stylize",
+        help="stylize images with a trained model",
+        description=(
+            "Stylize images. One input: --output is the file to write. Several: --output is a "
+            "folder, each result named after its input."
+        ),
+    )
+    add_config_arguments(p, StylizeConfig)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (paths or s3:// URIs)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(StylizeConfig, args, inputs=tuple(args.inputs))
+    failed = stylize_files(config)
+    if failed:
+        print(f"error: {failed} of {len(config.inputs)} inputs failed (see above)", file=sys.stderr)
+        return 1
+    print(config.output)
+    return 0
