@@ -128,3 +128,79 @@ def test_perceptual_loss_matches_the_reference_computation() -> None:
     terms.total.backward()
     assert y.grad is not None and torch.isfinite(y.grad).all()
     assert not any(p.grad is not None for p in vgg.parameters())
+
+
+# --- the paper's loss network: the Caffe VGG-16 built into the package -----------------------
+
+
+def _naive_caffe_taps(weights: dict[str, torch.Tensor], x_rgb: torch.Tensor) -> list[torch.Tensor]:
+    """Caffe's convention written out by hand: swap R and B, subtract the BGR mean per channel,
+    then conv/ReLU/pool layer by layer, naming the layers as Caffe does."""
+    bgr = torch.stack([x_rgb[:, 2], x_rgb[:, 1], x_rgb[:, 0]], dim=1)
+    bgr_mean = [103.939, 116.779, 123.68]
+    h = torch.stack([bgr[:, i] - bgr_mean[i] for i in range(3)], dim=1)
+    convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21]  # conv1_1 ... conv4_3 in features.N numbering
+    pools_after = {2, 7, 14}  # pool1 after conv1_2, pool2 after conv2_2, pool3 after conv3_3
+    taps_after = {2, 7, 14, 21}  # relu1_2, relu2_2, relu3_3, relu4_3
+    taps = []
+    for i in convs:
+        h = F.relu(F.conv2d(h, weights[f"features.{i}.weight"], weights[f"features.{i}.bias"], padding=1))
+        if i in taps_after:
+            taps.append(h)
+        if i in pools_after:
+            h = F.max_pool2d(h, 2)
+    return taps
+
+
+def test_builtin_caffe_vgg_follows_caffe_input_convention() -> None:
+    from safetensors.torch import load_file
+
+    from stylekit.nn.vgg import builtin_caffe_path
+
+    net = load_vgg("caffe")
+    assert net.source == "caffe" and net.convention.name == "caffe"
+    # The pristine Caffe weights (shared/data/SOURCES.md: conv1_1 bias starts like this).
+    torch.testing.assert_close(
+        net.features[0].bias[:4], torch.tensor([0.7343, 0.0934, 0.0678, 0.8863]), atol=1e-4, rtol=0
+    )
+    x = torch.rand(2, 3, 24, 32) * 255
+    x_before = x.clone()
+    with torch.no_grad():
+        got = net(x)
+        expected = _naive_caffe_taps(load_file(builtin_caffe_path()), x)
+    assert torch.equal(x, x_before)  # the caller's pixels are not modified
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-3)
+
+
+def test_caffe_convention_read_from_file_metadata_or_prefix(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from stylekit.nn.vgg import builtin_caffe_path, convention_of
+
+    weights = load_file(builtin_caffe_path())
+    tagged, plain = tmp_path / "tagged.safetensors", tmp_path / "plain.safetensors"
+    save_file(weights, str(tagged), metadata={"input": "BGR, 0-255 minus the BGR mean"})
+    save_file(weights, str(plain))
+    assert convention_of(str(tagged)).name == "caffe"
+    assert convention_of(str(plain)).name == "torchvision"
+    assert convention_of(f"caffe:{plain}").name == "caffe"
+    x = torch.rand(1, 3, 16, 16) * 255
+    with torch.no_grad():
+        builtin, by_meta, by_prefix = (load_vgg(w)(x)[1] for w in ("caffe", str(tagged), f"caffe:{plain}"))
+        as_torchvision = load_vgg(str(plain))(x)[1]
+    assert torch.equal(builtin, by_meta) and torch.equal(builtin, by_prefix)
+    assert not torch.allclose(builtin, as_torchvision)
+
+
+def test_loss_weight_defaults_follow_the_loss_network() -> None:
+    from stylekit.nn.vgg import default_loss_weights
+    from stylekit.train.training import TrainConfig
+
+    assert TrainConfig().vgg_weights == "caffe"
+    caffe = TrainConfig()
+    assert (caffe.content_weight, caffe.style_weight) == (1.0, 5.0)
+    tv = TrainConfig(vgg_weights="imagenet")
+    assert (tv.content_weight, tv.style_weight, tv.tv_weight) == (1e5, 1e10, 10.0)
+    assert TrainConfig(style_weight=7.0).style_weight == 7.0  # an explicit weight wins
+    assert default_loss_weights("random") == default_loss_weights("imagenet")

@@ -70,6 +70,13 @@ def test_trains_a_loadable_model_that_stylizes(tiny_train_dir: Path, tmp_path: P
     assert sorted(c["step"] for c in ckpts) == [2, 3]
     ckpt_dirs = [p for p in (tmp_path / "runs" / "wave").glob("checkpoint_*") if p.is_dir()]
     assert len(ckpt_dirs) == 2 and all((p / "preview.jpg").exists() for p in ckpt_dirs)
+    run_dir = tmp_path / "runs" / "wave"
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run_dir / "previews").iterdir()) == ["step_000002.jpg", "step_000003.jpg"]
+    assert (
+        Image.open(run_dir / "previews.jpg").height
+        > 2 * Image.open(run_dir / "previews" / "step_000002.jpg").height
+    )
     styled = tmp_path / "styled.png"
     content = tiny_train_dir / sorted(os.listdir(tiny_train_dir))[0]
     cli = subprocess.run(
@@ -199,7 +206,9 @@ def test_help_documents_every_flag_with_its_default() -> None:
                  "--style-weight", "--tv-weight", "--style-size", "--vgg-weights", "--seed",
                  "--checkpoint-every", "--num-workers", "--gpu", "--cpu", "--output", "--name"):  # fmt: skip
         assert flag in text, flag
-    assert "(default: 100000.0)" in text and "(default: 10000000000.0)" in text and "(default: 0.001)" in text
+    assert "(default: 0.001)" in text and "(default: caffe)" in text
+    # The loss weights' defaults depend on the loss network; the help says both.
+    assert "1 for caffe, 1e5 for imagenet" in text and "5 for caffe, 1e10 for imagenet" in text
 
 
 @pytest.mark.parametrize(

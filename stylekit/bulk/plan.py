@@ -29,13 +29,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stylekit.errors import ConfigError
-from stylekit.files import images, storage
+from stylekit.files import images, storage, zoo
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
     from stylekit.infer.inference import InferenceOptions
@@ -76,31 +77,33 @@ def _help(text: str, **more: Any) -> dict[str, Any]:
     return {"help": text, **more}
 
 
+# The quick start's defaults: a shipped model over the bundled photos, into ./outputs/.
+DEFAULT_MODEL = "starry_night"
+DEFAULT_INPUT = str(resources.files("stylekit") / "examples" / "content")
+
+
 @dataclass(frozen=True)
 class BulkConfig:
     """Everything a bulk run needs; `jobs/stylize.py` builds its flags from these fields."""
 
     model: str = field(
-        default="",
+        default=DEFAULT_MODEL,
         metadata=_help(
-            "stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
-            required=True,
+            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
             metavar="MODEL",
         ),
     )
     input: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case",
-            required=True,
+            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case (default: the bundled example photos)",
             metavar="IN",
         ),
     )
     output: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; each result at its input's relative key",
-            required=True,
+            "folder or s3://bucket/prefix; each result at its input's relative key (default: outputs/<model name>)",
             metavar="OUT",
         ),
     )
@@ -158,9 +161,14 @@ class BulkConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("model", "input", "output"):
-            if not getattr(self, name):
-                raise ConfigError(f"--{name} is required")
+        if not self.model:
+            raise ConfigError("--model is required: a shipped model's name or a model file")
+        if not self.input:
+            object.__setattr__(self, "input", DEFAULT_INPUT)
+        if not self.output:
+            stem = os.path.splitext(os.path.basename(self.model.rstrip("/")))[0] or "stylized"
+            object.__setattr__(self, "output", os.path.join("outputs", stem))
+        object.__setattr__(self, "model", zoo.resolve(self.model))  # a shipped model's name
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
         if not 1 <= self.quality <= 100:

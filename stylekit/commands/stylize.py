@@ -20,7 +20,10 @@ log = logging.getLogger("stylekit.stylize")
 @dataclass(frozen=True)
 class StylizeConfig:
     model: str = field(
-        default="", metadata={"help": "stylekit .safetensors or reference .pth/.model (path or s3:// URI)"}
+        default="",
+        metadata={
+            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)"
+        },
     )
     output: str = field(default="", metadata={"help": "output file (one input) or folder (several)"})
     inputs: tuple[str, ...] = field(default=(), metadata={"cli": False})

@@ -21,7 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from stylekit.errors import StylekitError
-from stylekit.files import storage
+from stylekit.files import storage, zoo
 from stylekit.nn.model import TransformerNet
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,25 @@ class LoadedModel:
     digest: str = ""  # sha256 of the file's bytes, first 16 hex digits
 
 
-def model_bytes(model: TransformerNet, metadata: dict[str, str]) -> bytes:
-    """Serialise a TransformerNet to safetensors bytes with string metadata."""
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    return st_save(tensors, metadata={k: str(v) for k, v in metadata.items()})
+def model_bytes(
+    model: torch.nn.Module, metadata: dict[str, str], dtype: torch.dtype = torch.float32
+) -> bytes:
+    """Serialise a network's state dict to safetensors bytes with string metadata. `dtype`
+    float16 halves the file (the shipped models); loading always gives float32."""
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    meta = {k: str(v) for k, v in metadata.items()}
+    meta["weights_sha256"] = weights_sha256(tensors)
+    return st_save(tensors, metadata=meta)
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names and fp32 bytes in name order: identifies the weights
+    whatever the metadata, and catches a damaged file on load."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_model(
@@ -48,12 +63,18 @@ def save_model(
     model: TransformerNet,
     metadata: dict[str, str],
     options: storage.StorageOptions = storage.StorageOptions(),
+    dtype: torch.dtype = torch.float32,
 ) -> None:
-    storage.write_bytes(location, model_bytes(model, metadata), options)
+    storage.write_bytes(location, model_bytes(model, metadata, dtype), options)
 
 
 def load_model(location: str, options: storage.StorageOptions = storage.StorageOptions()) -> LoadedModel:
-    """Read a stylekit .safetensors or a reference .pth/.model from a path or URI."""
+    """Read a stylekit .safetensors or a reference .pth/.model from a path or URI, or a shipped
+    model by name (`starry_night`)."""
+    if zoo.is_name(location):
+        path = zoo.resolve(location)
+        zoo.verify(location)
+        return load_model_bytes(storage.read_bytes(path, options), name=location)
     data = storage.read_bytes(location, options)
     return load_model_bytes(data, name=location)
 
@@ -62,6 +83,9 @@ def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
     digest = hashlib.sha256(data).hexdigest()[:16]
     if _looks_like_safetensors(data):
         state, metadata = _read_safetensors(data, name)
+        recorded = metadata.get("weights_sha256")
+        if recorded and weights_sha256(state) != recorded:
+            raise StylekitError(f"{name} is damaged: its weights do not match the sha256 it records")
     else:
         state, metadata = _read_reference_checkpoint(data, name), {"format": "reference-pth"}
     model = TransformerNet()

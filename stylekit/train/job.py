@@ -9,6 +9,8 @@ even from a checkpoint Ray had not yet recorded as reported.
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import logging
 import math
 import os
@@ -31,12 +33,14 @@ from stylekit.files.modelio import save_model
 from stylekit.logs import setup_logging
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import init_ray
-from stylekit.train import training
+from stylekit.train import previews, training
+from stylekit.train.board import Board, loss_scalars
 from stylekit.train.data import SkipCounter, count_training_images, training_dataset
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_KEPT = 3
+RECENT_STEPS = 50  # the final losses recorded in a model are the mean over this many steps
 
 
 def run_training(config: training.TrainConfig) -> str:
@@ -110,7 +114,9 @@ def run_training(config: training.TrainConfig) -> str:
         state = training.TrainState(*_blank_model_and_optimizer(config))
         training.load_checkpoint(directory, state)
 
-    save_model(config.model_path, state.model, training.model_metadata(config, state.step, vgg_source), opts)
+    final = {k: v for k, v in (result.metrics or {}).items() if k in ("loss", "content", "style", "tv")}
+    metadata = training.model_metadata(config, state.step, vgg_source, final)
+    save_model(config.model_path, state.model, metadata, opts)
     log.info("finished %d steps in %.0f s; model written", state.step, time.time() - started)
     return config.model_path
 
@@ -120,6 +126,10 @@ def preflight(config: training.TrainConfig) -> str:
     be had (for "imagenet" this also fills this node's torchvision cache). Returns the VGG
     weights' description for the model's metadata."""
     training.load_style_tensor(config)
+    if config.init_from:
+        from stylekit.files.modelio import load_model
+
+        load_model(config.init_from, config.storage_options)  # a bad --init-from fails here
     return load_vgg(config.vgg_weights, seed=config.seed).source
 
 
@@ -214,18 +224,26 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
+        # Ray's CPU reservation is for scheduling (it keeps one CPU free so data tasks can
+        # always run); the math uses this node's cores, shared among its workers. Decoding
+        # takes a small share (measured: ~15% of a 2-core node at 128 px), so one thread per
+        # reserved CPU would leave most of a small node idle.
+        node_cpus = os.cpu_count() or 1
+        threads = max(int(loop_config["cpus_per_worker"]), node_cpus // max(1, ctx.get_local_world_size()))
+        torch.set_num_threads(max(1, threads))
     else:
         torch.backends.cudnn.benchmark = True
     dtype = training.resolve_dtype(config.precision, device)
     state = training.new_state(config, device)
     loss_fn = training.build_loss(config, device)
     _restore(state, loop_config, config, rank)
+    board = Board(config.run_dir, config.storage_options, purge_step=state.step + 1) if rank == 0 else None
 
     model = ray.train.torch.prepare_model(state.model)
     shard = ray.train.get_dataset_shard("train")
     total, per_epoch = loop_config["total_steps"], loop_config["steps_per_epoch"]
     meter = _Meter(config.batch_size * world)
+    recent: collections.deque[dict[str, float]] = collections.deque(maxlen=RECENT_STEPS)
     while state.step < total and state.epoch < config.epochs:
         budget = per_epoch - state.step_in_epoch
         batches = shard.iter_torch_batches(
@@ -244,6 +262,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state.step_in_epoch += 1
             budget -= 1
             meter.tick()
+            recent.append(terms.as_floats())
             if rank == 0 and (state.step % config.log_every == 0 or state.step == total):
                 values = terms.as_floats()
                 log.info(
@@ -257,15 +276,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     values["style"],
                     values["tv"],
                 )
+                if board is not None:
+                    board.log_scalars(state.step, loss_scalars(values, meter.rate()))
             if state.step >= total:
                 break
             if state.step % config.checkpoint_every == 0:
-                _report(state, config, rank, terms)
+                _report(state, config, rank, _mean(recent), board)
         if state.step >= total and budget > 0:
             break  # stopped by --max-steps inside the epoch: the epoch is not over
         state.epoch += 1
         state.step_in_epoch = 0
-    _report(state, config, rank, None)
+    _report(state, config, rank, _mean(recent) if recent else None, board)
+    if board is not None:
+        board.close()
 
 
 def _restore(
@@ -301,21 +324,40 @@ def _step_of(directory: str) -> int:
     return -1 if meta is None else int(meta["step"])
 
 
-def _report(state: training.TrainState, config: training.TrainConfig, rank: int, terms: Any) -> None:
-    """Every worker reports (Ray Train's report is collective); rank 0 attaches the checkpoint."""
-    metrics = {"step": state.step, "epoch": state.epoch}
-    if terms is not None:
-        metrics.update(terms.as_floats())
+def _mean(rows: collections.abc.Iterable[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean of the recent steps' loss terms (one batch's loss is noisy)."""
+    rows = list(rows)
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+def _report(
+    state: training.TrainState,
+    config: training.TrainConfig,
+    rank: int,
+    losses: dict[str, float] | None,
+    board: Board | None = None,
+) -> None:
+    """Every worker reports (Ray Train's report is collective); rank 0 attaches the checkpoint,
+    then adds a row to previews.jpg and the preview to TensorBoard (see train/previews.py).
+    `losses` are the mean loss terms of the last RECENT_STEPS steps on this worker."""
+    metrics: dict[str, Any] = {"step": state.step, "epoch": state.epoch}
+    if losses is not None:
+        metrics.update(losses)
     if rank != 0:
         ray.train.report(metrics)
         return
     directory = tempfile.mkdtemp(prefix="stylekit-ckpt-")
     try:
-        training.save_checkpoint(directory, state, config, training.preview_pixels(state.model))
+        preview = training.preview_pixels(state.model)
+        training.save_checkpoint(directory, state, config, preview)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         log.info("checkpoint at step %d (with preview.jpg)", state.step)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    previews.record(config.run_dir, state.step, state.model, config.storage_options)
+    if board is not None:
+        board.log_image(state.step, "preview", preview)
+        board.sync()
 
 
 class _Meter:

@@ -27,7 +27,7 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.nn.loss import LossTerms, PerceptualLoss
 from stylekit.nn.model import TransformerNet
-from stylekit.nn.vgg import load_vgg
+from stylekit.nn.vgg import WEIGHT_CHOICES, default_loss_weights, load_vgg
 from stylekit.train import steps
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,21 @@ class TrainConfig:
         metadata=_help("where runs go: a local folder or s3:// prefix; the run lives in OUTPUT/NAME"),
     )
     name: str = field(default="", metadata=_help("run name (default: the style file's stem)"))
-    epochs: int = field(default=2, metadata=_help("passes over the training data"))
+    epochs: int | None = field(
+        default=None,
+        metadata=_help(
+            "passes over the training data (default: 2, or as many as --max-steps needs when that is given)"
+        ),
+    )
     max_steps: int | None = field(
-        default=None, metadata=_help("stop after this many optimizer steps, whatever --epochs says")
+        default=None,
+        metadata=_help("optimizer steps to train for (with --epochs too, whichever ends first)"),
+    )
+    data_description: str = field(
+        default="",
+        metadata=_help(
+            "what the training data is, recorded in the model's metadata (default: the --data location)"
+        ),
     )
     batch_size: int = field(default=4, metadata=_help("images per step per worker"))
     image_size: int = field(
@@ -74,21 +86,31 @@ class TrainConfig:
         metadata=_help("training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop)"),
     )
     lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
-    content_weight: float = field(default=1e5, metadata=_help("weight of the relu2_2 feature loss"))
-    style_weight: float = field(default=1e10, metadata=_help("weight of the Gram-matrix style loss"))
-    tv_weight: float = field(
-        default=10.0,
+    content_weight: float | None = field(
+        default=None,
         metadata=_help(
-            "weight of the total-variation loss (mean squared neighbour difference of 0-255 pixels; 10 matches Johnson's tv_strength 1e-6 at 256 px, batch 4)"
+            "weight of the relu2_2 feature loss (default: the loss network's: 1 for caffe, 1e5 for imagenet)"
+        ),
+    )
+    style_weight: float | None = field(
+        default=None,
+        metadata=_help(
+            "weight of the Gram-matrix style loss (default: the loss network's: 5 for caffe, 1e10 for imagenet)"
+        ),
+    )
+    tv_weight: float | None = field(
+        default=None,
+        metadata=_help(
+            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4)"
         ),
     )
     style_size: int | None = field(
         default=None, metadata=_help("resize the style image so its longest side is this (default: as is)")
     )
     vgg_weights: str = field(
-        default="imagenet",
+        default="caffe",
         metadata=_help(
-            "loss network weights: 'imagenet' (torchvision's, via its cache), a local state-dict file, or 'random' (seeded, untrained: offline tests only)"
+            "loss network: 'caffe' (the paper's Caffe VGG-16, built in), 'imagenet' (torchvision's, via its cache), a local state-dict file (caffe:PATH or torchvision:PATH to say its input convention), or 'random' (seeded, untrained: tests only)"
         ),
     )
     seed: int = field(default=42, metadata=_help("seed for weights, data order and a random VGG"))
@@ -114,16 +136,38 @@ class TrainConfig:
         default=3,
         metadata=_help("worker failures to recover from (from the last checkpoint) before giving up"),
     )
+    init_from: str | None = field(
+        default=None,
+        metadata=_help(
+            "start from this model's weights (a shipped name like starry_night, or a model file) instead of a random initialisation: a new style then needs far fewer steps, since the network already reproduces content; a resumed run continues from its checkpoint instead"
+        ),
+    )
     s3_endpoint: str | None = field(
         default=None, metadata=_help("S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)")
     )
 
     def __post_init__(self) -> None:
         # Ray Train runs each worker in its own directory: local paths must not be relative.
+        if self.init_from and not storage.is_uri(self.init_from) and os.path.exists(self.init_from):
+            object.__setattr__(self, "init_from", os.path.abspath(self.init_from))
         for name in ("style", "data", "output", "vgg_weights"):
             value = getattr(self, name)
-            if not storage.is_uri(value) and value not in ("imagenet", "random"):
-                object.__setattr__(self, name, os.path.abspath(value))
+            if name == "vgg_weights":
+                value = _absolute_vgg_weights(value)
+            elif not storage.is_uri(value):
+                value = os.path.abspath(value)
+            object.__setattr__(self, name, value)
+        # Loss weights follow the loss network: its feature scale decides them (see nn/vgg.py).
+        defaults = default_loss_weights(self.vgg_weights)
+        for name, value in (
+            ("content_weight", defaults.content),
+            ("style_weight", defaults.style),
+            ("tv_weight", defaults.tv),
+        ):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", 2 if self.max_steps is None else 1_000_000)
         positive = ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every", "num_workers")
         for name in positive:
             if getattr(self, name) < 1:
@@ -137,7 +181,7 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0 (got {self.lr})")
         for name in ("content_weight", "style_weight", "tv_weight"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) < 0:  # type: ignore[operator]
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise ConfigError(f"--cpus-per-worker must be > 0 (got {self.cpus_per_worker})")
@@ -165,6 +209,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _absolute_vgg_weights(value: str) -> str:
+    """Keep named sources; make local file paths absolute (Ray workers run elsewhere)."""
+    if value in WEIGHT_CHOICES:
+        return value
+    prefix, _, rest = value.partition(":")
+    if rest and prefix in ("caffe", "torchvision"):
+        return f"{prefix}:{os.path.abspath(rest)}"
+    return value if storage.is_uri(value) else os.path.abspath(value)
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -197,7 +251,12 @@ class TrainState:
 
 def new_state(config: TrainConfig, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)
-    model = TransformerNet().to(device)
+    model = TransformerNet()
+    if config.init_from:
+        from stylekit.files.modelio import load_model
+
+        model.load_state_dict(load_model(config.init_from, config.storage_options).model.state_dict())
+    model = model.to(device)
     return TrainState(model, torch.optim.Adam(model.parameters(), lr=config.lr))
 
 
@@ -314,19 +373,40 @@ def preview_pixels(model: torch.nn.Module) -> np.ndarray:
     return images.to_pixels(y[0])
 
 
-def model_metadata(config: TrainConfig, step: int, vgg_source: str) -> dict[str, str]:
-    return {
+def model_metadata(
+    config: TrainConfig, step: int, vgg_source: str, final_losses: dict[str, float] | None = None
+) -> dict[str, str]:
+    """What a model file says about itself: task, style, data, schedule, loss network and
+    weights, final losses (mean weighted terms over the last steps)."""
+    meta = {
         "format": "stylekit",
+        "task": "style",
         "stylekit_version": __version__,
         "style": config.style,
+        "style_name": Path(config.style.rstrip("/")).stem,
         "content_weight": repr(config.content_weight),
         "style_weight": repr(config.style_weight),
         "tv_weight": repr(config.tv_weight),
         "steps": str(step),
+        "training_data": config.data_description or config.data,
         "image_size": str(config.image_size),
+        "style_size": str(config.style_size or "original"),
         "batch_size": str(config.batch_size),
         "num_workers": str(config.num_workers),
         "lr": repr(config.lr),
         "vgg_weights": vgg_source,
+        "loss_network": LOSS_NETWORKS.get(vgg_source.split(":")[0], vgg_source),
         "seed": str(config.seed),
     }
+    if config.init_from:
+        meta["initialised_from"] = Path(config.init_from).stem
+    for name, value in (final_losses or {}).items():
+        meta[f"final_{name}"] = f"{value:.6g}"
+    return meta
+
+
+LOSS_NETWORKS = {
+    "caffe": "VGG-16 conv1_1..relu4_3, Caffe ImageNet weights (Simonyan & Zisserman), BGR minus mean",
+    "imagenet": "VGG-16 conv1_1..relu4_3, torchvision IMAGENET1K_V1 weights, RGB mean/std",
+    "random": "VGG-16, seeded random weights (untrained: not a real style model)",
+}

@@ -1,0 +1,275 @@
+"""`python -m stylekit optimize`: the Gatys et al. baseline. No trained model: each content image
+is itself optimised against the perceptual loss (stylekit/nn/gatys.py); slow, but the quality
+reference the feed-forward networks are compared with."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from stylekit.cli import add_config_arguments, config_from_args
+from stylekit.errors import ConfigError, StylekitError
+from stylekit.files import images, storage
+from stylekit.nn.gatys import GatysConfig, IterationRecord, optimize_image
+from stylekit.nn.loss import PerceptualLoss
+from stylekit.nn.vgg import default_loss_weights, load_vgg
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE = 16  # VGG-16 halves the image three times before relu4_3
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    style: str = field(default="", metadata={"help": "style image (path or s3:// URI)", "required": True})
+    output: str = field(
+        default="",
+        metadata={"help": "output file (one content image) or folder (several)", "required": True},
+    )
+    inputs: tuple[str, ...] = field(default=(), metadata={"cli": False})
+    iterations: int = field(default=500, metadata={"help": "optimisation iterations per image"})
+    optimizer: str = field(
+        default="lbfgs", metadata={"help": "lbfgs (the paper's) or adam", "choices": ["lbfgs", "adam"]}
+    )
+    lr: float = field(default=10.0, metadata={"help": "Adam step size in 0-255 pixel units (Adam only)"})
+    init: str = field(
+        default="content",
+        metadata={"help": "start from the content image or white noise", "choices": ["content", "noise"]},
+    )
+    size: int = field(default=512, metadata={"help": "longest side of the content image it optimises at"})
+    style_size: int | None = field(
+        default=None, metadata={"help": "longest side of the style image; default its own size"}
+    )
+    vgg_weights: str = field(
+        default="caffe",
+        metadata={"help": "loss network: caffe, imagenet, random, or a VGG-16 state dict file"},
+    )
+    content_weight: float | None = field(
+        default=None,
+        metadata={"help": "content loss weight; none: the loss network's default (caffe 1, else 1e5)"},
+    )
+    style_weight: float | None = field(
+        default=None,
+        metadata={"help": "style loss weight; none: the loss network's default (caffe 5, else 1e10)"},
+    )
+    tv_weight: float | None = field(
+        default=None,
+        metadata={"help": "total-variation weight; none: the loss network's default (caffe 0.4, else 10)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed for noise init and random VGG weights"})
+    log_every: int = field(default=50, metadata={"help": "log progress every N iterations (0: never)"})
+    format: str | None = field(
+        default=None,
+        metadata={
+            "help": "output format: png, jpg or webp; default the output's (one input) or input's own",
+            "choices": ["png", "jpg", "webp"],
+        },
+    )
+    quality: int = field(default=95, metadata={"help": "JPEG/WebP quality, 1-100"})
+    max_pixels: int = field(
+        default=images.DEFAULT_MAX_PIXELS,
+        metadata={"help": "refuse images with more pixels (decompression bombs)"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    s3_endpoint: str | None = field(
+        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.style:
+            raise ConfigError("--style is required: the style image")
+        if not self.output:
+            raise ConfigError("--output is required: a file for one content image, a folder for several")
+        if not self.inputs:
+            raise ConfigError("give at least one content image")
+        self.gatys()  # validates iterations, optimizer, lr, init, seed
+        if self.size < MIN_SIDE:
+            raise ConfigError(f"--size must be >= {MIN_SIDE} (got {self.size})")
+        if self.style_size is not None and self.style_size < MIN_SIDE:
+            raise ConfigError(f"--style-size must be >= {MIN_SIDE} (got {self.style_size})")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
+        if self.log_every < 0:
+            raise ConfigError(f"--log-every must be >= 0 (got {self.log_every})")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
+        images.DecodeOptions(self.max_pixels)  # validates
+
+    def gatys(self) -> GatysConfig:
+        return GatysConfig(
+            iterations=self.iterations, optimizer=self.optimizer, lr=self.lr, init=self.init, seed=self.seed
+        )
+
+    def output_for(self, source: str) -> str:
+        if len(self.inputs) == 1:
+            return self.output
+        fmt = self.format or images.format_of(source)
+        stem = os.path.splitext(os.path.basename(source.rstrip("/")))[0]
+        return storage.join(self.output, stem + images.extension(fmt))
+
+
+def _decode(location: str, side: int | None, opts: storage.StorageOptions, max_pixels: int) -> np.ndarray:
+    """Read and decode an image, scaled so its longest side is `side` (None: as it is)."""
+    data = storage.read_bytes(location, opts)  # its errors name the location
+    try:
+        pixels = images.decode(data, images.DecodeOptions(max_pixels, side))
+    except images.ImageError as e:
+        raise images.ImageError(f"{location}: {e}") from None
+    if side is not None and max(pixels.shape[:2]) != side:
+        pixels = images.resize_longest(pixels, side)
+    if min(pixels.shape[:2]) < MIN_SIDE:
+        h, w = pixels.shape[:2]
+        raise StylekitError(f"{location}: {w}x{h} is too small for VGG-16: both sides must be >= {MIN_SIDE}")
+    return pixels
+
+
+def _check_writable(target: str) -> None:
+    """Fail before the (long) optimisation, not after it, when a local output cannot be written."""
+    if storage.is_uri(target):
+        return
+    path = os.path.abspath(target)
+    if os.path.isdir(path):
+        raise StylekitError(f"cannot write {target}: it is a folder (give a file name)")
+    try:  # a real probe: permission bits say little to root or on read-only file systems
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.TemporaryFile(dir=os.path.dirname(path), prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise StylekitError(f"cannot write {target}: {e.strerror or e}") from None
+
+
+def _write(target: str, data: bytes, opts: storage.StorageOptions) -> None:
+    try:
+        storage.write_bytes(target, data, opts)
+    except OSError as e:
+        raise StylekitError(f"cannot write {target}: {e.strerror or e}") from None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for, but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def _progress(total: int, every: int) -> Callable[[IterationRecord], None]:
+    """A progress logger: iteration/total, rate, each loss term and ETA every `every` iterations
+    and at the last one."""
+
+    def on_iteration(r: IterationRecord) -> None:
+        if not every or (r.iteration % every and r.iteration != total):
+            return
+        rate = r.iteration / r.elapsed if r.elapsed > 0 else float("inf")
+        eta = (total - r.iteration) / rate if rate > 0 else 0.0
+        log.info(
+            "iteration %d/%d  %.2f it/s  loss %.4g (content %.4g, style %.4g, tv %.4g)  ETA %s",
+            r.iteration,
+            total,
+            rate,
+            r.total,
+            r.content,
+            r.style,
+            r.tv,
+            _duration(eta),
+        )
+
+    return on_iteration
+
+
+def optimize_files(config: OptimizeConfig) -> None:
+    """Optimise each content image against the style; write each result to its output. Every
+    input is read and every output checked before the first (long) optimisation starts."""
+    opts = storage.StorageOptions(config.s3_endpoint)
+    style = _decode(config.style, config.style_size, opts, config.max_pixels)
+    contents = [_decode(s, config.size, opts, config.max_pixels) for s in config.inputs]
+    outputs = [config.output_for(s) for s in config.inputs]
+    if len(set(outputs)) != len(outputs):
+        raise ConfigError("two content images share a file name stem; optimise them into separate folders")
+    for target in outputs:
+        _check_writable(target)
+
+    device = _device(config.device)
+    defaults = default_loss_weights(config.vgg_weights)
+    weights = (
+        defaults.content if config.content_weight is None else config.content_weight,
+        defaults.style if config.style_weight is None else config.style_weight,
+        defaults.tv if config.tv_weight is None else config.tv_weight,
+    )
+    vgg = load_vgg(config.vgg_weights, seed=config.seed).to(device)
+    loss_fn = PerceptualLoss(vgg, images.to_tensor(style).to(device), *weights)
+    gatys = config.gatys()
+    log.info(
+        "style %s (%dx%d); weights content %g, style %g, tv %g; %d %s iterations on %s",
+        config.style,
+        style.shape[1],
+        style.shape[0],
+        *weights,
+        gatys.iterations,
+        "L-BFGS" if gatys.optimizer == "lbfgs" else f"Adam (lr {gatys.lr:g})",
+        device,
+    )
+    for source, pixels, target in zip(config.inputs, contents, outputs, strict=True):
+        h, w = pixels.shape[:2]
+        log.info("optimising %s at %dx%d from %s", source, w, h, gatys.init)
+        content = images.to_tensor(pixels).to(device)
+        result = optimize_image(content, loss_fn, gatys, _progress(gatys.iterations, config.log_every))
+        with torch.no_grad():
+            out = images.to_pixels(result.image[0].round())
+        fmt = config.format or images.format_of(target)
+        _write(target, images.encode(out, fmt, config.quality), opts)
+        f = result.final
+        log.info(
+            "%s -> %s in %s: loss %.4g (content %.4g, style %.4g, tv %.4g)",
+            source,
+            target,
+            _duration(f.elapsed),
+            f.total,
+            f.content,
+            f.style,
+            f.tv,
+        )
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "optimize",
+        help="style images by optimising the pixels themselves (Gatys et al.; slow, no model)",
+        description=(
+            "The optimisation baseline (Gatys et al. 2016): optimise each content image against "
+            "the perceptual loss of the style. One content image: --output is the file to write. "
+            "Several: --output is a folder, each result named after its input."
+        ),
+    )
+    add_config_arguments(p, OptimizeConfig)
+    p.add_argument("inputs", nargs="+", metavar="CONTENT", help="content images (paths or s3:// URIs)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(OptimizeConfig, args, inputs=tuple(args.inputs))
+    optimize_files(config)
+    print(config.output)
+    return 0

@@ -1,0 +1,119 @@
+"""`python -m stylekit sheet`: compare models on the same photos in one contact-sheet image."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, field
+
+from stylekit.cli import add_config_arguments, config_from_args
+from stylekit.errors import ConfigError, StylekitError
+from stylekit.files import images, storage
+from stylekit.files.modelio import load_model
+from stylekit.infer import sheet
+from stylekit.infer.inference import InferenceOptions
+
+log = logging.getLogger("stylekit.sheet")
+
+OUTPUT_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
+
+
+@dataclass(frozen=True)
+class SheetConfig:
+    models: tuple[str, ...] = field(default=(), metadata={"cli": False})
+    output: str = field(
+        default="", metadata={"help": "the sheet to write (.jpg, .png or .webp; path or s3:// URI)"}
+    )
+    photos: tuple[str, ...] = field(default=(), metadata={"cli": False})
+    cell: int = field(
+        default=sheet.DEFAULT_CELL,
+        metadata={"help": "cell size in px: photos are resized so their longest side is this"},
+    )
+    quality: int = field(default=90, metadata={"help": "JPEG/WebP quality, 1-100"})
+    max_pixels: int = field(
+        default=images.DEFAULT_MAX_PIXELS,
+        metadata={"help": "refuse photos with more pixels (decompression bombs)"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    s3_endpoint: str | None = field(
+        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("give at least one --model (a .safetensors, .pth or shipped model name)")
+        if not self.output:
+            raise ConfigError("--output is required: the sheet image to write (.jpg, .png or .webp)")
+        if not self.photos:
+            raise ConfigError("give at least one photo")
+        if self.format is None:
+            raise ConfigError(f"--output {self.output!r} must end in .jpg, .jpeg, .png or .webp")
+        if not sheet.MIN_CELL <= self.cell <= 4096:
+            raise ConfigError(f"--cell must be {sheet.MIN_CELL}-4096 px (got {self.cell})")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
+        images.DecodeOptions(self.max_pixels)  # validates
+        InferenceOptions(device=self.device)  # validates
+
+    @property
+    def format(self) -> str | None:
+        return OUTPUT_FORMATS.get(os.path.splitext(self.output.rstrip("/"))[1].lower())
+
+
+def make_sheet(config: SheetConfig) -> None:
+    """Read every photo first (a bad one fails before any model is loaded), then the models,
+    and write the sheet."""
+    opts = storage.StorageOptions(config.s3_endpoint)
+    decode = images.DecodeOptions(config.max_pixels, config.cell)
+    photos = []
+    for source in config.photos:
+        try:
+            photos.append(images.decode(storage.read_bytes(source, opts), decode))
+        except images.ImageError as e:
+            raise StylekitError(f"{source}: {e}") from None
+    rows = []
+    for location in config.models:
+        loaded = load_model(location, opts)
+        thumb = sheet.style_thumbnail(loaded.metadata, opts)
+        rows.append(sheet.SheetModel(sheet.model_label(location), loaded.model, thumb))
+    pixels = sheet.contact_sheet(photos, rows, config.cell, InferenceOptions(device=config.device))
+    storage.write_bytes(config.output, images.encode(pixels, config.format or "jpg", config.quality), opts)
+    log.info(
+        "%d model(s) x %d photo(s) -> %s (%dx%d)",
+        len(rows),
+        len(photos),
+        config.output,
+        pixels.shape[1],
+        pixels.shape[0],
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sheet",
+        help="compare models on the same photos in one contact-sheet image",
+        description=(
+            "Build a contact sheet: a row of the original photos, then one row per --model with "
+            "its stylization of each, labelled with the model's name and style image."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="a model (.safetensors/.pth path or s3:// URI, or a shipped model name); repeat for more rows",
+    )
+    add_config_arguments(p, SheetConfig)
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos (paths or s3:// URIs)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(SheetConfig, args, models=tuple(args.models or ()), photos=tuple(args.photos))
+    make_sheet(config)
+    print(config.output)
+    return 0

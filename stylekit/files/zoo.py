@@ -1,0 +1,94 @@
+"""Models that ship inside the package, usable by name: `--model starry_night`.
+
+They live in `stylekit/models/` as `<name>.safetensors` (the TransformerNet state dict plus
+metadata: style, training data and schedule, loss network and weights, final losses) beside
+`index.json`, which records each file's sha256 so a damaged or substituted file is refused.
+A model location that is a bare name (no path separator, no extension, no scheme) is looked up
+here; anything else is a path or URI as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stylekit.errors import StylekitError
+
+INDEX = "index.json"
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def models_dir() -> Path:
+    return Path(str(resources.files("stylekit") / "models"))
+
+
+@lru_cache(maxsize=1)
+def index() -> dict[str, dict[str, Any]]:
+    """name -> {"file", "sha256", "bytes", "kind", "description"} for every shipped model."""
+    path = models_dir() / INDEX
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def names() -> list[str]:
+    return sorted(index())
+
+
+def is_name(location: str) -> bool:
+    """A bare model name rather than a path or URI."""
+    return bool(_NAME.match(location)) and not Path(location).exists()
+
+
+def resolve(location: str) -> str:
+    """The file behind a shipped model's name; any other location unchanged."""
+    if not is_name(location):
+        return location
+    entry = index().get(location)
+    if entry is None:
+        known = ", ".join(names()) or "none"
+        raise StylekitError(
+            f"--model {location!r} is neither a file nor a shipped model (shipped: {known}); give "
+            "a shipped name or a path or URI of a .safetensors or reference .pth"
+        )
+    return str(models_dir() / entry["file"])
+
+
+def verify(name: str) -> None:
+    """Check a shipped model's file against the sha256 recorded in index.json."""
+    entry = index()[name]
+    data = (models_dir() / entry["file"]).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise StylekitError(
+            f"shipped model {name!r} is damaged (sha256 {digest[:16]}..., expected "
+            f"{entry['sha256'][:16]}...); reinstall stylekit"
+        )
+
+
+def write_index(directory: Path, descriptions: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """(Re)write `directory/index.json` from the .safetensors files there: name, file, sha256,
+    size, and the kind and description read from each file's metadata."""
+    from safetensors import safe_open
+
+    entries: dict[str, dict[str, Any]] = {}
+    old = json.loads((directory / INDEX).read_text()) if (directory / INDEX).is_file() else {}
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        name = path.stem
+        entries[name] = {
+            "file": path.name,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "bytes": path.stat().st_size,
+            "task": meta.get("task", "style"),
+            "description": (descriptions or {}).get(name) or old.get(name, {}).get("description", ""),
+        }
+    (directory / INDEX).write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    index.cache_clear()
+    return entries

@@ -1,0 +1,117 @@
+"""Watch a style emerge: at every checkpoint, the current model on a few fixed photos.
+
+Each checkpoint adds a strip, `<run_dir>/previews/step_<step:06d>.jpg` (the bundled chelsea,
+astronaut and coffee photos, longest side 192 px, stylized by the model at that step), and
+rebuilds `<run_dir>/previews.jpg`: every saved strip, one row per step in step order, each
+labelled with its step. A resumed run keeps adding rows to the same grid.
+
+Rank 0 calls `record`; it never raises (a preview is not worth a failed run).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Sequence
+from importlib import resources
+
+import numpy as np
+import torch
+
+from stylekit.files import images, storage
+from stylekit.infer import sheet
+
+log = logging.getLogger(__name__)
+
+PHOTOS = ("chelsea.jpg", "astronaut.jpg", "coffee.jpg")
+SIDE = 192
+FOLDER = "previews"
+GRID = "previews.jpg"
+QUALITY = 90
+MAX_ROWS = 100  # a longer run's grid shows this many strips, evenly spread, first and last kept
+_STRIP = re.compile(r"^step_(\d+)\.jpg$")
+
+
+def strip_name(step: int) -> str:
+    return f"step_{step:06d}.jpg"
+
+
+def step_of(key: str) -> int | None:
+    """The step of a strip's file name, None for any other file."""
+    m = _STRIP.match(key)
+    return int(m.group(1)) if m else None
+
+
+@functools.lru_cache(maxsize=1)
+def preview_photos() -> tuple[np.ndarray, ...]:
+    """The bundled preview photos, (H, W, 3) uint8 with longest side SIDE."""
+    content = resources.files("stylekit") / "examples" / "content"
+    return tuple(images.resize_longest(images.decode((content / n).read_bytes()), SIDE) for n in PHOTOS)
+
+
+def stylize(model: torch.nn.Module, photos: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each photo through `model` in fp32 on the model's device (its train/eval mode kept)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return [images.to_pixels(model(images.to_tensor(p).to(device))[0]) for p in photos]
+    finally:
+        model.train(was_training)
+
+
+def render_strip(pictures: Sequence[np.ndarray], side: int = SIDE) -> np.ndarray:
+    """The pictures side by side, each centred in a `side` x `side` cell, sheet.GAP apart."""
+    strip = sheet.grid([[sheet.fit_cell(p, side) for p in pictures]])
+    return np.ascontiguousarray(strip[sheet.GAP : -sheet.GAP, sheet.GAP : -sheet.GAP])
+
+
+def render_grid(strips: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """One row per (step, strip), in step order, each behind a "step N" label cell."""
+    rows = []
+    for step, strip in sorted(strips, key=lambda s: s[0]):
+        h = strip.shape[0]
+        rows.append([sheet.label_cell(f"step {step}", None, h, width=max(96, h // 2 + 32)), strip])
+    return sheet.grid(rows)
+
+
+def choose_steps(steps: Sequence[int], limit: int = MAX_ROWS) -> list[int]:
+    """`steps` sorted; at most `limit` of them, evenly spread, first and last kept."""
+    steps = sorted(set(steps))
+    if len(steps) <= limit:
+        return steps
+    picks = np.unique(np.linspace(0, len(steps) - 1, limit).round().astype(int))
+    return [steps[i] for i in picks]
+
+
+def record(
+    run_dir: str,
+    step: int,
+    model: torch.nn.Module,
+    options: storage.StorageOptions = storage.StorageOptions(),
+) -> bool:
+    """Save this step's strip and rebuild the grid; False (and a warning) if that failed."""
+    try:
+        folder = storage.join(run_dir, FOLDER)
+        strip = render_strip(stylize(model, preview_photos()))
+        storage.write_bytes(
+            storage.join(folder, strip_name(step)), images.encode(strip, "jpg", QUALITY), options
+        )
+        saved = {step_of(key): key for key in storage.list_files(folder, options)}
+        saved.pop(None, None)
+        strips = {step: strip}
+        for s in choose_steps([*saved, step]):  # type: ignore[list-item]
+            if s in strips:
+                continue
+            try:
+                strips[s] = images.decode(storage.read_bytes(storage.join(folder, saved[s]), options))
+            except Exception as e:
+                log.warning("preview strip for step %d left out of %s: %s", s, GRID, e)
+        grid = render_grid(list(strips.items()))
+        storage.write_bytes(storage.join(run_dir, GRID), images.encode(grid, "jpg", QUALITY), options)
+        return True
+    except Exception as e:
+        log.warning("previews for step %d not written: %s: %s", step, type(e).__name__, e)
+        return False

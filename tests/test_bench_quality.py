@@ -1,0 +1,63 @@
+"""benchmarks/bench_quality.py Part 1 (feed-forward vs Gatys) runs end to end in its quick
+mode and prints its table, summary and side-by-side image (Part 2 needs Ray: not run here)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from conftest import PYTHON, REPO
+from stylekit.files.modelio import save_model
+from stylekit.nn.model import TransformerNet
+
+STYLE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
+CONTENT = REPO / "stylekit" / "examples" / "content"
+
+
+def test_quick_part1(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tmp_path / "tiny.safetensors"
+    metadata = {
+        "vgg_weights": "caffe",
+        "content_weight": "1.0",
+        "style_weight": "5.0",
+        "tv_weight": "0.4",
+        "style": "/nonexistent/starry_night.jpg",  # not here: falls back to the examples by style_name
+        "style_name": "starry_night",
+    }
+    save_model(str(model), TransformerNet(), metadata)
+    photos = sorted(p for p in CONTENT.glob("*.jpg"))[:1]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            PYTHON,
+            str(REPO / "benchmarks" / "bench_quality.py"),
+            "--quick",
+            "--model",
+            str(model),
+            "--photos",
+            ",".join(map(str, photos)),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    assert "| photo | method | content | style | tv | total | seconds |" in text
+    assert "| feed-forward |" in text and "| Gatys 2 |" in text and "| Gatys 5 |" in text
+    assert "starry_night.jpg" in text  # the fallback style
+    assert "- overall (1 photo(s)): feed-forward total" in text
+    assert "Parity" not in text  # Part 2 only with --parity
+    png = out / f"{photos[0].stem}.png"
+    assert png.is_file()
+    width, height = Image.open(png).size
+    assert width > 4 * 48 and height > 0
