@@ -65,7 +65,28 @@ def main() -> int:
     entries = zoo.write_index(zoo.models_dir(), {n: STYLES[n] for n in STYLES})
     for name, entry in entries.items():
         print(f"{name}: {entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...")
+    print(models_table(entries))
     return 0
+
+
+def models_table(entries: dict) -> str:
+    """The README's table of shipped models, from their own metadata."""
+    rows = [
+        "| name | painting | training | final loss (content + style + tv) | sha256 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in sorted(entries.items()):
+        meta = load_model(name).metadata
+        schedule = f"{meta.get('steps')} steps x {meta.get('batch_size')} at {meta.get('image_size')} px"
+        if meta.get("content_warmup_steps"):
+            schedule += f" (first {meta['content_warmup_steps']} content only)"
+        if meta.get("initialised_from"):
+            schedule += f", from {meta['initialised_from']}"
+        losses = " + ".join(f"{float(meta.get('final_' + k, 'nan')):.3g}" for k in ("content", "style", "tv"))
+        rows.append(
+            f"| `{name}` | {entry.get('description', '')} | {schedule} | {losses} | `{entry['sha256'][:12]}` |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ shared data has them (else smooth synthetic images). Tolerances, on 0-255 output
 - bf16 autocast: PSNR >= 38 dB (measured ~43 dB); fp16: >= 50 dB (measured ~55 dB);
 - training: the fast step's loss terms within 1e-4 relative of the reference formulation's,
   its gradients within 1e-3 relative (+ 1e-4 of the largest gradient) of theirs.
-GPU cases skip when there is no CUDA.
+GPU cases (marked `gpu`: `pytest -m gpu`) skip when there is no CUDA.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,13 @@ from stylekit.nn.vgg import load_vgg
 from stylekit.train.steps import to_channels_last, train_step
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "content"
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cuda(test: Callable[..., None]) -> Callable[..., None]:
+    """A GPU test: `pytest -m gpu` selects it (benchmarks/gpu_run.py); skipped without CUDA."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
 needs_nnpack = pytest.mark.skipif(not nnpack_available(), reason="NNPACK not usable on this CPU")
 
 
@@ -369,6 +376,34 @@ def test_cuda_compiled_stylizer_matches_eager(model: TransformerNet) -> None:
     compiled = Stylizer(model, InferenceOptions(device="cuda", compile=True))
     assert psnr(compiled.stylize([img])[0], eager) >= 40
     assert compiled._compiled is not None
+
+
+@cuda
+@pytest.mark.parametrize("options", [{"fast": False}, {"channels_last": False}], ids=["plain-module", "nchw"])
+def test_cuda_other_layouts_within_the_auto_bar(model: TransformerNet, options: dict[str, bool]) -> None:
+    """bf16 without the sub-pixel fast path, and without channels_last (the benchmark's
+    `nofast` and `nchw` paths), within the same 40 dB of strict fp32 as `auto`."""
+    img = photo(256, 320, 0)
+    (out,) = Stylizer(copy.deepcopy(model), InferenceOptions(device="cuda", **options)).stylize([img])
+    with torch.no_grad():
+        expected = to_uint8(model(as_input(img)))[0]
+    assert psnr(out, expected) >= 40.0
+
+
+@cuda
+def test_cuda_graphs_match_eager_and_keep_earlier_outputs(model: TransformerNet) -> None:
+    """compile + CUDA graphs (the benchmark's `graphs`): close to eager, and a result handed
+    back stays intact when the next call replays the graph."""
+    a, b = photo(128, 160, 0), photo(128, 160, 1)
+    eager = Stylizer(model, InferenceOptions(device="cuda"))
+    graphs = Stylizer(model, InferenceOptions(device="cuda", compile=True, cuda_graphs=True))
+    assert graphs.plan.cuda_graphs
+    first = graphs.forward(torch.from_numpy(a)[None], keep_on_device=True)
+    kept = first.clone()
+    second = graphs.forward(torch.from_numpy(b)[None], keep_on_device=True)
+    assert torch.equal(first, kept)
+    assert psnr(first[0].cpu().numpy(), eager.stylize([a])[0]) >= 40
+    assert psnr(second[0].cpu().numpy(), eager.stylize([b])[0]) >= 40
 
 
 @cuda

@@ -63,7 +63,8 @@ def test_record_saves_a_strip_per_step_and_rebuilds_the_grid(tmp_path: Path, tin
     assert sorted(p.name for p in (run_dir / "previews").iterdir()) == ["step_000002.jpg", "step_000004.jpg"]
     strip_h = Image.open(run_dir / "previews" / "step_000002.jpg").height
     assert strip_h == previews.SIDE
-    assert heights == [strip_h + 2 * sheet.GAP, 2 * strip_h + 3 * sheet.GAP]
+    # The photos themselves head the grid, then one row per step.
+    assert heights == [2 * strip_h + 3 * sheet.GAP, 3 * strip_h + 4 * sheet.GAP]
     assert model.training  # put back as it was
 
 
@@ -99,4 +100,4 @@ def test_record_on_an_s3_run_folder(s3_server: str, tiny_photos: None) -> None:
     grid = (
         boto3.client("s3").get_object(Bucket="previews-bucket", Key="runs/wave/previews.jpg")["Body"].read()
     )
-    assert Image.open(io.BytesIO(grid)).height == 2 * previews.SIDE + 3 * sheet.GAP
+    assert Image.open(io.BytesIO(grid)).height == 3 * previews.SIDE + 4 * sheet.GAP

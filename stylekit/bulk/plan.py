@@ -148,6 +148,21 @@ class BulkConfig:
         default="auto",
         metadata=_help("auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"),
     )
+    strength: float = field(
+        default=1.0,
+        metadata=_help("how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"),
+    )
+    preserve_color: bool = field(
+        default=False,
+        metadata=_help("keep the photo's own colours: only the stylized luminance is used"),
+    )
+    style_scale: float = field(
+        default=1.0,
+        metadata=_help(
+            "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half "
+            "(the network runs on the photo resized by 1/SCALE)"
+        ),
+    )
     overwrite: bool = field(
         default=False, metadata=_help("restylize every input, even those with an up-to-date output")
     )
@@ -219,7 +234,14 @@ class BulkConfig:
         from stylekit.infer.inference import InferenceOptions
 
         # "auto" device: an actor with a GPU assigned sees it, one without sees none.
-        return InferenceOptions(device="auto", precision=self.precision, max_batch=self.batch_size)
+        return InferenceOptions(
+            device="auto",
+            precision=self.precision,
+            max_batch=self.batch_size,
+            strength=self.strength,
+            preserve_color=self.preserve_color,
+            style_scale=self.style_scale,
+        )
 
 
 def root_of(location: str) -> str:
@@ -317,9 +339,29 @@ class RunLayout:
         return storage.join(self.output_root, key)
 
 
+# Settings recorded since the stylization controls: a settings file written before them holds
+# outputs made at these values (the controls' neutral defaults).
+_SETTINGS_BEFORE_CONTROLS = {"strength": 1.0, "preserve_color": False, "style_scale": 1.0}
+
+
 def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
     """What, besides the output key, decides an output's pixels."""
-    return {"model_digest": digest, "max_side": config.max_side, "quality": config.quality}
+    return {
+        "model_digest": digest,
+        "max_side": config.max_side,
+        "quality": config.quality,
+        "strength": config.strength,
+        "preserve_color": config.preserve_color,
+        "style_scale": config.style_scale,
+    }
+
+
+def settings_changes(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The settings that differ between a recorded settings file and this run's, as
+    "name old -> new" (empty: the same); keys a file from before the controls lacks count
+    as their defaults."""
+    found = {**_SETTINGS_BEFORE_CONTROLS, **found}
+    return [f"{k} {found.get(k)!r} -> {v!r}" for k, v in wanted.items() if found.get(k) != v]
 
 
 def check_output_settings(
@@ -333,9 +375,10 @@ def check_output_settings(
         record_output_settings(config, layout, digest, options)
         return
     found = json.loads(storage.read_bytes(layout.settings_file, options))
-    if found == wanted or config.overwrite:
+    changes = settings_changes(found, wanted)
+    if not changes or config.overwrite:
         return
-    changed = ", ".join(f"{k} {found.get(k)!r} -> {v!r}" for k, v in wanted.items() if found.get(k) != v)
+    changed = ", ".join(changes)
     raise ConfigError(
         f"{layout.output_root} holds results made differently ({changed}); rerun with --overwrite "
         "to restylize everything, or use another --output"

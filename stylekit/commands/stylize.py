@@ -43,6 +43,21 @@ class StylizeConfig:
         default=images.DEFAULT_MAX_PIXELS,
         metadata={"help": "refuse images with more pixels (decompression bombs)"},
     )
+    strength: float = field(
+        default=1.0,
+        metadata={"help": "how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"},
+    )
+    preserve_color: bool = field(
+        default=False,
+        metadata={"help": "keep the photo's own colours: only the stylized luminance is used"},
+    )
+    style_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half "
+            "(the network runs on the photo resized by 1/SCALE)"
+        },
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(
         default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
@@ -61,9 +76,17 @@ class StylizeConfig:
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
         images.DecodeOptions(self.max_pixels, self.max_side)  # validates
+        self.inference()  # validates, before any model is read
 
     def inference(self) -> InferenceOptions:
-        return InferenceOptions(device=self.device, precision=self.precision, max_batch=self.batch_size)
+        return InferenceOptions(
+            device=self.device,
+            precision=self.precision,
+            max_batch=self.batch_size,
+            strength=self.strength,
+            preserve_color=self.preserve_color,
+            style_scale=self.style_scale,
+        )
 
     def output_for(self, source: str) -> str:
         fmt = self.format or images.format_of(source)

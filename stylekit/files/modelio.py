@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -45,7 +46,16 @@ def model_bytes(
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     meta = {k: str(v) for k, v in metadata.items()}
     meta["weights_sha256"] = weights_sha256(tensors)
-    return st_save(tensors, metadata=meta)
+    return _canonical_header(st_save(tensors, metadata=meta))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes metadata in hash
+    order, so equal models would otherwise give different bytes (and bulk-job digests)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), separators=(",", ":"), sort_keys=True).encode()
+    header += b" " * (-len(header) % 8)  # keep the tensor data 8-byte aligned, as safetensors does
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -105,8 +115,6 @@ def _read_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], 
     try:
         state = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        import json
-
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise StylekitError(f"{name} is not a valid safetensors file ({e}); re-export it") from None

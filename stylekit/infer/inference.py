@@ -5,6 +5,9 @@ Images are grouped by size, so a batch never pads a small photo up to a large on
 runs in chunks of at most `max_batch`. Pixels travel to the device as uint8 (a quarter of the
 bytes of float32) and are converted there.
 
+The stylization controls (`strength`, `preserve_color`, `style_scale`; stylekit/infer/controls.py)
+wrap the network in `Stylizer.stylize`; at their defaults they leave its pixels untouched.
+
 `InferenceOptions` fields left at None/"auto" resolve per device to the fastest path measured
 safe (within 40 dB PSNR of the fp32 reference; benchmarks/RESULTS.md has the numbers):
 
@@ -29,8 +32,9 @@ import numpy as np
 import torch
 
 from stylekit.errors import ConfigError
+from stylekit.infer import controls
 from stylekit.infer.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
-from stylekit.nn.model import TransformerNet
+from stylekit.nn.model import MIN_SIDE, TransformerNet
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,11 @@ class InferenceOptions:
     tune_allocator: bool | None = None  # glibc: reuse large blocks (process-wide); None: on for CPU
     cudnn_benchmark: bool | None = None  # None: on for CUDA (process-wide)
     cuda_graphs: bool = False  # with compile on CUDA: mode="reduce-overhead" (CUDA graphs)
+    # Stylization controls (stylekit/infer/controls.py), applied by `Stylizer.stylize` only;
+    # at these defaults the pixels are the network's own.
+    strength: float = 1.0  # 1: the stylized image; 0: the photo; between: a blend of the two
+    preserve_color: bool = False  # the stylized luminance with the photo's own colours
+    style_scale: float = 1.0  # brush strokes this many times larger relative to the photo
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -71,6 +80,18 @@ class InferenceOptions:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.max_batch})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1 (got {self.threads})")
+        if not 0 <= self.strength <= 1:  # also refuses NaN
+            raise ConfigError(f"--strength must be between 0 and 1 (got {self.strength})")
+        if not controls.MIN_STYLE_SCALE <= self.style_scale <= controls.MAX_STYLE_SCALE:
+            raise ConfigError(
+                f"--style-scale must be between {controls.MIN_STYLE_SCALE:g} and "
+                f"{controls.MAX_STYLE_SCALE:g} (got {self.style_scale})"
+            )
+
+    @property
+    def controls_active(self) -> bool:
+        """Whether any stylization control changes the network's pixels."""
+        return self.strength != 1 or self.preserve_color or self.style_scale != 1
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -213,7 +234,25 @@ class Stylizer:
         return self.model(x)
 
     def stylize(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Stylize each (H, W, 3) uint8 image; the result list is in input order."""
+        """Stylize each (H, W, 3) uint8 image; the result list is in input order, each at its
+        input's size. The options' controls apply here (`forward` is the bare network): with
+        style_scale the network runs on each photo resized by 1/style_scale, and its result is
+        resized back, then preserve_color and strength mix in the photo (controls.py)."""
+        opts = self.options
+        if not opts.controls_active:
+            return self._stylize_network(images)
+        work = [
+            controls.resize(img, *controls.working_size(*img.shape[:2], opts.style_scale, MIN_SIDE))
+            for img in images
+        ]
+        stylized = self._stylize_network(work)
+        return [
+            controls.finish(out, photo, strength=opts.strength, keep_color=opts.preserve_color)
+            for out, photo in zip(stylized, images, strict=True)
+        ]
+
+    def _stylize_network(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The network's own (H, W, 3) uint8 output for each image, in input order."""
         out: list[np.ndarray | None] = [None] * len(images)
         for indices in group_by_size(images, self.options.max_batch):
             stacked = torch.from_numpy(np.stack([images[i] for i in indices]))

@@ -110,10 +110,16 @@ class PerceptualLoss(nn.Module):
         """output y_hat and content x, both (B,3,H,W) in [0,255]."""
         with torch.no_grad():  # only up to relu2_2: the content target needs no more
             content_features = self.vgg(content, n_taps=CONTENT_TAP + 1)[CONTENT_TAP]
-        out_features = self.vgg(output)
-        out_grams = [gram_matrix(f) for f in out_features]
+        if self.style_weight == 0:  # a content-only step (warm-up) needs VGG only to relu2_2
+            out_content = self.vgg(output, n_taps=CONTENT_TAP + 1)[CONTENT_TAP]
+            style = output.new_zeros((), dtype=torch.float32)
+        else:
+            out_features = self.vgg(output)
+            out_content = out_features[CONTENT_TAP]
+            out_grams = [gram_matrix(f) for f in out_features]
+            style = self.style_weight * style_loss(out_grams, self.style_grams)
         return LossTerms(
-            content=self.content_weight * content_loss(out_features[CONTENT_TAP], content_features),
-            style=self.style_weight * style_loss(out_grams, self.style_grams),
+            content=self.content_weight * content_loss(out_content, content_features),
+            style=style,
             tv=self.tv_weight * tv_loss(output),
         )

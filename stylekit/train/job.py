@@ -257,6 +257,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for batch in batches:
             if budget <= 0:
                 break
+            loss_fn.style_weight = training.style_weight_at(config, state.step)
             terms = training.train_step(model, loss_fn, state.optimizer, batch["image"], dtype)
             state.step += 1
             state.step_in_epoch += 1

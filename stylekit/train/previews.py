@@ -68,9 +68,13 @@ def render_strip(pictures: Sequence[np.ndarray], side: int = SIDE) -> np.ndarray
     return np.ascontiguousarray(strip[sheet.GAP : -sheet.GAP, sheet.GAP : -sheet.GAP])
 
 
-def render_grid(strips: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
-    """One row per (step, strip), in step order, each behind a "step N" label cell."""
+def render_grid(strips: Sequence[tuple[int, np.ndarray]], originals: np.ndarray | None = None) -> np.ndarray:
+    """One row per (step, strip), in step order, each behind a "step N" label cell; the
+    photos themselves first, when given, so a reader sees what each column started from."""
     rows = []
+    if originals is not None:
+        h = originals.shape[0]
+        rows.append([sheet.label_cell("photo", None, h, width=max(96, h // 2 + 32)), originals])
     for step, strip in sorted(strips, key=lambda s: s[0]):
         h = strip.shape[0]
         rows.append([sheet.label_cell(f"step {step}", None, h, width=max(96, h // 2 + 32)), strip])
@@ -109,7 +113,7 @@ def record(
                 strips[s] = images.decode(storage.read_bytes(storage.join(folder, saved[s]), options))
             except Exception as e:
                 log.warning("preview strip for step %d left out of %s: %s", s, GRID, e)
-        grid = render_grid(list(strips.items()))
+        grid = render_grid(list(strips.items()), render_strip(preview_photos()))
         storage.write_bytes(storage.join(run_dir, GRID), images.encode(grid, "jpg", QUALITY), options)
         return True
     except Exception as e:

@@ -136,6 +136,12 @@ class TrainConfig:
         default=3,
         metadata=_help("worker failures to recover from (from the last checkpoint) before giving up"),
     )
+    content_warmup: int = field(
+        default=0,
+        metadata=_help(
+            "train the first N steps on content and TV only, then add the style: the network (whose output starts black) first learns to reproduce the photo, so short runs keep recognisable content (0: the paper's schedule, style from the start)"
+        ),
+    )
     init_from: str | None = field(
         default=None,
         metadata=_help(
@@ -174,6 +180,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
         if self.image_size < 16:
             raise ConfigError(f"--image-size must be >= 16 (got {self.image_size})")
+        if self.content_warmup < 0:
+            raise ConfigError(f"--content-warmup must be >= 0 (got {self.content_warmup})")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"--max-steps must be >= 1 (got {self.max_steps})")
         if self.style_size is not None and self.style_size < 16:
@@ -264,6 +272,11 @@ def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss:
     vgg = load_vgg(config.vgg_weights, seed=config.seed).to(device)
     style = load_style_tensor(config).to(device)
     return PerceptualLoss(vgg, style, config.content_weight, config.style_weight, config.tv_weight).to(device)
+
+
+def style_weight_at(config: TrainConfig, step: int) -> float:
+    """The style weight for the step after `step` steps: 0 during the content warm-up."""
+    return 0.0 if step < config.content_warmup else float(config.style_weight)  # type: ignore[arg-type]
 
 
 def train_step(
@@ -398,8 +411,12 @@ def model_metadata(
         "loss_network": LOSS_NETWORKS.get(vgg_source.split(":")[0], vgg_source),
         "seed": str(config.seed),
     }
+    if config.content_warmup:
+        meta["content_warmup_steps"] = str(config.content_warmup)
     if config.init_from:
-        meta["initialised_from"] = Path(config.init_from).stem
+        start = Path(config.init_from.rstrip("/"))
+        # runs/NAME/model.safetensors is known by its run's name; a shipped model by its own.
+        meta["initialised_from"] = start.parent.name if start.stem == "model" else start.stem
     for name, value in (final_losses or {}).items():
         meta[f"final_{name}"] = f"{value:.6g}"
     return meta

@@ -1,0 +1,93 @@
+"""`python -m stylekit export`: a model as ONNX or TorchScript, for runtimes without stylekit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, field
+
+from stylekit.cli import add_config_arguments, config_from_args
+from stylekit.errors import ConfigError
+from stylekit.files import storage
+from stylekit.files.modelio import load_model
+from stylekit.infer import export
+
+log = logging.getLogger("stylekit.export")
+
+# --format left out: taken from --output's extension.
+EXTENSIONS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str = field(
+        default="",
+        metadata={
+            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
+            "required": True,
+        },
+    )
+    output: str = field(
+        default="", metadata={"help": "the file to write (path or s3:// URI)", "required": True}
+    )
+    format: str | None = field(
+        default=None,
+        metadata={
+            "help": "onnx or torchscript; default from --output's extension (.onnx; .pt, .ts)",
+            "choices": list(export.FORMATS),
+        },
+    )
+    s3_endpoint: str | None = field(
+        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required: a shipped model's name or a model file")
+        if not self.output:
+            raise ConfigError("--output is required: the file to write")
+        if self.resolved_format is None:
+            raise ConfigError(
+                f"--format is required: --output {self.output!r} ends in none of {', '.join(EXTENSIONS)}"
+            )
+        if self.resolved_format not in export.FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(export.FORMATS)} (got {self.format!r})")
+
+    @property
+    def resolved_format(self) -> str | None:
+        if self.format:
+            return self.format
+        return EXTENSIONS.get(os.path.splitext(self.output.rstrip("/"))[1].lower())
+
+
+def export_file(config: ExportConfig) -> None:
+    opts = storage.StorageOptions(config.s3_endpoint)
+    fmt = config.resolved_format or "onnx"  # validated: never None here
+    loaded = load_model(config.model, opts)
+    metadata = export.export_metadata(loaded.metadata, loaded.digest)
+    data = export.export_bytes(loaded.model, fmt, metadata)
+    storage.write_bytes(config.output, data, opts)
+    log.info("%s -> %s (%s, %.1f MB)", config.model, config.output, fmt, len(data) / 1e6)
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX or TorchScript",
+        description=(
+            "Export a model to ONNX or TorchScript with dynamic batch, height and width. The "
+            "graph takes (B, 3, H, W) float32 RGB in [0, 255], H and W >= 5, and returns the same "
+            "layout unclamped (clamp to [0, 255]); the model's metadata travels with it."
+        ),
+    )
+    add_config_arguments(p, ExportConfig)
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(ExportConfig, args)
+    export_file(config)
+    print(config.output)
+    return 0

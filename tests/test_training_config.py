@@ -1,0 +1,73 @@
+"""Training options that need no Ray: step budget, content warm-up, warm starts, metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylekit.errors import ConfigError, StylekitError
+from stylekit.files.modelio import load_model, save_model
+from stylekit.nn.model import TransformerNet
+from stylekit.train import training
+from stylekit.train.job import preflight
+
+
+def test_max_steps_alone_is_not_capped_by_the_default_epochs() -> None:
+    assert training.TrainConfig().epochs == 2
+    assert training.TrainConfig(max_steps=500).epochs >= 500  # as many epochs as the steps need
+    assert training.TrainConfig(max_steps=500, epochs=3).epochs == 3  # both given: whichever first
+
+
+def test_content_warmup_zeroes_the_style_weight_then_restores_it() -> None:
+    config = training.TrainConfig(content_warmup=3)
+    assert [training.style_weight_at(config, s) for s in range(5)] == [0.0, 0.0, 0.0, 5.0, 5.0]
+    assert training.style_weight_at(training.TrainConfig(), 0) == 5.0  # the paper: style from step 0
+    with pytest.raises(ConfigError, match="--content-warmup must be >= 0"):
+        training.TrainConfig(content_warmup=-1)
+
+
+def test_content_only_loss_runs_vgg_to_relu2_2_only() -> None:
+    from stylekit.nn.loss import PerceptualLoss
+    from stylekit.nn.vgg import load_vgg
+
+    loss = PerceptualLoss(load_vgg("random"), torch.rand(1, 3, 32, 32) * 255, 1.0, 0.0, 1.0)
+    seen: list[int] = []
+    loss.vgg.features[15].register_forward_hook(lambda *a: seen.append(15))  # relu3_3
+    x = torch.rand(1, 3, 32, 32) * 255
+    y = torch.rand(1, 3, 32, 32) * 255
+    terms = loss(y.requires_grad_(), x)
+    assert float(terms.style) == 0.0 and float(terms.content) > 0 and not seen
+    loss.style_weight = 5.0
+    assert float(loss(y, x).style) > 0 and seen
+
+
+def test_init_from_starts_from_the_given_weights(tmp_path: Path) -> None:
+    torch.manual_seed(7)
+    start = TransformerNet()
+    path = tmp_path / "start.safetensors"
+    save_model(str(path), start, {"format": "stylekit"})
+    config = training.TrainConfig(init_from=str(path))
+    state = training.new_state(config, torch.device("cpu"))
+    for k, v in start.state_dict().items():
+        assert torch.equal(state.model.state_dict()[k], v)
+    meta = training.model_metadata(
+        config, 10, "caffe", {"loss": 1.5, "content": 1.0, "style": 0.4, "tv": 0.1}
+    )
+    assert meta["initialised_from"] == "start" and meta["final_loss"] == "1.5"
+    assert meta["loss_network"].startswith("VGG-16") and "Caffe" in meta["loss_network"]
+    assert meta["style_name"] == "starry_night" and meta["task"] == "style"
+
+
+def test_a_bad_init_from_fails_before_training(tmp_path: Path) -> None:
+    with pytest.raises(StylekitError, match="no_such_model"):
+        preflight(training.TrainConfig(init_from="no_such_model"))
+
+
+def test_saved_models_record_and_check_a_weights_digest(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_model(str(path), TransformerNet(), {"format": "stylekit"}, dtype=torch.float16)
+    loaded = load_model(str(path))
+    assert len(loaded.metadata["weights_sha256"]) == 64
+    assert all(v.dtype == torch.float32 for v in loaded.model.state_dict().values())
