@@ -40,7 +40,7 @@ from stylekit.nn.model import TransformerNet  # noqa: E402
 
 PHOTO_DIRS = [REPO.parent / "shared" / "data" / "content", REPO / "stylekit" / "examples" / "content"]
 STYLE_IMAGE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
-DATE = os.environ.get("BENCH_DATE", "2026-11-26")
+DATE = os.environ.get("BENCH_DATE") or datetime.date.today().isoformat()
 
 
 # --- the reference network (the seed, verbatim in structure) ------------------------------

@@ -275,7 +275,9 @@ def check():
     allowed = {norm(n) for n in IMAGE + CARRIED} | {"stylekit"}
     blocked, kept = set(), set()
     for dist in md.distributions():
-        tops = {str(f).split("/")[0].split(".")[0] for f in dist.files or [] if "/" in str(f)}
+        files = [str(f) for f in dist.files or []]
+        tops = {f.split("/")[0] for f in files if "/" in f} | {f.split(".")[0] for f in files if f.endswith((".py", ".so"))}
+        tops = {t.split(".")[0] for t in tops}
         tops = {t for t in tops if t.isidentifier()}
         (kept if norm(dist.metadata["Name"]) in allowed else blocked).update(tops)
     blocked -= kept

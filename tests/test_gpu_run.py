@@ -18,14 +18,20 @@ HAS_RAY = importlib.util.find_spec("ray") is not None
 
 
 def results(log: Path) -> list[dict]:
-    return [json.loads(ln.split(" ", 1)[1]) for ln in log.read_text().splitlines() if ln.startswith("@@result ")]
+    return [
+        json.loads(ln.split(" ", 1)[1]) for ln in log.read_text().splitlines() if ln.startswith("@@result ")
+    ]
 
 
 @pytest.mark.ray
 def test_dry_run_walks_every_part(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [PYTHON, str(GPU_RUN), "--dry-run", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=840
+        [PYTHON, str(GPU_RUN), "--dry-run", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=850,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
