@@ -1115,7 +1115,7 @@ def bound_rate(f: Findings, flops: float | None, rate: float | None, ref_flops: 
     achieved, roof = tflops(flops, rate), f.roofs.get("matmul_tflops")
     if achieved:
         parts.append(
-            f"{achieved:.1f} TFLOP/s"
+            f"{achieved:.3g} TFLOP/s"
             + (f" = {100 * achieved / roof:.0f}% of the measured matmul peak ({roof:.3g})" if roof else "")
         )
     words = profile_words(prof)
@@ -1124,7 +1124,7 @@ def bound_rate(f: Findings, flops: float | None, rate: float | None, ref_flops: 
     ref_achieved = tflops(ref_flops, ref)
     if achieved and ref_achieved and flops and ref_flops:
         parts.append(f"speed-up = {ref_flops / flops:.2f}x fewer FLOPs x {achieved / ref_achieved:.2f}x the reference's "
-                     f"efficiency ({ref_achieved:.1f} TFLOP/s)")  # fmt: skip
+                     f"efficiency ({ref_achieved:.3g} TFLOP/s)")  # fmt: skip
     return "; ".join(parts) or "no profile measured"
 
 

@@ -60,6 +60,8 @@ def main() -> int:
             # small enough to travel to a GPU machine (benchmarks/README.md).
             loaded = load_model(str(model))
             meta = {**loaded.metadata, "stored_dtype": "float16"}
+            # Paths on the training machine mean nothing to a user: name the bundled style.
+            meta["style"] = f"stylekit/examples/styles/{name}.jpg"
             meta.pop("weights_sha256", None)
             save_model(str(zoo.models_dir() / f"{name}.safetensors"), loaded.model, meta, dtype=torch.float16)
     entries = zoo.write_index(zoo.models_dir(), {n: STYLES[n] for n in STYLES})
