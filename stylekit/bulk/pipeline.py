@@ -57,7 +57,7 @@ from stylekit.bulk.plan import (
     record_output_settings,
 )
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import images, storage
+from stylekit.files import images, storage, zoo
 from stylekit.logs import setup_logging
 from stylekit.ray_env import init_ray
 
@@ -97,7 +97,7 @@ def run_bulk(config: BulkConfig) -> Summary:
     started = time.time()
     options = config.storage_options.resolved()
     layout = RunLayout.for_config(config)
-    model_bytes = storage.read_bytes(config.model, options)
+    model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
     loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
     log.info(
         "run %s: model %s (digest %s), %s -> %s",

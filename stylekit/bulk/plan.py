@@ -183,7 +183,7 @@ class BulkConfig:
         if not self.output:
             stem = os.path.splitext(os.path.basename(self.model.rstrip("/")))[0] or "stylized"
             object.__setattr__(self, "output", os.path.join("outputs", stem))
-        object.__setattr__(self, "model", zoo.resolve(self.model))  # a shipped model's name
+        object.__setattr__(self, "model", zoo.resolve_shipped(self.model))  # a shipped model's name
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
         if not 1 <= self.quality <= 100:

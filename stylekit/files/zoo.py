@@ -59,6 +59,12 @@ def resolve(location: str) -> str:
     return str(models_dir() / entry["file"])
 
 
+def resolve_shipped(location: str) -> str:
+    """Like `resolve`, but leaves a bare name that is not shipped as it is (for configs that
+    are validated before anything is read; reading it then fails with `resolve`'s message)."""
+    return resolve(location) if is_name(location) and location in index() else location
+
+
 def verify(name: str) -> None:
     """Check a shipped model's file against the sha256 recorded in index.json."""
     entry = index()[name]
