@@ -371,8 +371,10 @@ def _check_uploaded_working_dir(head: Head) -> None:
     assert unpacked, "no unpacked working dir found on the node"
     for root in unpacked:
         assert (root / "jobs" / "train.py").is_file()
-        assert (root / "stylekit" / "train_job.py").is_file()
+        assert (root / "stylekit" / "train" / "job.py").is_file()
         assert not (root / ".venv").exists() or not any((root / ".venv").iterdir())
         assert not (root / ".git").exists()
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-        assert size < 10 * 1024**2, f"the working dir upload is {size / 1024**2:.1f} MiB"
+        # The package carries the paper's loss network (30 MB) and the shipped models (~14 MB);
+        # anything past that (a .venv, runs/, outputs/) would be a leak. Ray's limit is 100 MiB.
+        assert size < 60 * 1024**2, f"the working dir upload is {size / 1024**2:.1f} MiB"

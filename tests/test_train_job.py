@@ -250,14 +250,14 @@ def test_imagenet_weights_unavailable_offline_is_one_line(tmp_path: Path, tiny_t
         TORCH_HOME=str(tmp_path / "torch"), HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9"
     )
     result = subprocess.run(
-        [PYTHON, TRAIN, "--data", str(tiny_train_dir), "--output", str(tmp_path)],
+        [PYTHON, TRAIN, "--data", str(tiny_train_dir), "--output", str(tmp_path), "--vgg-weights", "imagenet"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: cannot get the VGG-16 ImageNet weights")
     assert "vgg16-397923af.pth" in line and str(tmp_path / "torch" / "hub" / "checkpoints") in line
-    assert "--vgg-weights random" in line and "Traceback" not in result.stderr
+    assert "--vgg-weights caffe" in line and "Traceback" not in result.stderr
 
 
 def _pixels(path: Path) -> np.ndarray:
