@@ -82,9 +82,9 @@ def load_model(location: str, options: storage.StorageOptions = storage.StorageO
     """Read a stylekit .safetensors or a reference .pth/.model from a path or URI, or a shipped
     model by name (`starry_night`)."""
     if zoo.is_name(location):
-        path = zoo.resolve(location)
-        zoo.verify(location)
-        return load_model_bytes(storage.read_bytes(path, options), name=location)
+        data = storage.read_bytes(zoo.resolve(location), options)
+        zoo.verify(location, data)  # the bytes read once, checked, then loaded
+        return load_model_bytes(data, name=location)
     data = storage.read_bytes(location, options)
     return load_model_bytes(data, name=location)
 

@@ -65,10 +65,12 @@ def resolve_shipped(location: str) -> str:
     return resolve(location) if is_name(location) and location in index() else location
 
 
-def verify(name: str) -> None:
-    """Check a shipped model's file against the sha256 recorded in index.json."""
+def verify(name: str, data: bytes | None = None) -> None:
+    """Check a shipped model's file (or its bytes, already read) against the sha256 recorded
+    in index.json."""
     entry = index()[name]
-    data = (models_dir() / entry["file"]).read_bytes()
+    if data is None:
+        data = (models_dir() / entry["file"]).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry["sha256"]:
         raise StylekitError(

@@ -21,7 +21,6 @@ divides by a std of ~0.226 * 255), so loss weights tuned for one are wrong for t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -215,14 +214,13 @@ def _imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def _safetensors_metadata(path: str) -> dict[str, str]:
-    """The string metadata of a .safetensors file (its JSON header), {} if unreadable."""
+    """The string metadata of a .safetensors file, {} if it cannot be read as one."""
+    from safetensors import safe_open
+
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 100_000_000:
-                return {}
-            return dict(json.loads(f.read(n)).get("__metadata__") or {})
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        with safe_open(path, framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # not a file, not safetensors: the loader says so later, in one line
         return {}
 
 
