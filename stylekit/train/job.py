@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import dataclasses
 import logging
 import math
 import os
@@ -134,7 +135,8 @@ def preflight(config: training.TrainConfig) -> str:
 
 
 def _blank_model_and_optimizer(config: training.TrainConfig) -> tuple[Any, Any]:
-    state = training.new_state(config, torch.device("cpu"))
+    # A checkpoint is loaded into it next: no need to read --init-from's weights first.
+    state = training.new_state(dataclasses.replace(config, init_from=None), torch.device("cpu"))
     return state.model, state.optimizer
 
 
