@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -232,6 +233,7 @@ def build_dataset(
             "name": config.model,
             "inference": config.inference_options,
             "threads": None if actors.num_gpus else actors.threads,
+            "cpus": actors.num_cpus,
         },
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
         batch_size=config.batch_size,
@@ -298,16 +300,28 @@ class StylizeActor:
     """Holds one model on one device (loaded once per actor) and stylizes decoded rows."""
 
     def __init__(
-        self, model: list[ray.ObjectRef], name: str, inference: InferenceOptions, threads: int | None
+        self,
+        model: list[ray.ObjectRef],
+        name: str,
+        inference: InferenceOptions,
+        threads: int | None,
+        cpus: float = 1.0,
     ):
         import torch
 
         from stylekit.files.modelio import load_model_bytes
+        from stylekit.infer import memory
         from stylekit.infer.inference import Stylizer
 
         setup_logging()
         if threads:
             torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, no more
+        if inference.max_memory is None:  # the actor's CPU share of what its node has free
+            free = memory.available_bytes()
+            if free is not None:
+                share = min(1.0, cpus / max(1, len(os.sched_getaffinity(0))))
+                budget = memory.resident_bytes() + int(free * memory.DEFAULT_SHARE * share)
+                inference = replace(inference, max_memory=budget)
         loaded = load_model_bytes(ray.get(model[0]), name=name)
         self.stylizer = Stylizer(loaded.model, inference)
 

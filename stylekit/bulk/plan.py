@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage, zoo
+from stylekit.infer import memory
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
     from stylekit.infer.inference import InferenceOptions
@@ -163,6 +164,13 @@ class BulkConfig:
             "(the network runs on the photo resized by 1/SCALE)"
         ),
     )
+    max_memory: str | None = field(
+        default=None,
+        metadata=_help(
+            "peak memory of each stylizing actor, e.g. 4G: larger images run tiled to stay inside "
+            "it (same pixels); default the actor's CPU share of its node's available memory"
+        ),
+    )
     overwrite: bool = field(
         default=False, metadata=_help("restylize every input, even those with an up-to-date output")
     )
@@ -188,6 +196,8 @@ class BulkConfig:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
+        if self.max_memory:
+            memory.parse_size(self.max_memory)  # validates
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1 (got {self.limit})")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
@@ -241,6 +251,7 @@ class BulkConfig:
             strength=self.strength,
             preserve_color=self.preserve_color,
             style_scale=self.style_scale,
+            max_memory=memory.parse_size(self.max_memory) if self.max_memory else None,
         )
 
 

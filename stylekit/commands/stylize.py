@@ -12,6 +12,7 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.files.modelio import load_model
+from stylekit.infer import memory
 from stylekit.infer.inference import InferenceOptions, Stylizer
 
 log = logging.getLogger("stylekit.stylize")
@@ -58,6 +59,16 @@ class StylizeConfig:
             "(the network runs on the photo resized by 1/SCALE)"
         },
     )
+    max_memory: str | None = field(
+        default=None,
+        metadata={
+            "help": "peak memory for the whole process, e.g. 2G or 1500M: larger images run tiled "
+            "to stay inside it (same pixels); default a share of the machine's available memory"
+        },
+    )
+    tile_dir: str | None = field(
+        default=None, metadata={"help": "folder for tiled inference's scratch files (default: temp)"}
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(
         default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
@@ -86,6 +97,8 @@ class StylizeConfig:
             strength=self.strength,
             preserve_color=self.preserve_color,
             style_scale=self.style_scale,
+            max_memory=memory.parse_size(self.max_memory) if self.max_memory else None,
+            tile_dir=self.tile_dir,
         )
 
     def output_for(self, source: str) -> str:

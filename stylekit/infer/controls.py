@@ -20,6 +20,8 @@ from PIL import Image
 # style_scale range: 0.25 runs the network on 16x the photo's pixels, 8 on 1/64 of them.
 MIN_STYLE_SCALE = 0.25
 MAX_STYLE_SCALE = 8.0
+# `finish` works on this many pixels at a time.
+CHUNK_PIXELS = 1 << 20
 
 # BT.601 full range (JPEG/JFIF, PIL's "YCbCr"): rows give Y, Cb, Cr from R, G, B
 # (Cb and Cr offset by 128).
@@ -113,6 +115,15 @@ def finish(
     uint8 result: resized to the photo's size (after a style_scale run), then `preserve_color`
     (if `keep_color`), then `blend` with `strength`."""
     out = resize(stylized, *photo.shape[:2])
-    if keep_color:
-        out = preserve_color(out, photo)
-    return blend(out, photo, strength)
+    if not keep_color and strength == 1:
+        return out
+    # Row by row in chunks: the float32 intermediates of a whole 8000x8000 photo would take
+    # gigabytes; every step is per pixel, so chunks give the same pixels.
+    result = np.empty(photo.shape, dtype=np.uint8)
+    step = max(1, CHUNK_PIXELS // max(1, photo.shape[1]))
+    for r in range(0, photo.shape[0], step):
+        part, base = out[r : r + step], photo[r : r + step]
+        if keep_color:
+            part = preserve_color(part, base)
+        result[r : r + step] = blend(part, base, strength)
+    return result

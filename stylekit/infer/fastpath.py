@@ -25,11 +25,13 @@ tolerances. What it changes, each measured in `benchmarks/` (numbers in benchmar
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import sys
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +123,29 @@ def tune_cpu_allocator(trim_threshold: int = 1 << 30) -> bool:
     return ok
 
 
+_M_MMAP_THRESHOLD = -3
+
+
+@contextlib.contextmanager
+def allocator_returns_memory(threshold: int = 16 << 20) -> Iterator[None]:
+    """While inside: blocks of `threshold` bytes or more get their own mmap again, so freeing
+    them gives the memory back at once (tiled inference must keep the process inside a memory
+    budget; `tune_cpu_allocator`'s heap would hold on to up to its trim threshold). Returns
+    the heap's free memory on entry; restores the tuned setting on exit."""
+    if not _allocator_tuned:
+        yield
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc_trim(0)
+    libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+    libc.mallopt(_M_MMAP_MAX, 1 << 16)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.malloc_trim(0)
+
+
 # --- sub-pixel upsample-conv -------------------------------------------------------------
 
 
@@ -173,9 +198,17 @@ class _Conv(nn.Module):
         self.register_buffer("bias", bias.clone())
         self.use_nnpack = False
 
+    @property
+    def pad_mode(self) -> str:
+        return "replicate" if self.subpixel else "reflect"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.pad
-        x = F.pad(x, (p, p, p, p), mode="replicate" if self.subpixel else "reflect")
+        return self.conv_padded(F.pad(x, (p, p, p, p), mode=self.pad_mode))
+
+    def conv_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv (and pixel shuffle) on an input already padded by `pad` on every side;
+        tiled inference (tiles.py) pads band edges itself."""
         weight, bias = self.weight, self.bias
         if self.use_nnpack and x.device.type == "cpu" and x.dtype == torch.float32 and self.stride == 1:
             conv = nnpack_conv2d if torch.compiler.is_compiling() else nnpack_conv2d_eager

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from stylekit.errors import ConfigError
-from stylekit.infer import controls
+from stylekit.infer import controls, memory, tiles
 from stylekit.infer.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
 from stylekit.nn.model import MIN_SIDE, TransformerNet
 
@@ -48,6 +48,8 @@ FLAT_IMAGE_STD = 1.0
 # NNPACK costs a few ms per call whatever the size (14 calls per image): below about 256x256
 # the fast path without it is faster (benchmarks/RESULTS.md, "small images").
 NNPACK_MIN_PIXELS = 256 * 256
+# Kept free of the memory budget for what tiling does not count (decoders, encoders, Python).
+TILE_MARGIN = 96 << 20
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ class InferenceOptions:
     strength: float = 1.0  # 1: the stylized image; 0: the photo; between: a blend of the two
     preserve_color: bool = False  # the stylized luminance with the photo's own colours
     style_scale: float = 1.0  # brush strokes this many times larger relative to the photo
+    # Memory: the peak resident bytes the process may reach; an image whose untiled pass would
+    # go beyond it runs tiled (stylekit/infer/tiles.py). None: a share of the machine's
+    # available memory (memory.default_budget). `tile_dir`: the tiles' scratch files.
+    max_memory: int | None = None
+    tile_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -80,6 +87,8 @@ class InferenceOptions:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.max_batch})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1 (got {self.threads})")
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise ConfigError(f"--max-memory must be positive (got {self.max_memory})")
         if not 0 <= self.strength <= 1:  # also refuses NaN
             raise ConfigError(f"--strength must be between 0 and 1 (got {self.strength})")
         if not controls.MIN_STYLE_SCALE <= self.style_scale <= controls.MAX_STYLE_SCALE:
@@ -190,6 +199,8 @@ class Stylizer:
         if isinstance(net, FastTransformer) and plan.nnpack:
             self._without_nnpack = copy.deepcopy(net)
             self._without_nnpack.set_nnpack(False)
+        self._source = model
+        self._tiler: FastTransformer | None = net if isinstance(net, FastTransformer) else None
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         if plan.compile:
             self._compiled = _try_compile(self.model, plan)
@@ -252,9 +263,18 @@ class Stylizer:
         ]
 
     def _stylize_network(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The network's own (H, W, 3) uint8 output for each image, in input order."""
+        """The network's own (H, W, 3) uint8 output for each image, in input order. Images too
+        large for the memory budget run tiled, one at a time."""
         out: list[np.ndarray | None] = [None] * len(images)
-        for indices in group_by_size(images, self.options.max_batch):
+        whole = []
+        for i, img in enumerate(images):
+            budget = self._tile_budget(*img.shape[:2])
+            if budget is None:
+                whole.append(i)
+            else:
+                out[i] = self._stylize_tiled(img, budget)
+        for group in group_by_size([images[i] for i in whole], self.options.max_batch):
+            indices = [whole[j] for j in group]
             stacked = torch.from_numpy(np.stack([images[i] for i in indices]))
             if self.device.type == "cuda":
                 stacked = stacked.pin_memory()
@@ -262,6 +282,38 @@ class Stylizer:
             for j, i in enumerate(indices):
                 out[i] = result[j]
         return out  # type: ignore[return-value]
+
+    def _tile_budget(self, height: int, width: int) -> int | None:
+        """None when the image fits the memory budget untiled; else the bytes its tiled run's
+        activations may take (the budget less what the process holds and the output image)."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            room = int(free * 0.8)
+            return None if tiles.untiled_peak(height, width) <= room else room
+        budget = self.options.max_memory or memory.default_budget()
+        if budget is None:
+            return None
+        room = budget - memory.resident_bytes() - height * width * 3 - TILE_MARGIN
+        if tiles.untiled_peak(height, width) <= room:
+            return None
+        if room <= 0:
+            raise ConfigError(
+                f"--max-memory {memory.format_size(budget)} is less than this process already holds "
+                f"({memory.format_size(memory.resident_bytes())}) plus a {width}x{height} image: raise it"
+            )
+        return room
+
+    def _stylize_tiled(self, image: np.ndarray, budget: int) -> np.ndarray:
+        if self._tiler is None:  # the reference module: tile with the same function's fast form
+            self._tiler = FastTransformer(self._source, nnpack=False).to(self.device)
+        log.info(
+            "%dx%d image: tiled to stay within the memory budget (%s for activations)",
+            image.shape[1], image.shape[0], memory.format_size(budget),
+        )  # fmt: skip
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return tiles.stylize_tiled(
+                self._tiler, image, budget, tile_dir=self.options.tile_dir, device=self.device
+            )
 
 
 def _is_flat(x: torch.Tensor) -> bool:
