@@ -3,13 +3,15 @@ model, decode, stylize, encode, write), the reference example against `python -m
 
     python benchmarks/bench_cpu.py                     # 8 photos of 1280x800, 3 rounds
     python benchmarks/bench_cpu.py --count 4 --width 640 --height 400 --repeat 1
+    python benchmarks/bench_cpu.py --mix                 # 12 photos of 0.1-1 MP, mixed sizes
 
 Reference: one process running the example's stylize() body over every file of the folder (its
 own script is one image per process; this loads the model once, which favours it): PIL decode,
 ToTensor()*255, the seed network fp32 under no_grad, clamp, uint8, PIL JPEG save (quality 75).
 stylekit: `python -m stylekit stylize --model M --output OUT --format jpg --quality 75 IN...`
 (quality 75, so both pay for the same JPEG encoding). Both read the same reference-format .pth.
-Rounds alternate the two processes; wall time per process (median), CPU time (user + sys) of the
+onnxruntime: the same loop over the same weights exported to ONNX by `python -m stylekit export`
+(default CPU provider and threads; leave it out with --no-onnx). Rounds rotate the processes; wall time per process (median), CPU time (user + sys) of the
 children, and the PSNR of stylekit's decoded JPEGs against the reference's.
 """
 
@@ -68,9 +70,37 @@ REFERENCE_SCRIPT = textwrap.dedent(
 )
 
 
-def make_photos(folder: Path, count: int, width: int, height: int) -> list[str]:
+ORT_SCRIPT = textwrap.dedent(
+    '''
+    """The same loop on onnxruntime: the model exported by `python -m stylekit export` (same
+    weights), PIL decode, float32 NCHW in [0, 255], clamp, uint8, PIL JPEG save (quality 75)."""
+    import sys
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    model_path, out_dir, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for path in inputs:
+        x = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None]
+        y = session.run(None, {name: np.ascontiguousarray(x)})[0][0]
+        img = np.clip(y, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        Image.fromarray(img).save(out_dir + "/" + path.rsplit("/", 1)[-1], quality=75)
+    '''
+)
+
+# --mix: ordinary photo sizes from 0.1 to 1 MP, landscape and portrait (12 photos, 5.4 MP).
+MIX_SIZES = [
+    (320, 320), (480, 320), (400, 600), (640, 480), (600, 800), (800, 600),
+    (960, 640), (720, 960), (1024, 683), (1000, 1000), (1200, 800), (1280, 720),
+]  # fmt: skip
+
+
+def make_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[str]:
     paths = []
-    for i, pixels in enumerate(common.photos(count, width, height)):
+    for i, (width, height) in enumerate(sizes):
+        (pixels,) = common.photos(1, width, height, start=i)
         path = folder / f"photo{i:03d}.jpg"
         Image.fromarray(pixels).save(path, quality=92)
         paths.append(str(path))
@@ -94,7 +124,13 @@ def main() -> int:
     p.add_argument("--count", type=int, default=8, help="photos in the folder")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=800)
-    p.add_argument("--repeat", type=int, default=3, help="rounds (each runs both processes)")
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help=f"{len(MIX_SIZES)} photos of mixed sizes, 0.1-1 MP (ignores --count etc.)",
+    )
+    p.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime process")
+    p.add_argument("--repeat", type=int, default=3, help="rounds (each runs every process)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both (default: unset)")
     p.add_argument(
         "--model", default=None, help="a reference .pth (default: calibrated random, saved as .pth)"
@@ -103,23 +139,27 @@ def main() -> int:
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    print(
-        common.header(
-            f"CPU, whole process: {args.count} photos of {args.width}x{args.height}", torch.device("cpu")
-        )
+    sizes = MIX_SIZES if args.mix else [(args.width, args.height)] * args.count
+    megapixels = sum(w * h for w, h in sizes) / 1e6
+    what = (
+        f"{len(sizes)} photos of mixed sizes, {megapixels:.1f} MP"
+        if args.mix
+        else f"{args.count} photos of {args.width}x{args.height}"
     )
+    print(common.header(f"CPU, whole process: {what}", torch.device("cpu")))
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
-        inputs = make_photos(root / "in", args.count, args.width, args.height)
+        inputs = make_photos(root / "in", sizes)
         model_path = args.model
         if not model_path:
             model_path = str(root / "model.pth")
             torch.save(common.calibrated_model(0).state_dict(), model_path)
         script = root / "reference_stylize.py"
         script.write_text(REFERENCE_SCRIPT)
-        out_ref, out_sk = root / "out-ref", root / "out-sk"
+        out_ref, out_sk, out_ort = root / "out-ref", root / "out-sk", root / "out-ort"
         out_ref.mkdir()
+        out_ort.mkdir()
         commands = {
             "reference": [sys.executable, str(script), str(common.REPO / "benchmarks"), model_path, str(out_ref), *inputs],
             "stylekit": [
@@ -127,6 +167,19 @@ def main() -> int:
                 "--format", "jpg", "--quality", "75", *inputs,
             ],
         }  # fmt: skip
+        if not args.no_onnx:  # exported once, outside the timing
+            onnx_path = root / "model.onnx"
+            export = [sys.executable, "-m", "stylekit", "export", "--model", model_path, "--format", "onnx",
+                      "--output", str(onnx_path)]  # fmt: skip
+            subprocess.run(export, check=True, capture_output=True, cwd=common.REPO)
+            (root / "ort_stylize.py").write_text(ORT_SCRIPT)
+            commands["onnxruntime"] = [
+                sys.executable,
+                str(root / "ort_stylize.py"),
+                str(onnx_path),
+                str(out_ort),
+                *inputs,
+            ]
         walls: dict[str, list[float]] = {k: [] for k in commands}
         cpus: dict[str, list[float]] = {k: [] for k in commands}
         for r in range(args.repeat):
@@ -134,13 +187,16 @@ def main() -> int:
                 wall, cpu = run(commands[name], env)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-        scores = []
+        outs = {"stylekit": out_sk, "onnxruntime": out_ort}
+        scores: dict[str, list[float]] = {name: [] for name in outs if name in commands}
         for path in inputs:
             name = Path(path).name
-            a = np.asarray(Image.open(out_sk / name).convert("RGB"))
             b = np.asarray(Image.open(out_ref / name).convert("RGB"))
-            scores.append(common.psnr(a, b))
+            for process in scores:
+                a = np.asarray(Image.open(outs[process] / name).convert("RGB"))
+                scores[process].append(common.psnr(a, b))
     ref_wall = common.median(walls["reference"])
+    sk_wall = common.median(walls["stylekit"])
     rows = []
     for name in commands:
         wall = common.median(walls[name])
@@ -148,18 +204,19 @@ def main() -> int:
             [
                 name,
                 f"{wall:.1f} (±{common.spread(walls[name])})",
-                f"{args.count / wall:.2f}",
+                f"{len(sizes) / wall:.2f}",
                 f"{ref_wall / wall:.2f}x",
+                f"{wall / sk_wall:.2f}x",
                 f"{common.median(cpus[name]):.1f}",
-                "(target)" if name == "reference" else f"{min(scores):.1f}",
+                "(target)" if name == "reference" else f"{min(scores[name]):.1f}",
             ]
         )
-    print(
-        common.table(
-            ["process", "wall s", "photos/s", "vs reference", "CPU s (user+sys)", "PSNR dB vs ref (min)"],
-            rows,
-        )
-    )
+    columns = ["process", "wall s", "photos/s", "vs reference", "stylekit's speedup over it",
+               "CPU s (user+sys)", "PSNR dB vs ref (min)"]  # fmt: skip
+    print(common.table(columns, rows))
+    if args.mix:
+        print()
+        print("sizes: " + ", ".join(f"{w}x{h}" for w, h in sizes))
     print()
     print(
         f"(median of {args.repeat} rounds; wall time includes Python start-up and imports, model load, decode, "

@@ -302,11 +302,12 @@ def photo_files() -> list[Path]:
     raise SystemExit("no content photos found in " + ", ".join(map(str, PHOTO_DIRS)))
 
 
-def photos(n: int, width: int, height: int) -> list[np.ndarray]:
-    """n real photos, each resized (cover) and centre-cropped to height x width, RGB uint8."""
+def photos(n: int, width: int, height: int, start: int = 0) -> list[np.ndarray]:
+    """n real photos (from the `start`-th), each resized (cover) and centre-cropped to
+    height x width, RGB uint8."""
     files = photo_files()
     out = []
-    for i in range(n):
+    for i in range(start, start + n):
         img = Image.open(files[i % len(files)]).convert("RGB")
         s = max(width / img.width, height / img.height)
         img = img.resize(

@@ -5,6 +5,7 @@ Each command lives in its own module under `stylekit/commands/`."""
 from __future__ import annotations
 
 import os
+import sys
 
 # Before torch loads its OpenMP runtime: OpenMP workers that spin-wait after each parallel
 # region take the cores from NNPACK's own thread pool, which runs the convolutions of the CPU
@@ -14,15 +15,16 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+from stylekit import commands
 from stylekit.cli import OneLineErrorParser, run_main
-from stylekit.commands import COMMANDS
 from stylekit.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = OneLineErrorParser(prog="python -m stylekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
+    for command in commands.modules(argv):
         p = command.register(sub)
         p.error = parser.error  # type: ignore[method-assign]
     args = parser.parse_args(argv)

@@ -1,6 +1,18 @@
 """The subcommands of `python -m stylekit`: each module has `register(subparsers)`, which adds
-its parser and sets `handler` to the function that runs it."""
+its parser and sets `handler` to the function that runs it.
 
-from stylekit.commands import export, optimize, sheet, stylize
+`modules(argv)` imports only the command being run when the command line names one (start-up
+time counts when stylizing a handful of photos: every other command's imports are skipped),
+and every command otherwise (for `--help` and for errors that list the choices)."""
 
-COMMANDS = [stylize, optimize, sheet, export]
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+NAMES = ("stylize", "optimize", "sheet", "export")
+
+
+def modules(argv: list[str] | None = None) -> list[ModuleType]:
+    chosen = [a for a in (argv or [])[:1] if a in NAMES]
+    return [importlib.import_module(f"stylekit.commands.{name}") for name in chosen or NAMES]
