@@ -37,11 +37,22 @@ def moving_scene(
             (width, height), Image.Resampling.BILINEAR, box=(left, top, left + win_w, top + win_h)
         )
         draw = ImageDraw.Draw(frame)
-        r = height / 12
-        cx = width * (0.1 + 0.8 * t)
-        cy = height * (0.5 + 0.2 * math.sin(2 * math.pi * t))
+        cx, cy, r = disc(i, frames, width, height)
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(220, 30, 30), outline=(255, 255, 255))
         yield np.asarray(frame)
+
+
+def disc(i: int, frames: int, width: int, height: int) -> tuple[float, float, float]:
+    """(centre x, centre y, radius) in pixels of `moving_scene`'s disc in frame i."""
+    t = i / max(1, frames - 1)
+    return width * (0.1 + 0.8 * t), height * (0.5 + 0.2 * math.sin(2 * math.pi * t)), height / 12
+
+
+def disc_mask(i: int, frames: int, width: int, height: int) -> np.ndarray:
+    """(height, width) bool: the pixels `moving_scene`'s disc covers in frame i."""
+    cx, cy, r = disc(i, frames, width, height)
+    ys, xs = np.mgrid[0:height, 0:width]
+    return (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= r * r
 
 
 def write_clip(
