@@ -146,11 +146,11 @@ def flicker(
 
 
 def save_picture(
-    path: str, photos: list[np.ndarray], outputs: dict[float, list[np.ndarray]], strengths: list[float]
+    path: str, photos: list[np.ndarray], outputs: dict[float, list[np.ndarray]], strength: float
 ) -> None:
-    """Top row: input, frame by frame, strongest stabiliser at the middle frame. Bottom row: the
-    warping error |out_t - warp(out_t-1)| of each (x4, white = large), where flicker shows."""
-    strongest = max(strengths)
+    """Top row: input, frame by frame, stabilised at `strength`, at the middle frame. Bottom row:
+    the warping error |out_t - warp(out_t-1)| of each (x4, white = large; black where the flow
+    is not reliable, as the figure counts), where flicker shows."""
     t = len(photos) // 2
     flow = FlowEstimator("medium").backward(photos[t - 1], photos[t])
     columns = [
