@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,8 +38,18 @@ class VideoError(StylekitError):
     """This one video cannot be used (not a video, broken, or not writable as asked)."""
 
 
+# Containers an H.264 stream with any common audio codec fits in; other videos become .mp4.
+KEPT_CONTAINERS = (".mp4", ".mov", ".m4v", ".mkv")
+
+
 def is_video_key(key: str) -> bool:
     return key.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def video_output_key(key: str) -> str:
+    """A stylized video's key: the input's own in a container that holds H.264, else .mp4."""
+    stem, ext = os.path.splitext(key)
+    return key if ext.lower() in KEPT_CONTAINERS else stem + ".mp4"
 
 
 def _ffmpeg_error(e: BaseException) -> str:
