@@ -10,7 +10,10 @@ tone, at 24 frames/s. A known motion: every frame change is motion, so the flick
 measures the stylization alone.
 
 1. Throughput: `stylekit.video.transcode.stylize_video` (the CLI's path) on a clip of each size,
-   model loaded beforehand; frames/s over the whole call, and the share spent in the network.
+   model loaded beforehand; frames/s over the whole call (wall clock), the process CPU time it
+   took (all threads: network, decoder, x264; on a machine shared with other jobs, frames per
+   CPU second is the figure that does not depend on their load), and the wall share spent in
+   the network.
 2. Flicker: the clip at --flicker-size, stylized frame by frame once, then stabilised at each
    --strengths value (Stabilizer, as `--stabilize S` runs it); for each, the warping error
    (flicker.py: DIS "medium" flow on the input frames, reliable pixels only), how far the
@@ -71,7 +74,9 @@ def throughput(stylizer: Stylizer, photo: np.ndarray, sizes: list[tuple[int, int
             write_clip(src, moving_scene(photo, w, h, frames), FPS)
             inner([photo[:h, :w]])  # warm-up at this size (NNPACK plans, allocator)
             network[0] = 0.0
+            cpu = time.process_time()
             result = stylize_video(src, dst, stylizer, VideoOptions(progress_every=30))
+            cpu = time.process_time() - cpu
             rows.append(
                 [
                     f"{w}x{h}",
@@ -79,13 +84,25 @@ def throughput(stylizer: Stylizer, photo: np.ndarray, sizes: list[tuple[int, int
                     f"{result.duration:.2f}",
                     f"{result.seconds:.1f}",
                     f"{result.frames_per_s:.3f}",
+                    f"{cpu:.1f}",
+                    f"{result.frames / cpu:.3f}",
                     f"{100 * network[0] / result.seconds:.0f}%",
                     f"{os.path.getsize(dst) / 1e6:.2f}",
                 ]
             )
             print(f"  {w}x{h}: {result.frames_per_s:.3f} frames/s", file=sys.stderr, flush=True)
     stylizer.stylize = inner  # type: ignore[method-assign]
-    headers = ["size", "frames", "video s", "wall s", "frames/s", "in network", "output MB"]
+    headers = [
+        "size",
+        "frames",
+        "video s",
+        "wall s",
+        "frames/s (wall)",
+        "CPU s (all threads)",
+        "frames per CPU s",
+        "wall in network",
+        "output MB",
+    ]
     return common.table(headers, rows)
 
 

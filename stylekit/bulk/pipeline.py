@@ -26,6 +26,9 @@ Design, in the order data flows:
 6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
 
+Videos under IN take their own path after the photos: one video per actor call, decoded,
+stylized and encoded inside the actor (stylekit/bulk/video.py).
+
 Incremental reruns, interrupted runs and the manifest's format are described in `bulk_plan`.
 """
 

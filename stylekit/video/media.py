@@ -52,6 +52,17 @@ def video_output_key(key: str) -> str:
     return key if ext.lower() in KEPT_CONTAINERS else stem + ".mp4"
 
 
+# FFmpeg's "unspecified" colour tags (AVCOL_SPC_UNSPECIFIED, AVCOL_RANGE_UNSPECIFIED).
+UNSPECIFIED_COLORSPACE, UNSPECIFIED_RANGE = 2, 0
+
+
+def to_rgb(frame: Any) -> np.ndarray:
+    """A decoded frame -> (H, W, 3) uint8 RGB, through the YUV matrix and range it is tagged
+    with (untagged: BT.601, limited range, FFmpeg's defaults)."""
+    src_range = frame.color_range if frame.color_range != UNSPECIFIED_RANGE else None
+    return frame.to_ndarray(format="rgb24", src_color_range=src_range)
+
+
 def _ffmpeg_error(e: BaseException) -> str:
     """FFmpeg's own words (av.FFmpegError's str() adds an errno and the file name)."""
     strerror = getattr(e, "strerror", None)
@@ -178,6 +189,11 @@ class VideoSink:
             stream.codec_context.time_base = src.time_base
             if self.codec in CRF_CODECS:
                 stream.codec_context.options = {"crf": str(self.crf), "preset": "medium"}
+            # The input's colour tags, and the same YUV matrix and range as to_rgb used, so
+            # colours come back as they went in.
+            ctx = stream.codec_context
+            ctx.colorspace, ctx.color_range = like.colorspace, like.color_range
+            ctx.color_primaries, ctx.color_trc = like.color_primaries, like.color_trc
             if like.rotation:
                 stream.set_display_rotation(like.rotation)
             self.stream = stream
@@ -195,7 +211,12 @@ class VideoSink:
             for packet in self._waiting:
                 self._mux_audio(packet)
             self._waiting = []
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24").reformat(
+            format=self.stream.pix_fmt,
+            dst_colorspace=like.colorspace if like.colorspace != UNSPECIFIED_COLORSPACE else None,
+            dst_color_range=like.color_range if like.color_range != UNSPECIFIED_RANGE else None,
+        )
+        frame.colorspace, frame.color_range = like.colorspace, like.color_range
         frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
         try:
             self.container.mux(self.stream.encode(frame))

@@ -28,7 +28,7 @@ from stylekit.errors import ConfigError
 from stylekit.files import storage
 from stylekit.video import deps
 from stylekit.video.flicker import FlickerMeter
-from stylekit.video.media import CRF_CODECS, VideoError, VideoSink, VideoSource
+from stylekit.video.media import CRF_CODECS, VideoError, VideoSink, VideoSource, to_rgb
 from stylekit.video.stabilize import Stabilizer
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def stylize_local(source: str, target: str, stylizer: Stylizer, options: VideoOp
         try:
             for item in src.items():
                 if item.__class__.__name__ == "VideoFrame":
-                    pending.append((item, item.to_ndarray(format="rgb24")))
+                    pending.append((item, to_rgb(item)))
                     if len(pending) >= options.batch_frames:
                         flush()
                 else:
