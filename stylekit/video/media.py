@@ -217,12 +217,18 @@ class VideoSink:
             dst_color_range=like.color_range if like.color_range != UNSPECIFIED_RANGE else None,
         )
         frame.colorspace, frame.color_range = like.colorspace, like.color_range
-        frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
+        frame.time_base, frame.duration = like.time_base, like.duration
+        frame.pts = like.pts if like.pts is not None else self._guess_pts(like)
         try:
             self.container.mux(self.stream.encode(frame))
         except (av.FFmpegError, ValueError) as e:
             raise VideoError(f"cannot encode frame {self.frames}: {_ffmpeg_error(e)}") from None
         self.frames += 1
+
+    def _guess_pts(self, like: Any) -> int:
+        """A timestamp for a frame the container gave none (some AVI): its index at the frame rate."""
+        rate = self.source.video.average_rate or self.source.video.guessed_rate or Fraction(25)
+        return round(self.frames / (rate * like.time_base))
 
     def audio(self, packet: Any) -> None:
         """Copy one audio packet of the source (queued until the first frame opens the file)."""

@@ -194,10 +194,10 @@ def stylize_local(source: str, target: str, stylizer: Stylizer, options: VideoOp
 class _Progress:
     """Logs `frame n/total, frames/s, time left` every `every` seconds."""
 
-    def __init__(self, total: int, every: float, sink: Callable[..., None] | None = None) -> None:
+    def __init__(self, total: int, every: float, emit: Callable[..., None] | None = None) -> None:
         self.total, self.every, self.done_frames, self.logged = total, every, 0, 0
         self.started = self.last = time.monotonic()
-        self.log = sink or log.info
+        self.log = emit or log.info
 
     def update(self, frames: int) -> None:
         self.done_frames += frames
