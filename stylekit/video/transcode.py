@@ -114,6 +114,8 @@ def stylize_video(
             local_out = os.path.join(tmp, "output" + _extension(target))
         else:
             final = os.path.abspath(target.removeprefix("file://"))
+            if os.path.realpath(final) == os.path.realpath(local_in):
+                raise ConfigError("--output must differ from the input video")
             os.makedirs(os.path.dirname(final), exist_ok=True)
             # Same folder, same extension (FFmpeg picks the container by it), hidden until renamed.
             local_out = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
