@@ -113,12 +113,14 @@ def _full_size(bw: np.ndarray, reliable: np.ndarray, shape: tuple[int, ...]) -> 
     return Flow(np.ascontiguousarray(bw, dtype=np.float32), np.clip(reliable, 0, 1))
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+def warp(image: np.ndarray, flow: np.ndarray, *, cubic: bool = False) -> np.ndarray:
     """Pull an (H, W, C) image of the previous frame along an (H, W, 2) backward flow into the
-    current frame: out(x) = image(x + flow(x)), bilinear, same dtype (uint8 or float32)."""
+    current frame: out(x) = image(x + flow(x)), bilinear (bicubic with `cubic`: sharper when an
+    image is resampled again and again), same dtype (uint8 saturates)."""
     cv2 = deps.cv2()
     h, w = flow.shape[:2]
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    interpolation = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
     return cv2.remap(
-        image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        image, xs + flow[..., 0], ys + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE
     )
