@@ -218,7 +218,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="starry_night")
     p.add_argument(
-        "--photo", default="tubingen", help="a photo's stem in shared/data/content or the examples"
+        "--photo",
+        default="rocket",
+        help="a photo's stem in shared/data/content or the examples (public domain: the picture ships)",
     )
     p.add_argument("--sizes", default="1280x720,1920x1080")
     p.add_argument("--seconds", type=float, default=1.0, help="clip length for the throughput runs")

@@ -100,7 +100,8 @@ class BulkConfig:
     input: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case (default: the bundled example photos)",
+            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
+            "mp4/mov/m4v/mkv/webm/avi video (default: the bundled example photos)",
             metavar="IN",
         ),
     )
