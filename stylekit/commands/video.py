@@ -40,7 +40,8 @@ class VideoConfig:
         default=0.0,
         metadata={
             "help": "temporal stabiliser, 0-1: blend each frame with the previous output carried along "
-            "the optical flow where it is reliable; 0 stylizes frame by frame",
+            "the optical flow where it is reliable; 0 stylizes frame by frame; 0.5-0.8 is the useful "
+            "range (1 accumulates resampling artefacts)",
             "metavar": "S",
         },
     )
