@@ -26,6 +26,9 @@ Design, in the order data flows:
 6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
 
+Videos under IN take their own path after the photos: one video per actor call, decoded,
+stylized and encoded inside the actor (stylekit/bulk/video.py).
+
 Incremental reruns, interrupted runs and the manifest's format are described in `bulk_plan`.
 """
 
@@ -57,6 +60,7 @@ from stylekit.bulk.plan import (
     plan_inputs,
     record_output_settings,
 )
+from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage, zoo
 from stylekit.logs import setup_logging
@@ -125,8 +129,12 @@ def run_bulk(config: BulkConfig) -> Summary:
             # The actors get the very bytes checked here, through the object store: the same
             # model everywhere, and a local model file works on a multi-node cluster too.
             model = ray.put(model_bytes)
-            dataset = build_dataset(config, layout, plan, actors, loaded.digest, model)
-            _consume(dataset, manifest, plan, config.progress_every)
+            if plan.todo > plan.videos:
+                dataset = build_dataset(config, layout, plan, actors, loaded.digest, model)
+                _consume(dataset, manifest, plan, config.progress_every)
+            if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
+                videos = build_video_dataset(config, layout, plan, actors, loaded.digest, model)
+                consume_videos(videos, manifest, plan.videos)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, loaded.digest, options)
@@ -412,7 +420,7 @@ def describe(e: BaseException) -> str:
 
 def _consume(dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float) -> None:
     """Stream the manifest rows to storage and log progress as they come."""
-    progress = _Progress(plan.todo, every)
+    progress = _Progress(plan.todo - plan.videos, every)
     try:
         for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             manifest.add(table)

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage, zoo
 from stylekit.infer import memory
+from stylekit.video.media import is_video_key, video_output_key
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
     from stylekit.infer.inference import InferenceOptions
@@ -69,6 +70,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("model_digest", pa.string()),
         ("run_id", pa.string()),
         ("finished_at", pa.timestamp("ms", tz="UTC")),
+        # Videos only (stylekit/bulk/video.py): frames written and seconds of video.
+        ("frames", pa.int64()),
+        ("duration", pa.float64()),
     ]
 )
 KEYS_SCHEMA = pa.schema([("key", pa.string()), ("output_key", pa.string()), ("input_bytes", pa.int64())])
@@ -97,7 +101,8 @@ class BulkConfig:
     input: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case (default: the bundled example photos)",
+            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
+            "mp4/mov/m4v/mkv/webm/avi video (default: the bundled example photos)",
             metavar="IN",
         ),
     )
@@ -171,6 +176,12 @@ class BulkConfig:
             "it (same pixels); default the actor's CPU share of its node's available memory"
         ),
     )
+    stabilize: float = field(
+        default=0.0,
+        metadata=_help(
+            "videos: temporal stabiliser strength, 0-1 (0: frame by frame); see `python -m stylekit video`"
+        ),
+    )
     overwrite: bool = field(
         default=False, metadata=_help("restylize every input, even those with an up-to-date output")
     )
@@ -206,6 +217,8 @@ class BulkConfig:
             raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
+        if not 0 <= self.stabilize <= 1:
+            raise ConfigError(f"--stabilize must be between 0 and 1 (got {self.stabilize})")
         if root_of(self.input) == root_of(self.output):
             raise ConfigError("--output must differ from --input (results would replace the photos)")
         self.actor_range  # noqa: B018 (validates)
@@ -278,7 +291,10 @@ _OWN_FORMAT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 
 def output_key(key: str, fmt: str) -> str:
     """The output's key: the input's own key when the format does not change (case and
-    .jpeg kept), else its stem plus the new extension ("a.tif" -> "a.png")."""
+    .jpeg kept), else its stem plus the new extension ("a.tif" -> "a.png"). A video keeps its
+    container if it can hold H.264, else becomes .mp4 (`--format` is for photos)."""
+    if is_video_key(key):
+        return video_output_key(key)
     stem, ext = os.path.splitext(key)
     own = _OWN_FORMAT.get(ext.lower())
     wanted = images.format_of(key) if fmt == "same" else fmt
@@ -352,7 +368,7 @@ class RunLayout:
 
 # Settings recorded since the stylization controls: a settings file written before them holds
 # outputs made at these values (the controls' neutral defaults).
-_SETTINGS_BEFORE_CONTROLS = {"strength": 1.0, "preserve_color": False, "style_scale": 1.0}
+_SETTINGS_BEFORE_CONTROLS = {"strength": 1.0, "preserve_color": False, "style_scale": 1.0, "stabilize": 0.0}
 
 
 def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
@@ -364,6 +380,7 @@ def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
         "strength": config.strength,
         "preserve_color": config.preserve_color,
         "style_scale": config.style_scale,
+        "stabilize": config.stabilize,
     }
 
 
@@ -408,7 +425,8 @@ def record_output_settings(
 
 def manifest_table(columns: dict[str, list[Any]], layout: RunLayout, digest: str) -> pa.Table:
     """Manifest rows from per-row `key`, `output_key`, `status`, `error`, `width`, `height`,
-    `input_bytes`, `output_bytes`, `seconds` lists ("" and 0 mean unknown)."""
+    `input_bytes`, `output_bytes`, `seconds` lists, and for videos `frames` and `duration`
+    ("" and 0 mean unknown)."""
     keys, outs = columns["key"], columns["output_key"]
     n = len(keys)
     now = int(time.time() * 1000)
@@ -426,12 +444,21 @@ def manifest_table(columns: dict[str, list[Any]], layout: RunLayout, digest: str
         "input_bytes": columns["input_bytes"],
         "output_bytes": or_none(columns["output_bytes"]),
         "seconds": or_none(columns["seconds"]),
-        "format": [images.format_of(o) for o in outs],
+        "format": [_format_of(o) for o in outs],
         "model_digest": [digest] * n,
         "run_id": [layout.run_id] * n,
         "finished_at": [now] * n,
+        "frames": or_none(columns.get("frames", [0] * n)),
+        "duration": or_none(columns.get("duration", [0.0] * n)),
     }
     return pa.Table.from_pydict(data, schema=MANIFEST_SCHEMA)
+
+
+def _format_of(output_key: str) -> str:
+    """The manifest's format: a photo's image format, a video's container ("mp4")."""
+    if is_video_key(output_key):
+        return os.path.splitext(output_key)[1].lower().lstrip(".")
+    return images.format_of(output_key)
 
 
 class ManifestWriter:
@@ -491,8 +518,10 @@ class Plan:
     """What the listing found: the key shards Ray reads and the counts so far."""
 
     shards: list[str] = field(default_factory=list)
+    video_shards: list[str] = field(default_factory=list)  # one video per row (bulk/video.py)
     listed: int = 0
-    todo: int = 0
+    todo: int = 0  # photos and videos
+    videos: int = 0  # of which videos
     skipped: int = 0
     failed: int = 0
 
@@ -503,7 +532,7 @@ def image_entries(config: BulkConfig, layout: RunLayout) -> Iterator[storage.Fil
     entries = (
         e
         for e in storage.list_entries(layout.input_root, config.storage_options)
-        if images.is_image_key(e.key) and not (inside and e.key.startswith(inside))
+        if (images.is_image_key(e.key) or is_video_key(e.key)) and not (inside and e.key.startswith(inside))
     )
     return itertools.islice(entries, config.limit)
 
@@ -517,8 +546,11 @@ def _pages(entries: Iterable[storage.FileEntry], size: int) -> Iterator[list[sto
 class _ShardWriter:
     """Buffers to-do keys and writes them as bounded Parquet shards under the run's _keys/."""
 
-    def __init__(self, layout: RunLayout, options: storage.StorageOptions, plan: Plan):
+    def __init__(
+        self, layout: RunLayout, options: storage.StorageOptions, plan: Plan, *, videos: bool = False
+    ):
         self.layout, self.options, self.plan = layout, options, plan
+        self.shards, self.prefix = (plan.video_shards, "videos") if videos else (plan.shards, "keys")
         self.rows: dict[str, list[Any]] = {name: [] for name in KEYS_SCHEMA.names}
 
     def add(self, key: str, out: str, size: int) -> None:
@@ -532,9 +564,9 @@ class _ShardWriter:
             return
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pydict(self.rows, schema=KEYS_SCHEMA), buf)
-        location = storage.join(self.layout.keys_dir, f"keys-{len(self.plan.shards):05d}.parquet")
+        location = storage.join(self.layout.keys_dir, f"{self.prefix}-{len(self.shards):05d}.parquet")
         storage.write_bytes(location, buf.getvalue(), self.options)
-        self.plan.shards.append(location)
+        self.shards.append(location)
         self.rows = {name: [] for name in KEYS_SCHEMA.names}
 
 
@@ -550,6 +582,7 @@ class _Planner:
         self.options = config.storage_options
         self.plan = Plan()
         self.shards = _ShardWriter(layout, self.options, self.plan)
+        self.video_shards = _ShardWriter(layout, self.options, self.plan, videos=True)
         self.guard = CollisionGuard()
 
     def run(self) -> Plan:
@@ -574,6 +607,7 @@ class _Planner:
                 page_done, future = pending.popleft()
                 self.settle(page_done, future.result())
         self.shards.flush()
+        self.video_shards.flush()
         return self.plan
 
     def settle(self, page: list[storage.FileEntry], existing: dict[str, storage.FileEntry]) -> None:
@@ -590,6 +624,10 @@ class _Planner:
             elif found is not None and found.mtime >= entry.mtime:
                 _add_row(rows, entry, out, SKIPPED, "", found.size)
                 self.plan.skipped += 1
+            elif is_video_key(entry.key):
+                self.video_shards.add(entry.key, out, entry.size)
+                self.plan.todo += 1
+                self.plan.videos += 1
             else:
                 self.shards.add(entry.key, out, entry.size)
                 self.plan.todo += 1

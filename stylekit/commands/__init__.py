@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("stylize", "optimize", "sheet", "export")
+NAMES = ("stylize", "optimize", "sheet", "export", "video")
 
 
 def modules(argv: list[str] | None = None) -> list[ModuleType]:

@@ -1,0 +1,171 @@
+"""Videos in the bulk job: one video per task, on the same actor sizing as photos.
+
+The planner (plan.py) puts the videos still to do into their own key shards; here each becomes
+one call of a `VideoActor`, which holds the model like `StylizeActor` does and runs the path of
+`python -m stylekit video` (stylekit/video/transcode.py): the video streams through the actor
+(decode, stylize in batches, stabilise, encode, audio copied), so no frame travels through Ray's
+object store. The output lands at its key atomically (a local rename, or an S3 upload completed
+on close), so incremental reruns treat an existing output as done, exactly as for photos. Each
+video gives one manifest row, with its frames and seconds of video; a broken one is a failed
+row, never a failed job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data.exceptions
+
+from stylekit.bulk.plan import FAILED, OK, BulkConfig, ManifestWriter, Plan, RunLayout, manifest_table
+from stylekit.errors import StylekitError
+from stylekit.files import storage
+from stylekit.logs import setup_logging
+
+if TYPE_CHECKING:
+    from stylekit.bulk.pipeline import ActorPlan
+    from stylekit.infer.inference import InferenceOptions
+    from stylekit.video.transcode import VideoOptions
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 60.0  # seconds between an actor's progress lines within one video
+
+
+def build_video_dataset(
+    config: BulkConfig, layout: RunLayout, plan: Plan, actors: ActorPlan, digest: str, model: ray.ObjectRef
+) -> ray.data.Dataset:
+    """The lazy Ray Dataset: video key shards -> one `VideoActor` call per video -> manifest rows."""
+    from stylekit.video.transcode import VideoOptions
+
+    options = config.storage_options.resolved()
+    fs, _ = storage.filesystem(layout.output_root, options)
+    paths = [storage.filesystem(p, options)[1] for p in plan.video_shards]
+    ds = ray.data.read_parquet(paths, filesystem=fs)
+    ds = ds.repartition(target_num_rows_per_block=1)  # one video per task
+    video = VideoOptions(stabilize=config.stabilize, progress_every=PROGRESS_EVERY)
+    return ds.map_batches(
+        VideoActor,
+        fn_constructor_kwargs={
+            "model": [model],  # in a list: Ray resolves only top-level refs
+            "name": config.model,
+            "inference": config.inference_options,
+            "video": video,
+            "layout": layout,
+            "options": options,
+            "digest": digest,
+            "threads": None if actors.num_gpus else actors.threads,
+        },
+        compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=actors.num_cpus,
+        num_gpus=actors.num_gpus,
+    )
+
+
+class VideoActor:
+    """Holds one model on one device and stylizes whole videos, one per call."""
+
+    def __init__(
+        self,
+        model: list[ray.ObjectRef],
+        name: str,
+        inference: InferenceOptions,
+        video: VideoOptions,
+        layout: RunLayout,
+        options: storage.StorageOptions,
+        digest: str,
+        threads: int | None,
+    ):
+        import torch
+
+        from stylekit.files.modelio import load_model_bytes
+        from stylekit.infer.inference import Stylizer
+
+        setup_logging()
+        if threads:
+            torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, no more
+        loaded = load_model_bytes(ray.get(model[0]), name=name)
+        self.stylizer = Stylizer(loaded.model, inference)
+        self.video, self.layout, self.options, self.digest = video, layout, options, digest
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        rows: dict[str, list[Any]] = {
+            name: []
+            for name in (
+                "key",
+                "output_key",
+                "status",
+                "error",
+                "width",
+                "height",
+                "input_bytes",
+                "output_bytes",
+                "seconds",
+                "frames",
+                "duration",
+            )
+        }
+        for key, out, size in zip(batch["key"], batch["output_key"], batch["input_bytes"], strict=True):
+            for name, value in zip(rows, self._one(str(key), str(out), int(size)), strict=True):
+                rows[name].append(value)
+        return manifest_table(rows, self.layout, self.digest)
+
+    def _one(self, key: str, out: str, size: int) -> tuple[Any, ...]:
+        """One video -> its manifest row's values (in the order of `__call__`'s columns)."""
+        from stylekit.bulk.pipeline import describe
+        from stylekit.video.transcode import stylize_video
+
+        t0 = time.perf_counter()
+        target = self.layout.output_uri(out)
+        try:
+            r = stylize_video(self.layout.input_uri(key), target, self.stylizer, self.video, self.options)
+            written = storage.stat_keys(self.layout.output_root, [out], self.options)[out].size
+        except Exception as e:
+            error = describe(e)
+            log.warning("video failed: %s: %s", key, error)
+            return key, out, FAILED, error, 0, 0, size, 0, time.perf_counter() - t0, 0, 0.0
+        log.info("video %s: %d frames in %.1f s (%.2f frames/s)", key, r.frames, r.seconds, r.frames_per_s)
+        return (
+            key,
+            out,
+            OK,
+            "",
+            r.width,
+            r.height,
+            size,
+            written,
+            time.perf_counter() - t0,
+            r.frames,
+            r.duration,
+        )
+
+
+def consume_videos(dataset: ray.data.Dataset, manifest: ManifestWriter, total: int) -> None:
+    """Stream the videos' manifest rows to storage, with a line per video as each finishes."""
+    from stylekit.bulk.pipeline import _root_cause
+
+    done = frames = 0
+    started = time.monotonic()
+    try:
+        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            manifest.add(table)
+            for row in table.select(["input", "status", "frames"]).to_pylist():
+                done += 1
+                frames += row["frames"] or 0
+                rate = frames / max(time.monotonic() - started, 1e-9)
+                log.info(
+                    "videos %d/%d done (%s: %s), %.2f frames/s",
+                    done,
+                    total,
+                    row["input"],
+                    row["status"],
+                    rate,
+                )
+    except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
+        raise StylekitError(f"the Ray pipeline failed on videos: {_root_cause(e)}") from None
