@@ -83,7 +83,9 @@ def test_stylizer_tiles_what_does_not_fit_and_matches_untiled(tmp_path, caplog):
     # A budget that leaves ~40 MB above what the process holds: the image runs tiled.
     budget = memory.resident_bytes() + 300 * 420 * 3 + (96 << 20) + (40 << 20)
     with caplog.at_level("INFO", logger="stylekit.infer"):
-        tiled = Stylizer(model, InferenceOptions(max_memory=budget, tile_dir=str(tmp_path))).stylize([image])[0]
+        tiled = Stylizer(model, InferenceOptions(max_memory=budget, tile_dir=str(tmp_path))).stylize([image])[
+            0
+        ]
     assert "tiled to stay within the memory budget" in caplog.text
     assert psnr(tiled, untiled) > 40
 
@@ -94,7 +96,9 @@ def test_controls_apply_to_tiled_images(tmp_path):
     opts = dict(strength=0.5, preserve_color=True, style_scale=0.5)
     untiled = Stylizer(model, InferenceOptions(max_memory=64 << 30, **opts)).stylize([image])[0]
     budget = memory.resident_bytes() + (96 << 20) + (30 << 20)
-    tiled = Stylizer(model, InferenceOptions(max_memory=budget, tile_dir=str(tmp_path), **opts)).stylize([image])[0]
+    tiled = Stylizer(model, InferenceOptions(max_memory=budget, tile_dir=str(tmp_path), **opts)).stylize(
+        [image]
+    )[0]
     assert psnr(tiled, untiled) > 40
 
 
