@@ -163,6 +163,13 @@ class BulkConfig:
             "(the network runs on the photo resized by 1/SCALE)"
         ),
     )
+    decode_timeout: float = field(
+        default=120.0,
+        metadata=_help(
+            "seconds one input may take to read and decode; past it (a pathological file, a "
+            "stuck read) the input fails and its batch goes on"
+        ),
+    )
     overwrite: bool = field(
         default=False, metadata=_help("restylize every input, even those with an up-to-date output")
     )
@@ -194,6 +201,8 @@ class BulkConfig:
             raise ConfigError(f"--gpus-per-actor must be >= 0 (got {self.gpus_per_actor})")
         if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
             raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
+        if not self.decode_timeout > 0:
+            raise ConfigError(f"--decode-timeout must be > 0 seconds (got {self.decode_timeout})")
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if root_of(self.input) == root_of(self.output):

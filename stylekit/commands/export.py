@@ -64,6 +64,7 @@ class ExportConfig:
 def export_file(config: ExportConfig) -> None:
     opts = storage.StorageOptions(config.s3_endpoint)
     fmt = config.resolved_format or "onnx"  # validated: never None here
+    storage.check_writable(config.output, opts, folder=False)  # before any work
     loaded = load_model(config.model, opts)
     metadata = export.export_metadata(loaded.metadata, loaded.digest)
     data = export.export_bytes(loaded.model, fmt, metadata)

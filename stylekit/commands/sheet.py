@@ -66,6 +66,7 @@ def make_sheet(config: SheetConfig) -> None:
     and write the sheet."""
     opts = storage.StorageOptions(config.s3_endpoint)
     decode = images.DecodeOptions(config.max_pixels, config.cell)
+    storage.check_writable(config.output, opts, folder=False)  # before any work
     photos = []
     for source in config.photos:
         try:

@@ -99,12 +99,14 @@ class StylizeConfig:
 def stylize_files(config: StylizeConfig) -> int:
     """Stylize each input to its output; returns the number of failed inputs."""
     opts = storage.StorageOptions(config.s3_endpoint)
-    loaded = load_model(config.model, opts)
-    stylizer = Stylizer(loaded.model, config.inference())
-    decode_opts = images.DecodeOptions(config.max_pixels, config.max_side)
     outputs = [config.output_for(s) for s in config.inputs]
     if len(set(outputs)) != len(outputs):
         raise ConfigError("two inputs share a file name stem; stylize them into separate folders")
+    # Before any work: an output that cannot be written fails now, not after stylizing.
+    storage.check_writable(config.output, opts, folder=len(config.inputs) > 1)
+    loaded = load_model(config.model, opts)
+    stylizer = Stylizer(loaded.model, config.inference())
+    decode_opts = images.DecodeOptions(config.max_pixels, config.max_side)
     failed = 0
     for source, target in zip(config.inputs, outputs, strict=True):
         try:

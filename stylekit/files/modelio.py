@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from stylekit.errors import StylekitError
+from stylekit.errors import StylekitError, first_line
 from stylekit.files import storage, zoo
 from stylekit.nn.model import TransformerNet
 
@@ -125,10 +125,10 @@ def _read_reference_checkpoint(data: bytes, name: str) -> dict[str, torch.Tensor
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(str(e)) or type(e).__name__
         raise StylekitError(
             f"{name} is neither a safetensors model nor a plain PyTorch state dict "
-            f"(refused to unpickle it: {first[:160]}); give a stylekit .safetensors or a "
+            f"(refused to unpickle it: {first}); give a stylekit .safetensors or a "
             "reference-example .pth"
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

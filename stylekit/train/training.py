@@ -225,7 +225,7 @@ def _absolute_vgg_weights(value: str) -> str:
         return value
     prefix, _, rest = value.partition(":")
     if rest and prefix in ("caffe", "torchvision"):
-        return f"{prefix}:{os.path.abspath(rest)}"
+        return f"{prefix}:{rest if storage.is_uri(rest) else os.path.abspath(rest)}"
     return value if storage.is_uri(value) else os.path.abspath(value)
 
 
@@ -269,7 +269,7 @@ def new_state(config: TrainConfig, device: torch.device) -> TrainState:
 
 
 def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss:
-    vgg = load_vgg(config.vgg_weights, seed=config.seed).to(device)
+    vgg = load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).to(device)
     style = load_style_tensor(config).to(device)
     return PerceptualLoss(vgg, style, config.content_weight, config.style_weight, config.tv_weight).to(device)
 
