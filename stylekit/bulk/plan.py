@@ -89,21 +89,21 @@ class BulkConfig:
     model: str = field(
         default=DEFAULT_MODEL,
         metadata=_help(
-            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
+            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
             metavar="MODEL",
         ),
     )
     input: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case (default: the bundled example photos)",
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case (default: the bundled example photos)",
             metavar="IN",
         ),
     )
     output: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; each result at its input's relative key (default: outputs/<model name>)",
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); each result at its input's relative key (default: outputs/<model name>)",
             metavar="OUT",
         ),
     )

@@ -24,12 +24,16 @@ class ExportConfig:
     model: str = field(
         default="",
         metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
+            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
             "required": True,
         },
     )
     output: str = field(
-        default="", metadata={"help": "the file to write (path or s3:// URI)", "required": True}
+        default="",
+        metadata={
+            "help": "the file to write (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            "required": True,
+        },
     )
     format: str | None = field(
         default=None,

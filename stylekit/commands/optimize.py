@@ -28,7 +28,13 @@ MIN_SIDE = 16  # VGG-16 halves the image three times before relu4_3
 
 @dataclass(frozen=True)
 class OptimizeConfig:
-    style: str = field(default="", metadata={"help": "style image (path or s3:// URI)", "required": True})
+    style: str = field(
+        default="",
+        metadata={
+            "help": "style image (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            "required": True,
+        },
+    )
     output: str = field(
         default="",
         metadata={"help": "output file (one content image) or folder (several)", "required": True},
@@ -247,7 +253,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add_config_arguments(p, OptimizeConfig)
-    p.add_argument("inputs", nargs="+", metavar="CONTENT", help="content images (paths or s3:// URIs)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CONTENT",
+        help="content images (paths or fsspec URLs: s3://, gs://, az://, ...)",
+    )
     p.set_defaults(handler=run)
     return p
 

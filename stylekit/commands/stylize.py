@@ -22,7 +22,7 @@ class StylizeConfig:
     model: str = field(
         default="",
         metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)"
+            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)"
         },
     )
     output: str = field(default="", metadata={"help": "output file (one input) or folder (several)"})
@@ -131,7 +131,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add_config_arguments(p, StylizeConfig)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (paths or s3:// URIs)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (paths or fsspec URLs: s3://, gs://, az://, ...)",
+    )
     p.set_defaults(handler=run)
     return p
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -314,7 +315,11 @@ def _restore(
         fs, path = storage.arrow_filesystem(latest, opts, native_s3=False)
         meta = _complete_checkpoint(fs, path)
         step = -1 if meta is None else int(meta["step"])
-        candidates.append((step, ray.train.Checkpoint(path, filesystem=fs), storage.redact(latest)))
+        found = ray.train.Checkpoint(path, filesystem=fs)
+        # as_directory shares one download among a node's processes by the checkpoint's uuid,
+        # random per object: derive it from the location, so every worker here has the same.
+        found._uuid = uuid.uuid5(uuid.NAMESPACE_URL, latest)
+        candidates.append((step, found, storage.redact(latest)))
     if not candidates:
         return
     step, checkpoint, origin = max(candidates, key=lambda c: c[0])

@@ -51,17 +51,21 @@ class TrainConfig:
 
     style: str = field(
         default=DEFAULT_STYLE,
-        metadata=_help("style image: local path or s3:// URI (default: the bundled Starry Night)"),
+        metadata=_help(
+            "style image: local path or fsspec URL (s3://, gs://, az://, ...) (default: the bundled Starry Night)"
+        ),
     )
     data: str = field(
         default=DEFAULT_DATA,
         metadata=_help(
-            "training images: a folder or s3:// prefix, searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
+            "training images: a folder or fsspec URL prefix (s3://, gs://, az://, ...), searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
         ),
     )
     output: str = field(
         default=DEFAULT_OUTPUT,
-        metadata=_help("where runs go: a local folder or s3:// prefix; the run lives in OUTPUT/NAME"),
+        metadata=_help(
+            "where runs go: a local folder or fsspec URL prefix (not memory://); the run lives in OUTPUT/NAME"
+        ),
     )
     name: str = field(default="", metadata=_help("run name (default: the style file's stem)"))
     epochs: int | None = field(
