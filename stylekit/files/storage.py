@@ -173,8 +173,9 @@ def _object_path(location: str) -> str:
 
 
 # botocore's own retries under s3fs's: "standard" mode retries 503 SlowDown, 500s, throttling,
-# resets and timeouts with jittered backoff (the default "legacy" mode is less thorough).
-S3_RETRY_CONFIG = {"retries": {"max_attempts": 8, "mode": "standard"}}
+# resets and timeouts with jittered backoff (the default "legacy" mode is less thorough). Few
+# here, as `_retry` repeats the whole call: 4 x RETRY_ATTEMPTS tries over about a minute.
+S3_RETRY_CONFIG = {"retries": {"max_attempts": 4, "mode": "standard"}}
 
 
 def _s3fs(endpoint: str | None, region: str | None) -> Any:
@@ -242,8 +243,11 @@ def _bucket_region(bucket: str) -> str:
 
 # --- retries ----------------------------------------------------------------------------------
 
-RETRY_ATTEMPTS = 8
-RETRY_BASE_SECONDS = 0.25
+# A call is tried up to RETRY_ATTEMPTS times, RETRY_BASE_SECONDS doubling between tries (to at
+# most RETRY_MAX_SECONDS, jittered): about a minute in all against a dead S3 endpoint, which is
+# what a store's brief outage or a SlowDown storm needs, and no longer a wait for a typo.
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 8.0
 
 _TRANSIENT_TEXT = re.compile(
@@ -295,7 +299,7 @@ def _retry(what: str, location: str, call: Callable[[], T]) -> T:
             if attempt == RETRY_ATTEMPTS:
                 raise StylekitError(
                     f"cannot {what} {redact(location)}: {_short(e)} (still failing after "
-                    f"{attempt} tries over {time.monotonic() - started:.0f} s; rerun to finish the rest)"
+                    f"{attempt} tries over {time.monotonic() - started:.0f} s)"
                 ) from None
             delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
             delay *= 0.5 + random.random() / 2  # jitter: many tasks do not retry in lockstep
