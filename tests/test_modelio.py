@@ -63,7 +63,9 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
     assert not marker.exists()
     # torch's reason, whole; not its advice to load with weights_only=False.
     message = str(info.value)
-    assert "\n" not in message and "weights_only" not in message and message.endswith("reference-example .pth")
+    assert (
+        "\n" not in message and "weights_only" not in message and message.endswith("reference-example .pth")
+    )
 
 
 @pytest.mark.parametrize(
