@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -266,7 +268,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 @pytest.mark.s3
 def test_a_flaky_store_then_a_rerun_resumes_and_leaves_no_temporary_files(
-    s3_server: str, tiny_train_dir: Path, tmp_path: Path
+    s3_server: str, tiny_train_dir: Path
 ) -> None:
     """Everything on S3 behind an endpoint failing 15% of requests (503 SlowDown or a reset):
     the run finishes; a rerun with more steps resumes from its checkpoint on S3 (fetched once
@@ -276,8 +278,8 @@ def test_a_flaky_store_then_a_rerun_resumes_and_leaves_no_temporary_files(
     import boto3
 
     boto3.client("s3").upload_file(STYLE, "train-flaky", "styles/wave.jpg")
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # A short TMPDIR of its own (Ray's socket paths under it must stay below 108 bytes).
+    temp = Path(tempfile.mkdtemp(prefix="sk-train-"))
     env = {k: v for k, v in job_env(TMPDIR=str(temp)).items() if k != "AWS_ENDPOINT_URL"}
     with FlakyProxy(s3_server, fail_rate=0.15, seed=7) as proxy:
         args = [
@@ -301,4 +303,5 @@ def test_a_flaky_store_then_a_rerun_resumes_and_leaves_no_temporary_files(
     loaded = load_model("s3://train-flaky/runs/wave/model.safetensors", StorageOptions(s3_server))
     assert loaded.metadata["steps"] == "4"
     left = [p.name for p in temp.iterdir() if p.name.startswith(("stylekit-", "checkpoint_tmp_"))]
+    shutil.rmtree(temp, ignore_errors=True)
     assert not left, left
