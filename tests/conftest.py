@@ -217,3 +217,33 @@ class FlakyProxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[str | None]:
+    """A Google Cloud Storage endpoint on 127.0.0.1 (the gcp-storage-emulator package), with a
+    bucket "gcs-test"; sets STORAGE_EMULATOR_HOST (which gcsfs follows) for this process and
+    children. Yields None when the emulator or gcsfs is not installed."""
+    try:
+        import gcsfs  # noqa: F401
+        from gcp_storage_emulator.server import create_server
+    except ImportError:
+        yield None
+        return
+    import logging
+
+    logging.getLogger("gcsfs").setLevel(logging.ERROR)  # "could not determine bucket type": no ADC
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="gcs-test")
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    try:
+        yield url
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
