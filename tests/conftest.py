@@ -247,3 +247,67 @@ def gcs_server() -> Iterator[str | None]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+AZURITE_KEY = (  # Azurite's published development account key (not a secret)
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _azurite() -> str | None:
+    """Azurite's blob server: $AZURITE_BLOB, `.ci/node` (where the README's test command puts
+    it), or on PATH."""
+    for candidate in (
+        os.environ.get("AZURITE_BLOB"),
+        str(REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob"),
+        shutil.which("azurite-blob"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """An Azure Blob Storage endpoint on 127.0.0.1 (Azurite, Microsoft's emulator, from npm)
+    with a container "az-test"; sets AZURE_STORAGE_CONNECTION_STRING (which adlfs follows) for
+    this process and children. Yields None when Azurite or adlfs is not installed."""
+    import subprocess
+    import time
+
+    binary = _azurite()
+    try:
+        import adlfs  # noqa: F401
+        from azure.storage.blob import BlobServiceClient
+    except ImportError:
+        binary = None
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    cmd = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--silent", "--loose"]
+    cmd += ["--skipApiVersionCheck", "--location", str(tmp_path_factory.mktemp("azurite"))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/devstoreaccount1"
+    conn = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={url};"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            BlobServiceClient.from_connection_string(conn).create_container("az-test")
+            break
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.3)
+    saved = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = conn
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if saved is None:
+            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        else:
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = saved

@@ -390,7 +390,7 @@ def test_job_killed_midway_then_rerun_finishes_the_rest_exactly_once(
 
 
 @pytest.fixture(scope="module")
-def local_ray(s3_server: str, gcs_server: str | None) -> Iterator[None]:
+def local_ray(s3_server: str, gcs_server: str | None, azure_server: str | None) -> Iterator[None]:
     """A fresh local Ray with 2 CPUs (after the S3 and GCS servers, so its workers see their
     settings)."""
     import ray
@@ -573,14 +573,17 @@ def test_a_flaky_store_loses_and_duplicates_nothing(local_ray: None, model_file:
     assert versions == {f"p/{i:03d}.png": 1 for i in range(n)}, "an output missing or written twice"
 
 
-def test_a_google_cloud_storage_bucket_end_to_end(
-    local_ray: None, gcs_server: str | None, model_file: Path
+@pytest.mark.parametrize(
+    ("server", "bucket"), [("gcs_server", "gs://gcs-test"), ("azure_server", "az://az-test")]
+)
+def test_a_cloud_bucket_end_to_end(
+    local_ray: None, model_file: Path, server: str, bucket: str, request: pytest.FixtureRequest
 ) -> None:
-    """gs:// in and out through gcsfs against the GCS emulator: every input once, a rerun
-    skips them all."""
-    if gcs_server is None:
-        pytest.skip("gcsfs or gcp-storage-emulator is not installed")
-    root = f"gs://gcs-test/bulk-{secrets.token_hex(3)}"
+    """gs:// (gcsfs, the GCS emulator) and az:// (adlfs, Azurite) in and out: every input
+    once, a rerun skips them all."""
+    if request.getfixturevalue(server) is None:
+        pytest.skip(f"{server}: the emulator or its fsspec package is not installed")
+    root = f"{bucket}/bulk-{secrets.token_hex(3)}"
     inputs = {f"p/{i}.png": _png(_noise(10, 8, 400 + i)) for i in range(5)} | {"p/notes.txt": b"x"}
     for key, data in inputs.items():
         storage.write_bytes(f"{root}/in/{key}", data)

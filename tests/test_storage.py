@@ -40,13 +40,22 @@ def _one_line(e: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 @pytest.mark.parametrize(
-    "base", ["memory://sk-{u}/root", "file://{tmp}/root", "{tmp}/plain", "gs://gcs-test/{u}/root"]
+    "base",
+    [
+        "memory://sk-{u}/root",
+        "file://{tmp}/root",
+        "{tmp}/plain",
+        "gs://gcs-test/{u}/root",
+        "az://az-test/{u}/root",
+    ],
 )
 def test_whole_objects_listing_and_checks_work_for_any_protocol(
     tmp_path: Path, base: str, request: pytest.FixtureRequest
 ) -> None:
     if base.startswith("gs://") and request.getfixturevalue("gcs_server") is None:
         pytest.skip("gcsfs or gcp-storage-emulator is not installed")
+    if base.startswith("az://") and request.getfixturevalue("azure_server") is None:
+        pytest.skip("adlfs or Azurite is not installed")
     root = base.format(u=uuid.uuid4().hex[:8], tmp=tmp_path)
     keys = ["b.png", "a/x.jpg", "a/y.jpg", "a/deeper/z.png", "c.txt"]
     for i, key in enumerate(keys):

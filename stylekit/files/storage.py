@@ -676,12 +676,14 @@ def delete_tree(location: str, options: StorageOptions = StorageOptions()) -> No
 # --- messages ---------------------------------------------------------------------------------
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_AZURE_SECRET = re.compile(r"((?:AccountKey|SharedAccessSignature|sig)=)[^;&\s]+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """`text` with any user:password@ of a URL removed and the AWS secrets of this process's
     environment masked, so an error or endpoint can be logged or stored safely."""
     text = _USERINFO.sub("***@", text)
+    text = _AZURE_SECRET.sub(r"\1***", text)
     for var in (
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
