@@ -2,8 +2,9 @@
 
     python jobs/stylize.py --model MODEL --input IN --output OUT [options]
 
-IN and OUT are local folders or s3://bucket/prefix URIs (an S3-compatible store through
---s3-endpoint or AWS_ENDPOINT_URL; credentials the standard AWS way), MODEL a stylekit
+IN and OUT are local folders or fsspec URLs (s3://bucket/prefix, gs://..., az://...; an
+S3-compatible store through --s3-endpoint or AWS_ENDPOINT_URL; credentials the standard AWS
+way), MODEL a stylekit
 .safetensors or a reference-example .pth, local or URI. Each result lands in OUT at its input's
 relative key; a rerun skips inputs whose output is up to date, does new ones and retries
 failures. One row per input goes to the Parquet manifest under OUT/_manifest/run=<run-id>/;

@@ -7,3 +7,19 @@ class StylekitError(Exception):
 
 class ConfigError(StylekitError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+def first_line(text: str, limit: int = 400) -> str:
+    """The first non-empty line of `text`, whole when it fits in `limit` characters, else cut
+    after its last full sentence (or, lacking one, its last whole word) that fits, with "..."
+    where the cut is, never mid-word."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    if len(line) <= limit:
+        return line
+    head = line[:limit]
+    sentence = max(head.rfind(". "), head.rfind("; "), head.rfind(": "))
+    if sentence > limit // 3:
+        return head[: sentence + 1] + " ..."
+    word = head.rfind(" ")
+    return head[:word].rstrip(",;:") + " ..." if word > 0 else line  # one long token: whole

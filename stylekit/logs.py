@@ -13,5 +13,5 @@ def setup_logging(level: str | int | None = None) -> None:
     level = level or os.environ.get("STYLEKIT_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level, format=FORMAT, datefmt="%H:%M:%S")
     # Third-party chatter that drowns our progress lines.
-    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "PIL"):
+    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "gcsfs", "adlfs", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

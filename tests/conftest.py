@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,3 +103,211 @@ def upload_dir(local: Path, bucket: str, prefix: str) -> None:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+class FlakyProxy:
+    """A tiny threaded HTTP proxy on loopback in front of an S3 endpoint that fails a share of
+    requests the ways a busy object store does: 503 SlowDown, or a connection reset (RST)
+    before the request reaches the server (so a retried PUT is never written twice).
+
+    `fail_rate` is the share of requests failed (seeded, so a run is repeatable); `faults`
+    counts them by kind and `requests` counts every request seen."""
+
+    SLOW_DOWN = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    def __init__(
+        self, upstream: str, fail_rate: float, kinds: tuple[str, ...] = ("503", "reset"), seed: int = 0
+    ):
+        import http.server
+        import random
+        import threading
+        from urllib.parse import urlparse
+
+        self.upstream = urlparse(upstream)
+        self.fail_rate, self.kinds = fail_rate, kinds
+        self.rng, self.lock = random.Random(seed), threading.Lock()
+        self.requests = 0
+        self.faults: dict[str, int] = dict.fromkeys(kinds, 0)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                body = self._body()
+                fault = proxy._draw()
+                if fault == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault == "503":
+                    self.send_response(503, "Slow Down")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(proxy.SLOW_DOWN)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(proxy.SLOW_DOWN)
+                    return
+                self._forward(body)
+
+            def _forward(self, body: bytes) -> None:
+                import http.client
+
+                hop = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "content-length"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in hop:
+                        self.send_header(k, v)
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _draw(self) -> str | None:
+        with self.lock:
+            self.requests += 1
+            if self.rng.random() >= self.fail_rate:
+                return None
+            kind = self.rng.choice(self.kinds)
+            self.faults[kind] += 1
+            return kind
+
+    def __enter__(self) -> FlakyProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[str | None]:
+    """A Google Cloud Storage endpoint on 127.0.0.1 (the gcp-storage-emulator package), with a
+    bucket "gcs-test"; sets STORAGE_EMULATOR_HOST (which gcsfs follows) for this process and
+    children. Yields None when the emulator or gcsfs is not installed."""
+    try:
+        import gcsfs  # noqa: F401
+        from gcp_storage_emulator.server import create_server
+    except ImportError:
+        yield None
+        return
+    import logging
+
+    logging.getLogger("gcsfs").setLevel(logging.ERROR)  # "could not determine bucket type": no ADC
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="gcs-test")
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    try:
+        yield url
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+AZURITE_KEY = (  # Azurite's published development account key (not a secret)
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _azurite() -> str | None:
+    """Azurite's blob server: $AZURITE_BLOB, `.ci/node` (where the README's test command puts
+    it), or on PATH."""
+    for candidate in (
+        os.environ.get("AZURITE_BLOB"),
+        str(REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob"),
+        shutil.which("azurite-blob"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """An Azure Blob Storage endpoint on 127.0.0.1 (Azurite, Microsoft's emulator, from npm)
+    with a container "az-test"; sets AZURE_STORAGE_CONNECTION_STRING (which adlfs follows) for
+    this process and children. Yields None when Azurite or adlfs is not installed."""
+    import subprocess
+    import time
+
+    binary = _azurite()
+    try:
+        import adlfs  # noqa: F401
+        from azure.storage.blob import BlobServiceClient
+    except ImportError:
+        binary = None
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    cmd = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--silent", "--loose"]
+    cmd += ["--skipApiVersionCheck", "--location", str(tmp_path_factory.mktemp("azurite"))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/devstoreaccount1"
+    conn = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={url};"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            BlobServiceClient.from_connection_string(conn).create_container("az-test")
+            break
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.3)
+    saved = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = conn
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if saved is None:
+            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        else:
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = saved

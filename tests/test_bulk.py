@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, REPO, make_bucket
+from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.plan import BulkConfig, CollisionGuard, RunLayout, nested_prefix, output_key
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import storage
@@ -297,9 +297,9 @@ def test_stat_keys_on_s3_lists_a_range_and_falls_back_to_heads(
     monkeypatch.setattr(storage, "RANGE_LIST_BUDGET", 0)
     monkeypatch.setattr(storage, "RANGE_LIST_SLACK", 0)
     heads: list[str] = []
-    real_head = storage._head_s3
+    real_head = storage._head
     monkeypatch.setattr(
-        storage, "_head_s3", lambda c, b, p, keys, loc: heads.extend(keys) or real_head(c, b, p, keys, loc)
+        storage, "_head", lambda loc, keys, opts: heads.extend(keys) or real_head(loc, keys, opts)
     )
     found = storage.stat_keys("s3://stat-keys/out", wanted)
     assert set(found) == expected and found["d/039.png"].size == 39
@@ -390,8 +390,9 @@ def test_job_killed_midway_then_rerun_finishes_the_rest_exactly_once(
 
 
 @pytest.fixture(scope="module")
-def local_ray(s3_server: str) -> Iterator[None]:
-    """A fresh local Ray with 2 CPUs (after s3_server, so its workers see the AWS settings)."""
+def local_ray(s3_server: str, gcs_server: str | None, azure_server: str | None) -> Iterator[None]:
+    """A fresh local Ray with 2 CPUs (after the S3 and GCS servers, so its workers see their
+    settings)."""
     import ray
 
     if ray.is_initialized():
@@ -545,6 +546,57 @@ def test_local_folders_default_format_and_output_inside_input(
     assert (again.ok, again.failed, again.skipped) == (0, 1, 5)
     assert stamps == {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stamps}
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_a_flaky_store_loses_and_duplicates_nothing(local_ray: None, model_file: Path) -> None:
+    """A fifth of all requests (listing, reads, writes, manifest parts, key shards, Ray's
+    reads of the shards) fail with 503 SlowDown or a reset connection: the run still ends with
+    every input written once and once in the manifest."""
+    make_bucket("flaky")
+    _s3().put_bucket_versioning(Bucket="flaky", VersioningConfiguration={"Status": "Enabled"})
+    n = 16
+    _upload("flaky", "in", {f"p/{i:03d}.png": _png(_noise(12, 10, 300 + i)) for i in range(n)})
+    with FlakyProxy(os.environ["AWS_ENDPOINT_URL"], fail_rate=0.2, seed=3) as proxy:
+        summary = _bulk(
+            model=str(model_file),
+            input="s3://flaky/in",
+            output="s3://flaky/out",
+            batch_size=4,
+            s3_endpoint=proxy.url,
+        )
+    assert (summary.ok, summary.failed, summary.skipped) == (n, 0, 0)
+    assert proxy.faults["503"] > 2 and proxy.faults["reset"] > 2, proxy.faults
+    rows = _by_key(_read_manifest(summary.manifest), "s3://flaky/in")
+    assert sorted(rows) == [f"p/{i:03d}.png" for i in range(n)]
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    versions = _versions("flaky", "out")
+    assert versions == {f"p/{i:03d}.png": 1 for i in range(n)}, "an output missing or written twice"
+
+
+@pytest.mark.parametrize(
+    ("server", "bucket"), [("gcs_server", "gs://gcs-test"), ("azure_server", "az://az-test")]
+)
+def test_a_cloud_bucket_end_to_end(
+    local_ray: None, model_file: Path, server: str, bucket: str, request: pytest.FixtureRequest
+) -> None:
+    """gs:// (gcsfs, the GCS emulator) and az:// (adlfs, Azurite) in and out: every input
+    once, a rerun skips them all."""
+    if request.getfixturevalue(server) is None:
+        pytest.skip(f"{server}: the emulator or its fsspec package is not installed")
+    root = f"{bucket}/bulk-{secrets.token_hex(3)}"
+    inputs = {f"p/{i}.png": _png(_noise(10, 8, 400 + i)) for i in range(5)} | {"p/notes.txt": b"x"}
+    for key, data in inputs.items():
+        storage.write_bytes(f"{root}/in/{key}", data)
+    common = {"model": str(model_file), "input": f"{root}/in", "output": f"{root}/out", "batch_size": 2}
+    first = _bulk(**common)
+    assert (first.ok, first.failed, first.skipped) == (5, 0, 0)
+    assert first.manifest.startswith(f"{root}/out/_manifest/run=")
+    rows = _by_key(_read_manifest(first.manifest), f"{root}/in")
+    assert sorted(rows) == [f"p/{i}.png" for i in range(5)]
+    out = _pixels(storage.read_bytes(f"{root}/out/p/3.png"))
+    assert out.shape == (8, 10, 3)
+    again = _bulk(**common)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 5)
 
 
 def test_decoding_is_not_fused_into_the_actors(

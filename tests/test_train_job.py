@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, REPO, free_port, make_bucket, upload_dir
+from conftest import PYTHON, REPO, FlakyProxy, free_port, make_bucket, upload_dir
 from stylekit.files.modelio import load_model
 
 pytestmark = pytest.mark.ray
@@ -262,3 +264,44 @@ def test_imagenet_weights_unavailable_offline_is_one_line(tmp_path: Path, tiny_t
 
 def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
+
+
+@pytest.mark.s3
+def test_a_flaky_store_then_a_rerun_resumes_and_leaves_no_temporary_files(
+    s3_server: str, tiny_train_dir: Path
+) -> None:
+    """Everything on S3 behind an endpoint failing 15% of requests (503 SlowDown or a reset):
+    the run finishes; a rerun with more steps resumes from its checkpoint on S3 (fetched once
+    per node) and leaves no temporary copy behind."""
+    make_bucket("train-flaky")
+    upload_dir(tiny_train_dir, "train-flaky", "photos")
+    import boto3
+
+    boto3.client("s3").upload_file(STYLE, "train-flaky", "styles/wave.jpg")
+    # A short TMPDIR of its own (Ray's socket paths under it must stay below 108 bytes).
+    temp = Path(tempfile.mkdtemp(prefix="sk-train-"))
+    env = {k: v for k, v in job_env(TMPDIR=str(temp)).items() if k != "AWS_ENDPOINT_URL"}
+    with FlakyProxy(s3_server, fail_rate=0.15, seed=7) as proxy:
+        args = [
+            PYTHON, TRAIN, "--style", "s3://train-flaky/styles/wave.jpg", "--data", "s3://train-flaky/photos",
+            "--output", "s3://train-flaky/runs", "--name", "wave", "--vgg-weights", "random",
+            "--image-size", "64", "--num-workers", "2", "--batch-size", "2", "--checkpoint-every", "2",
+            "--s3-endpoint", proxy.url,
+        ]  # fmt: skip
+        first = subprocess.run(
+            [*args, "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert first.returncode == 0, first.stderr[-3000:]
+        second = subprocess.run(
+            [*args, "--max-steps", "4"], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from step 2" in second.stderr
+    assert proxy.faults["503"] + proxy.faults["reset"] > 5, proxy.faults
+    from stylekit.files.storage import StorageOptions
+
+    loaded = load_model("s3://train-flaky/runs/wave/model.safetensors", StorageOptions(s3_server))
+    assert loaded.metadata["steps"] == "4"
+    left = [p.name for p in temp.iterdir() if p.name.startswith(("stylekit-", "checkpoint_tmp_"))]
+    shutil.rmtree(temp, ignore_errors=True)
+    assert not left, left

@@ -38,7 +38,9 @@ import json
 import logging
 import math
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,7 @@ import ray.data.exceptions
 
 from stylekit.bulk.plan import (
     FAILED,
+    MANIFEST_DIR,
     OK,
     SKIPPED,
     BulkConfig,
@@ -61,7 +64,7 @@ from stylekit.bulk.plan import (
     record_output_settings,
 )
 from stylekit.bulk.video import build_video_dataset, consume_videos
-from stylekit.errors import ConfigError, StylekitError
+from stylekit.errors import ConfigError, StylekitError, first_line
 from stylekit.files import images, storage, zoo
 from stylekit.logs import setup_logging
 from stylekit.ray_env import init_ray
@@ -102,6 +105,11 @@ def run_bulk(config: BulkConfig) -> Summary:
     started = time.time()
     options = config.storage_options.resolved()
     layout = RunLayout.for_config(config)
+    for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
+        storage.require_shared(location, flag)
+    storage.require_shared(config.model, "--model")
+    # Before any work; the probe goes where the manifest will, not among the outputs.
+    storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
     model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
     loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
     log.info(
@@ -218,17 +226,23 @@ def build_dataset(
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
     `model` holds the model file's bytes."""
     options = config.storage_options.resolved()
-    fs, _ = storage.filesystem(layout.output_root, options)
-    paths = [storage.filesystem(p, options)[1] for p in plan.shards]
+    fs, _ = storage.arrow_filesystem(layout.output_root, options)
+    paths = [storage.arrow_filesystem(p, options)[1] for p in plan.shards]
     ds = ray.data.read_parquet(paths, filesystem=fs)
     # Small blocks, so the decode work of one shard spreads over many tasks.
     ds = ds.repartition(target_num_rows_per_block=config.batch_size)
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"input_root": layout.input_root, "options": options, "decode": config.decode_options},
+        fn_kwargs={
+            "input_root": layout.input_root,
+            "options": options,
+            "decode": config.decode_options,
+            "timeout": config.decode_timeout,
+        },
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=actors.task_cpus,
+        memory=decode_memory(config, ray.cluster_resources()),
     )
     # Regroup decoded rows into model batches. Ray never fuses an operator after a streaming
     # repartition, so this also keeps decoding out of the actors, where it would run between
@@ -263,21 +277,34 @@ def build_dataset(
     )
 
 
+def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
+    """Bytes a decode task reserves: a batch of images at --max-pixels as uint8 RGB, all held
+    until the batch is returned, so Ray packs no more decode tasks onto a node than fit.
+    At most half the cluster's memory, so one task can always be scheduled."""
+    most = int(config.max_pixels * 3 * config.batch_size)
+    return min(most, int(resources.get("memory", most * 2) / 2))
+
+
 def decode_batch(
     batch: dict[str, np.ndarray],
     input_root: str,
     options: storage.StorageOptions,
     decode: images.DecodeOptions,
+    timeout: float = 120.0,
 ) -> dict[str, np.ndarray]:
-    """Read and decode each input; a failure is recorded on its row, never raised."""
+    """Read and decode each input; a failure, or an input taking over `timeout` seconds, is
+    recorded on its row, never raised."""
     n = len(batch["key"])
     pixels = _objects([EMPTY] * n)
     status, error = np.full(n, DECODED, dtype=object), np.full(n, "", dtype=object)
     seconds = np.zeros(n, dtype=np.float64)
     for i, key in enumerate(batch["key"]):
         t0 = time.perf_counter()
+        location = storage.join(input_root, str(key))
         try:
-            pixels[i] = images.decode(storage.read_bytes(storage.join(input_root, str(key)), options), decode)
+            pixels[i] = _within(
+                timeout, lambda loc=location: images.decode(storage.read_bytes(loc, options), decode)
+            )
         except Exception as e:
             pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
         seconds[i] = time.perf_counter() - t0
@@ -293,6 +320,35 @@ def decode_batch(
         "seconds": seconds,
         "pixels": pixels,
     }
+
+
+class DecodeTimeout(StylekitError):
+    """Reading and decoding one input took longer than --decode-timeout."""
+
+
+def _within(seconds: float, call: Callable[[], np.ndarray]) -> np.ndarray:
+    """`call()` in a helper thread, given up on after `seconds`. Python cannot stop a thread:
+    a hung decode is left behind as a daemon thread (it ends with the worker process), but
+    the batch, and the task, go on without it."""
+    result: list[np.ndarray] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name="stylekit-decode", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise DecodeTimeout(
+            f"reading and decoding took longer than {seconds:g} s (--decode-timeout); given up"
+        )
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _objects(arrays: list[np.ndarray]) -> np.ndarray:
@@ -408,11 +464,10 @@ def write_batch(
 
 def describe(e: BaseException) -> str:
     """A one-line error for the manifest, with any credentials masked."""
-    text = str(e).strip().splitlines()
-    message = text[0] if text else type(e).__name__
+    message = first_line(str(e), 500) or type(e).__name__
     if not isinstance(e, StylekitError):
         message = f"{type(e).__name__}: {message}"
-    return storage.redact(message)[:500]
+    return storage.redact(message)
 
 
 # --- the driver's side ------------------------------------------------------------------------

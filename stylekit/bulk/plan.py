@@ -94,14 +94,15 @@ class BulkConfig:
     model: str = field(
         default=DEFAULT_MODEL,
         metadata=_help(
-            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
+            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
             metavar="MODEL",
         ),
     )
     input: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but "
+            "memory://); every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
             "mp4/mov/m4v/mkv/webm/avi video (default: the bundled example photos)",
             metavar="IN",
         ),
@@ -109,7 +110,7 @@ class BulkConfig:
     output: str = field(
         default="",
         metadata=_help(
-            "folder or s3://bucket/prefix; each result at its input's relative key (default: outputs/<model name>)",
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); each result at its input's relative key (default: outputs/<model name>)",
             metavar="OUT",
         ),
     )
@@ -182,6 +183,13 @@ class BulkConfig:
             "videos: temporal stabiliser strength, 0-1 (0: frame by frame); see `python -m stylekit video`"
         ),
     )
+    decode_timeout: float = field(
+        default=120.0,
+        metadata=_help(
+            "seconds one input may take to read and decode; past it (a pathological file, a "
+            "stuck read) the input fails and its batch goes on"
+        ),
+    )
     overwrite: bool = field(
         default=False, metadata=_help("restylize every input, even those with an up-to-date output")
     )
@@ -215,6 +223,8 @@ class BulkConfig:
             raise ConfigError(f"--gpus-per-actor must be >= 0 (got {self.gpus_per_actor})")
         if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
             raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
+        if not self.decode_timeout > 0:
+            raise ConfigError(f"--decode-timeout must be > 0 seconds (got {self.decode_timeout})")
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if not 0 <= self.stabilize <= 1:

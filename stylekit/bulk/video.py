@@ -43,8 +43,8 @@ def build_video_dataset(
     from stylekit.video.transcode import VideoOptions
 
     options = config.storage_options.resolved()
-    fs, _ = storage.filesystem(layout.output_root, options)
-    paths = [storage.filesystem(p, options)[1] for p in plan.video_shards]
+    fs, _ = storage.arrow_filesystem(layout.output_root, options)
+    paths = [storage.arrow_filesystem(p, options)[1] for p in plan.video_shards]
     ds = ray.data.read_parquet(paths, filesystem=fs)
     ds = ds.repartition(target_num_rows_per_block=1)  # one video per task
     video = VideoOptions(stabilize=config.stabilize, progress_every=PROGRESS_EVERY)

@@ -24,12 +24,16 @@ class ExportConfig:
     model: str = field(
         default="",
         metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)",
+            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
             "required": True,
         },
     )
     output: str = field(
-        default="", metadata={"help": "the file to write (path or s3:// URI)", "required": True}
+        default="",
+        metadata={
+            "help": "the file to write (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            "required": True,
+        },
     )
     format: str | None = field(
         default=None,
@@ -64,6 +68,7 @@ class ExportConfig:
 def export_file(config: ExportConfig) -> None:
     opts = storage.StorageOptions(config.s3_endpoint)
     fmt = config.resolved_format or "onnx"  # validated: never None here
+    storage.check_writable(config.output, opts, folder=False)  # before any work
     loaded = load_model(config.model, opts)
     metadata = export.export_metadata(loaded.metadata, loaded.digest)
     data = export.export_bytes(loaded.model, fmt, metadata)

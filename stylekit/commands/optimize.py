@@ -8,7 +8,6 @@ import argparse
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +28,13 @@ MIN_SIDE = 16  # VGG-16 halves the image three times before relu4_3
 
 @dataclass(frozen=True)
 class OptimizeConfig:
-    style: str = field(default="", metadata={"help": "style image (path or s3:// URI)", "required": True})
+    style: str = field(
+        default="",
+        metadata={
+            "help": "style image (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            "required": True,
+        },
+    )
     output: str = field(
         default="",
         metadata={"help": "output file (one content image) or folder (several)", "required": True},
@@ -135,21 +140,6 @@ def _decode(location: str, side: int | None, opts: storage.StorageOptions, max_p
     return pixels
 
 
-def _check_writable(target: str) -> None:
-    """Fail before the (long) optimisation, not after it, when a local output cannot be written."""
-    if storage.is_uri(target):
-        return
-    path = os.path.abspath(target)
-    if os.path.isdir(path):
-        raise StylekitError(f"cannot write {target}: it is a folder (give a file name)")
-    try:  # a real probe: permission bits say little to root or on read-only file systems
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with tempfile.TemporaryFile(dir=os.path.dirname(path), prefix=".probe-"):
-            pass
-    except OSError as e:
-        raise StylekitError(f"cannot write {target}: {e.strerror or e}") from None
-
-
 def _write(target: str, data: bytes, opts: storage.StorageOptions) -> None:
     try:
         storage.write_bytes(target, data, opts)
@@ -208,7 +198,7 @@ def optimize_files(config: OptimizeConfig) -> None:
     if len(set(outputs)) != len(outputs):
         raise ConfigError("two content images share a file name stem; optimise them into separate folders")
     for target in outputs:
-        _check_writable(target)
+        storage.check_writable(target, opts, folder=False)
 
     device = _device(config.device)
     defaults = default_loss_weights(config.vgg_weights)
@@ -263,7 +253,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add_config_arguments(p, OptimizeConfig)
-    p.add_argument("inputs", nargs="+", metavar="CONTENT", help="content images (paths or s3:// URIs)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CONTENT",
+        help="content images (paths or fsspec URLs: s3://, gs://, az://, ...)",
+    )
     p.set_defaults(handler=run)
     return p
 

@@ -23,7 +23,7 @@ OUTPUT_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 class SheetConfig:
     models: tuple[str, ...] = field(default=(), metadata={"cli": False})
     output: str = field(
-        default="", metadata={"help": "the sheet to write (.jpg, .png or .webp; path or s3:// URI)"}
+        default="", metadata={"help": "the sheet to write (.jpg, .png or .webp; path or fsspec URL)"}
     )
     photos: tuple[str, ...] = field(default=(), metadata={"cli": False})
     cell: int = field(
@@ -66,6 +66,7 @@ def make_sheet(config: SheetConfig) -> None:
     and write the sheet."""
     opts = storage.StorageOptions(config.s3_endpoint)
     decode = images.DecodeOptions(config.max_pixels, config.cell)
+    storage.check_writable(config.output, opts, folder=False)  # before any work
     photos = []
     for source in config.photos:
         try:
@@ -104,10 +105,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="MODEL",
-        help="a model (.safetensors/.pth path or s3:// URI, or a shipped model name); repeat for more rows",
+        help="a model (.safetensors/.pth path or fsspec URL, or a shipped model name); repeat for more rows",
     )
     add_config_arguments(p, SheetConfig)
-    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos (paths or s3:// URIs)")
+    p.add_argument(
+        "photos", nargs="+", metavar="PHOTO", help="photos (paths or fsspec URLs: s3://, gs://, az://, ...)"
+    )
     p.set_defaults(handler=run)
     return p
 

@@ -23,7 +23,7 @@ class StylizeConfig:
     model: str = field(
         default="",
         metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)"
+            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)"
         },
     )
     output: str = field(default="", metadata={"help": "output file (one input) or folder (several)"})
@@ -112,12 +112,14 @@ class StylizeConfig:
 def stylize_files(config: StylizeConfig) -> int:
     """Stylize each input to its output; returns the number of failed inputs."""
     opts = storage.StorageOptions(config.s3_endpoint)
-    loaded = load_model(config.model, opts)
-    stylizer = Stylizer(loaded.model, config.inference())
-    decode_opts = images.DecodeOptions(config.max_pixels, config.max_side)
     outputs = [config.output_for(s) for s in config.inputs]
     if len(set(outputs)) != len(outputs):
         raise ConfigError("two inputs share a file name stem; stylize them into separate folders")
+    # Before any work: an output that cannot be written fails now, not after stylizing.
+    storage.check_writable(config.output, opts, folder=len(config.inputs) > 1)
+    loaded = load_model(config.model, opts)
+    stylizer = Stylizer(loaded.model, config.inference())
+    decode_opts = images.DecodeOptions(config.max_pixels, config.max_side)
     failed = 0
     for source, target in zip(config.inputs, outputs, strict=True):
         try:
@@ -142,7 +144,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add_config_arguments(p, StylizeConfig)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (paths or s3:// URIs)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (paths or fsspec URLs: s3://, gs://, az://, ...)",
+    )
     p.set_defaults(handler=run)
     return p
 

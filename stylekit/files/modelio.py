@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from stylekit.errors import StylekitError
+from stylekit.errors import StylekitError, first_line
 from stylekit.files import storage, zoo
 from stylekit.nn.model import TransformerNet
 
@@ -121,14 +121,26 @@ def _read_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], 
     return state, dict(header.get("__metadata__") or {})
 
 
+def _refusal(e: BaseException) -> str:
+    """Why torch.load refused a file, in whole sentences: the unpickler's own reason (e.g.
+    "Unsupported global: GLOBAL posix.system") when it gives one, else its first sentence; never
+    torch's advice to retry with weights_only=False."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line.endswith("WeightsUnpickler error:"):
+            return first_line(lines[i + 1])
+    text = first_line(str(e)) or type(e).__name__
+    end = text.find(". ")
+    return text[: end + 1] if end > 0 else text
+
+
 def _read_reference_checkpoint(data: bytes, name: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StylekitError(
             f"{name} is neither a safetensors model nor a plain PyTorch state dict "
-            f"(refused to unpickle it: {first[:160]}); give a stylekit .safetensors or a "
+            f"(refused to unpickle it: {_refusal(e)}); give a stylekit .safetensors or a "
             "reference-example .pth"
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

@@ -1,41 +1,68 @@
-"""Local folders and object stores (s3://) behind one small interface.
+"""Every location stylekit reads or writes, through fsspec: local paths, file://, s3:// (s3fs),
+gs:// (gcsfs), az:// and abfs:// (adlfs), and any other protocol whose fsspec package is
+installed. A missing package is a one-line error naming it.
 
-Ray Data and Ray Train take a pyarrow filesystem plus a path; everything else here reads and
-writes whole objects. S3 settings come the standard way (AWS environment variables, profiles,
-instance roles); an S3-compatible endpoint comes from `--s3-endpoint` or AWS_ENDPOINT_URL_S3 /
-AWS_ENDPOINT_URL (pyarrow ignores those variables, so we pass the endpoint explicitly).
-Credentials are never logged: only the endpoint and bucket are.
+Ray Data and Ray Train take a pyarrow filesystem plus a path (`arrow_filesystem`); everything
+else here reads and writes whole objects. S3 settings come the way s3fs users set them (the
+AWS credential chain: environment variables, profiles, instance roles; AWS_ENDPOINT_URL_S3 /
+AWS_ENDPOINT_URL), plus `--s3-endpoint`. Credentials are never logged: only the endpoint and
+bucket are.
+
+Every call retries transient faults (S3's 503 SlowDown, connection resets, timeouts) with
+exponential backoff (`_retry`), on top of the retries s3fs and botocore do themselves; a fault
+that persists ends as one StylekitError line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import os
 import posixpath
+import random
 import re
 import stat
 import tempfile
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import fsspec
 import pyarrow.fs as pafs
 
 from stylekit.errors import StylekitError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SCHEMES = ("s3",)
+T = TypeVar("T")
+
+# The package each well-known protocol needs (fsspec's own hint for the others).
+PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "adl": "adlfs",
+}
+# Protocols whose files live inside one process: no Ray worker can see them.
+IN_PROCESS = ("memory",)
+LOCAL = ("file", "local")
 
 
 @dataclass(frozen=True)
 class StorageOptions:
     """How to reach object storage. `s3_endpoint` None means the environment's (or AWS);
-    `s3_region` None means AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    `s3_region` None means AWS_REGION / AWS_DEFAULT_REGION (else the bucket's own)."""
 
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -74,7 +101,17 @@ def is_uri(location: str) -> bool:
 
 
 def scheme_of(location: str) -> str:
-    return urlparse(location).scheme if is_uri(location) else "file"
+    return urlparse(location).scheme.lower() if is_uri(location) else "file"
+
+
+def is_local(location: str) -> bool:
+    """A plain path or file:// URI (written with the OS's own calls: atomic renames)."""
+    return scheme_of(location) in LOCAL
+
+
+def local_path(location: str) -> str:
+    """The absolute local path of a plain path or file:// URI."""
+    return os.path.abspath(urlparse(location).path if is_uri(location) else location)
 
 
 def join(base: str, *parts: str) -> str:
@@ -84,29 +121,116 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def filesystem(location: str, options: StorageOptions = StorageOptions()) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow filesystem, path within it) for a local path or s3:// URI."""
+def require_shared(location: str, flag: str) -> None:
+    """Refuse a location Ray's worker processes cannot reach (memory:// is per process)."""
+    if scheme_of(location) in IN_PROCESS:
+        raise StylekitError(
+            f"{flag} {location}: {scheme_of(location)}:// lives in one process, and this job's "
+            "Ray workers are other processes; use a folder or an object store"
+        )
+
+
+# --- filesystems ------------------------------------------------------------------------------
+
+
+def filesystem(location: str, options: StorageOptions = StorageOptions()) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for any location."""
     scheme = scheme_of(location)
-    if scheme == "file":
-        path = location[len("file://") :] if location.startswith("file://") else location
-        return pafs.LocalFileSystem(), os.path.abspath(path)
-    if scheme != "s3":
-        raise StylekitError(f"unsupported location {location!r}: use a local path or s3://bucket/prefix")
+    if scheme in LOCAL:
+        return fsspec.filesystem("file"), local_path(location)
+    cls = _filesystem_class(scheme, location)
+    if scheme in ("s3", "s3a"):
+        return _s3fs(options.endpoint, options.configured_region), _object_path(location)
+    try:
+        return fsspec.filesystem(scheme), cls._strip_protocol(location).rstrip("/")
+    except StylekitError:
+        raise
+    except Exception as e:  # bad settings of a third-party protocol: its own words, one line
+        raise StylekitError(f"cannot open {redact(location)}: {_short(e)}") from None
+
+
+def _filesystem_class(scheme: str, location: str) -> type:
+    try:
+        return fsspec.get_filesystem_class(scheme)
+    except ImportError:
+        package = PACKAGES.get(scheme)
+        if package:
+            raise StylekitError(f"{scheme}:// needs {package}: pip install {package}") from None
+        hint = fsspec.registry.known_implementations.get(scheme, {}).get("err", "")
+        raise StylekitError(f"{scheme}:// needs its fsspec package: {hint or 'install it'}") from None
+    except ValueError:
+        raise StylekitError(
+            f"{redact(location)}: no fsspec filesystem is known for {scheme}://; use a local path, "
+            "s3://, gs://, az://, abfs:// or another installed fsspec protocol"
+        ) from None
+
+
+def _object_path(location: str) -> str:
     parsed = urlparse(location)
     if not parsed.netloc:
-        raise StylekitError(f"{location!r} has no bucket: use s3://bucket/prefix")
-    path = parsed.netloc + parsed.path
-    return _s3_filesystem(options.endpoint, _region_for(parsed.netloc, options)), path.rstrip(
-        "/"
-    ) or parsed.netloc
+        raise StylekitError(f"{location!r} has no bucket: use {parsed.scheme}://bucket/prefix")
+    return (parsed.netloc + parsed.path).rstrip("/")
 
 
-def _region_for(bucket: str, options: StorageOptions) -> str:
-    """The configured region; on AWS with none configured, the bucket's own (pyarrow does not
-    follow S3's cross-region redirects as botocore does)."""
-    if options.configured_region or options.endpoint:
-        return options.region
-    return _bucket_region(bucket)
+# botocore's own retries under s3fs's: "standard" mode retries 503 SlowDown, 500s, throttling,
+# resets and timeouts with jittered backoff (the default "legacy" mode is less thorough). Few
+# here, as `_retry` repeats the whole call: 4 x RETRY_ATTEMPTS tries over about a minute.
+S3_RETRY_CONFIG = {"retries": {"max_attempts": 4, "mode": "standard"}}
+
+
+def _s3fs(endpoint: str | None, region: str | None) -> Any:
+    # fsspec caches instances by their arguments (per process), so this is cheap after the first.
+    kwargs: dict[str, Any] = {
+        "config_kwargs": S3_RETRY_CONFIG,
+        # Listings are never cached: planning must see what is in the bucket now.
+        "use_listings_cache": False,
+    }
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if region:
+        kwargs["client_kwargs"] = {"region_name": region}
+    return fsspec.filesystem("s3", **kwargs)
+
+
+def arrow_filesystem(
+    location: str, options: StorageOptions = StorageOptions(), *, native_s3: bool | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path) for Ray Data and Ray Train: pyarrow's own for local paths
+    and (see NATIVE_S3) S3 reads, fsspec's wrapped in a PyFileSystem for every other protocol
+    and where `native_s3` is False."""
+    if scheme_of(location) in LOCAL:
+        return pafs.LocalFileSystem(), local_path(location)
+    fs, path = filesystem(location, options)  # also the one-line error for a missing package
+    native = NATIVE_S3 if native_s3 is None else native_s3
+    if scheme_of(location) in ("s3", "s3a") and native:
+        return _arrow_s3(options.endpoint, options.configured_region, path.split("/", 1)[0]), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+# benchmarks/bench_storage.py: pyarrow's S3FileSystem reads the moto server 2.8x faster than s3fs
+# wrapped for pyarrow with one thread, 1.3x with four (benchmarks/RESULTS.md), so Ray Data's
+# reads get pyarrow's own for s3://. Ray Data retries the errors it raises on a reset or a
+# SlowDown (DataContext.retried_io_errors: "AWS Error INTERNAL_FAILURE", ...); anything else
+# Ray writes through (Ray Train's checkpoints) asks for `native_s3=False`: a reset in the middle
+# of a response is an INTERNAL_FAILURE that pyarrow's own retry strategy does not retry, while
+# s3fs and botocore retry it.
+NATIVE_S3 = True
+
+
+@functools.lru_cache(maxsize=8)
+def _arrow_s3(endpoint: str | None, region: str | None, bucket: str) -> pafs.S3FileSystem:
+    # pyarrow ignores AWS_ENDPOINT_URL (apache/arrow#49643), so the endpoint is passed here;
+    # nor does it follow S3's cross-region redirects, so without a region it asks the bucket's.
+    kwargs: dict[str, Any] = {
+        "region": region or ("us-east-1" if endpoint else _bucket_region(bucket)),
+        # The AWS SDK's standard retries: 503 SlowDown, 500s, resets and timeouts, with backoff.
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8),
+    }
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+        kwargs["scheme"] = parsed.scheme
+    return pafs.S3FileSystem(**kwargs)
 
 
 @functools.lru_cache(maxsize=64)
@@ -117,56 +241,176 @@ def _bucket_region(bucket: str) -> str:
         return "us-east-1"  # no access to ask: let the request itself report the problem
 
 
-@functools.lru_cache(maxsize=8)
-def _s3_filesystem(endpoint: str | None, region: str) -> pafs.S3FileSystem:
-    kwargs: dict[str, object] = {"region": region}
-    if endpoint:
-        parsed = urlparse(endpoint)
-        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
-        kwargs["scheme"] = parsed.scheme
-        log.info("S3 endpoint: %s", redact(endpoint))
-    return pafs.S3FileSystem(**kwargs)
+# --- retries ----------------------------------------------------------------------------------
+
+# A call is tried up to RETRY_ATTEMPTS times, RETRY_BASE_SECONDS doubling between tries (to at
+# most RETRY_MAX_SECONDS, jittered): about a minute in all against a dead S3 endpoint, which is
+# what a store's brief outage or a SlowDown storm needs, and no longer a wait for a typo.
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+
+_TRANSIENT_TEXT = re.compile(
+    r"SlowDown|Slow Down|503|500 Internal|InternalError|ServiceUnavailable|Service Unavailable|"
+    r"RequestTimeout|Throttl|TooManyRequests|429|reset by peer|Connection reset|Connection aborted|"
+    r"Broken pipe|timed out|Timeout|ServerDisconnected|Server disconnected|IncompleteRead|"
+    r"NETWORK_CONNECTION|SLOW_DOWN|INTERNAL_FAILURE|Could not connect|Connection was closed|"
+    r"Payload|EndpointConnectionError|RemoteDisconnected",
+    re.IGNORECASE,
+)
+_TRANSIENT_ERRNOS = (errno.EBUSY, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE)
+
+
+def is_transient(e: BaseException) -> bool:
+    """A fault a retry may cure: a reset or timed-out connection, or the store asking us to
+    slow down (503 SlowDown; s3fs raises it as OSError(EBUSY)). Not: a missing object, a
+    refused permission, a bad request."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
+        return True
+    text = f"{type(e).__name__}: {e}"
+    cause = e.__cause__ or e.__context__
+    if cause is not None and cause is not e:
+        text += f" {type(cause).__name__}: {cause}"
+    return bool(_TRANSIENT_TEXT.search(text))
+
+
+def _retry(what: str, location: str, call: Callable[[], T]) -> T:
+    """`call()`, retried on transient faults with exponential backoff and jitter; any other
+    fault, or one still there after RETRY_ATTEMPTS tries, is one StylekitError line."""
+    started = time.monotonic()
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return call()
+        except StylekitError:
+            raise
+        except FileNotFoundError:
+            raise StylekitError(f"{redact(location)}: not found") from None
+        except PermissionError as e:
+            raise StylekitError(
+                f"cannot {what} {redact(location)}: permission denied ({_short(e)})"
+            ) from None
+        except Exception as e:
+            if not is_transient(e):
+                raise StylekitError(f"cannot {what} {redact(location)}: {_short(e)}") from None
+            if attempt == RETRY_ATTEMPTS:
+                raise StylekitError(
+                    f"cannot {what} {redact(location)}: {_short(e)} (still failing after "
+                    f"{attempt} tries over {time.monotonic() - started:.0f} s)"
+                ) from None
+            delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            delay *= 0.5 + random.random() / 2  # jitter: many tasks do not retry in lockstep
+            log.debug("retrying %s %s in %.2f s after: %s", what, redact(location), delay, _short(e))
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --- whole objects ----------------------------------------------------------------------------
 
 
 def read_bytes(location: str, options: StorageOptions = StorageOptions()) -> bytes:
     fs, path = filesystem(location, options)
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        raise StylekitError(f"{location}: not found") from None
-    except OSError as e:
-        raise StylekitError(f"cannot read {location}: {_short(e)}") from None
+    return _retry("read", location, lambda: fs.cat_file(path))
+
+
+def read_range(location: str, start: int, end: int, options: StorageOptions = StorageOptions()) -> bytes:
+    """Bytes [start, end) of a file (one ranged GET on object stores)."""
+    fs, path = filesystem(location, options)
+    return _retry("read", location, lambda: fs.cat_file(path, start=start, end=end))
 
 
 def write_bytes(location: str, data: bytes, options: StorageOptions = StorageOptions()) -> None:
     """Write a whole object: it appears complete or not at all (temp file + rename locally;
-    a single PUT, or a multipart upload completed only on close, on S3)."""
-    fs, path = filesystem(location, options)
-    if isinstance(fs, pafs.LocalFileSystem):
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f"-{uuid.uuid4().hex[:6]}")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    one PUT, or a multipart upload completed only at the end, on object stores)."""
+    if is_local(location):
+        _retry("write", location, lambda: _write_local(local_path(location), data))
         return
+    fs, path = filesystem(location, options)
+    _retry("write", location, lambda: fs.pipe_file(path, data))
+
+
+def _write_local(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f"-{uuid.uuid4().hex[:6]}")
     try:
-        with fs.open_output_stream(path) as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
-    except OSError as e:
-        raise StylekitError(f"cannot write {location}: {_short(e)}") from None
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def exists(location: str, options: StorageOptions = StorageOptions()) -> bool:
+    """Whether a file is there. Unlike fsspec's isfile, a transient fault is retried and a
+    persistent one raised, never taken for "not there"."""
+    if is_local(location):
+        return os.path.isfile(local_path(location))
     fs, path = filesystem(location, options)
-    return fs.get_file_info(path).type == pafs.FileType.File
+
+    def check() -> bool:
+        try:
+            return fs.info(path)["type"] == "file"
+        except FileNotFoundError:
+            return False
+
+    return _retry("check", location, check)
+
+
+def check_writable(location: str, options: StorageOptions = StorageOptions(), *, folder: bool) -> None:
+    """Fail now, with one line, if nothing can be written at `location` (a folder, or a file
+    when `folder` is False): a missing parent that cannot be made, a file where a folder
+    should be, no permission. Locally the folders are made; on object stores a probe object
+    is written next to it and deleted."""
+    target = location if folder else _parent(location)
+    if is_local(location):
+        _check_local_writable(local_path(location), local_path(target), folder)
+        return
+    filesystem(target, options)  # a missing protocol package: its own line
+    probe = join(target, f".stylekit-write-check-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes(probe, b"", options)
+    except StylekitError as e:
+        raise StylekitError(f"cannot write to {redact(location)}: {e}") from None
+    fs, path = filesystem(probe, options)
+    _retry("delete", probe, lambda: fs.rm_file(path))
+
+
+def _parent(location: str) -> str:
+    if is_uri(location) and not is_local(location):
+        return location.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(local_path(location))
+
+
+def _check_local_writable(path: str, folder_path: str, folder: bool) -> None:
+    if not folder and os.path.isdir(path):
+        raise StylekitError(f"cannot write {path}: it is a folder; give a file name")
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise StylekitError(f"cannot write to {path}: it is a file, not a folder")
+    try:
+        os.makedirs(folder_path, exist_ok=True)
+    except FileExistsError:
+        raise StylekitError(f"cannot write {path}: a file stands where a folder should be") from None
+    except OSError as e:
+        reason = e.strerror or _short(e)
+        raise StylekitError(f"cannot write {path}: cannot make its folder {folder_path} ({reason})") from None
+    if not os.access(folder_path, os.W_OK | os.X_OK):
+        raise StylekitError(f"cannot write {path}: no permission to write in {folder_path}")
+    try:  # access() can say yes where a read-only mount or /proc says no
+        fd, tmp = tempfile.mkstemp(dir=folder_path, prefix=".stylekit-write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise StylekitError(f"cannot write {path}: {e.strerror or _short(e)} in {folder_path}") from None
+
+
+# --- listing ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -186,11 +430,17 @@ def list_files(location: str, options: StorageOptions = StorageOptions()) -> Ite
 
 
 def list_entries(location: str, options: StorageOptions = StorageOptions()) -> Iterator[FileEntry]:
-    """`list_files` with each file's size and modification time (free in an S3 listing)."""
-    if scheme_of(location) == "s3":
+    """`list_files` with each file's size and modification time (free in a listing), in
+    sorted key order within each folder."""
+    if is_local(location):
+        yield from _list_local(local_path(location), location)
+    elif scheme_of(location) in ("s3", "s3a"):
         yield from _list_s3(location, options)
-        return
-    _, root = filesystem(location, options)
+    else:
+        yield from _list_walk(location, options)
+
+
+def _list_local(root: str, location: str) -> Iterator[FileEntry]:
     if not os.path.isdir(root):
         raise StylekitError(f"{location}: no such folder")
     for dirpath, dirnames, filenames in os.walk(root):
@@ -212,32 +462,103 @@ def _bucket_prefix(location: str) -> tuple[str, str]:
     return parsed.netloc, prefix
 
 
-@functools.lru_cache(maxsize=8)
-def _s3_client(endpoint: str | None, region: str) -> Any:
-    """One botocore client per endpoint and process (clients are thread-safe, slow to build)."""
-    import botocore.config
-    import botocore.session
-
-    config = botocore.config.Config(max_pool_connections=HEAD_THREADS, retries={"mode": "standard"})
-    return botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint, region_name=region, config=config
-    )
+def _s3_pages(location: str, options: StorageOptions, **request: Any) -> Iterator[list[dict[str, Any]]]:
+    """ListObjectsV2 pages (Contents) through s3fs's client, each page retried on its own.
+    fsspec's find()/ls() return whole lists (and walk() holds each folder whole), so a flat
+    prefix of millions of keys is paged here instead (fsspec/filesystem_spec#1882: no public
+    streaming listing yet; s3fs's own generator, _iterdir, is private)."""
+    fs, _ = filesystem(location, options)
+    token: str | None = None
+    while True:
+        kwargs = dict(request, ContinuationToken=token) if token else request
+        page = _retry("list", location, lambda kw=kwargs: fs.call_s3("list_objects_v2", **kw))
+        yield page.get("Contents", [])
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
 
 
 def _list_s3(location: str, options: StorageOptions) -> Iterator[FileEntry]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = _bucket_prefix(location)
-    client = _s3_client(options.endpoint, options.region)
+    for contents in _s3_pages(location, options, Bucket=bucket, Prefix=prefix):
+        for obj in contents:
+            key = obj["Key"]
+            if not key.endswith("/"):
+                yield FileEntry(key[len(prefix) :], obj["Size"], obj["LastModified"].timestamp())
+
+
+def _list_walk(location: str, options: StorageOptions) -> Iterator[FileEntry]:
+    """Any other fsspec protocol: a depth-first walk, one folder's listing at a time."""
+    fs, root = filesystem(location, options)
+    if not _retry("list", location, lambda: fs.isdir(root)):
+        raise StylekitError(f"{redact(location)}: no such folder")
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        items = _retry("list", location, lambda f=folder: fs.ls(f, detail=True))
+        subfolders = []
+        for info in sorted(items, key=lambda i: i["name"]):
+            name = info["name"].rstrip("/")
+            if info["type"] == "directory":
+                if name != folder:
+                    subfolders.append(name)
+            else:
+                key = name[len(root) :].lstrip("/")
+                yield FileEntry(key, int(info.get("size") or 0), _mtime(info))
+        stack.extend(reversed(subfolders))
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    """Modification time from an fsspec info dict, whose key differs by protocol."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        value = info.get(name)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def list_folders(location: str, options: StorageOptions = StorageOptions()) -> list[str]:
+    """Names of the folders directly below `location` (none if it does not exist)."""
+    fs, path = filesystem(location, options)
+
+    def ls() -> list[str]:
+        try:
+            items = fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+        return [i["name"].rstrip("/").rsplit("/", 1)[-1] for i in items if i["type"] == "directory"]
+
+    return sorted(_retry("list", location, ls))
+
+
+def download_folder(location: str, local_dir: str, options: StorageOptions = StorageOptions()) -> None:
+    """Copy every file below `location` into `local_dir` at the same relative paths."""
+    for key in list_files(location, options):
+        write_bytes(os.path.join(local_dir, *key.split("/")), read_bytes(join(location, key), options))
+
+
+@contextlib.contextmanager
+def local_copy(location: str, options: StorageOptions = StorageOptions()) -> Iterator[str]:
+    """A local path holding `location`'s bytes, for readers that want a file (safetensors'
+    safe_open): the path itself when local, else a temporary copy removed afterwards."""
+    if is_local(location):
+        yield local_path(location)
+        return
+    suffix = os.path.splitext(location.rstrip("/"))[1]
+    fd, tmp = tempfile.mkstemp(prefix="stylekit-", suffix=suffix)
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", ()):
-                key = obj["Key"]
-                if not key.endswith("/"):
-                    yield FileEntry(key[len(prefix) :], obj["Size"], obj["LastModified"].timestamp())
-    except (BotoCoreError, ClientError) as e:
-        raise StylekitError(f"cannot list {location}: {_short(e)}") from None
+        with os.fdopen(fd, "wb") as f:
+            f.write(read_bytes(location, options))
+        yield tmp
+    finally:
+        os.unlink(tmp)
 
 
 # A range listing reads LIST_PAGE_SIZE keys per request; once it has read more than
@@ -257,17 +578,18 @@ def stat_keys(
     Locally a stat per key. On S3 one listing of the key range [min(keys), max(keys)] (1000
     objects per request, so a page of 1000 neighbouring keys costs about one request, not 1000
     HEADs); if that range turns out to hold many more objects than asked for, the rest are
-    checked with concurrent HEAD requests instead."""
+    checked with concurrent HEAD requests instead. Other protocols: concurrent info calls."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    if scheme_of(location) != "s3":
-        return _stat_local(location, wanted, options)
-    return _stat_s3(location, wanted, options)
+    if is_local(location):
+        return _stat_local(local_path(location), wanted)
+    if scheme_of(location) in ("s3", "s3a"):
+        return _stat_s3(location, wanted, options)
+    return _head(location, wanted, options)
 
 
-def _stat_local(location: str, keys: list[str], options: StorageOptions) -> dict[str, FileEntry]:
-    _, root = filesystem(location, options)
+def _stat_local(root: str, keys: list[str]) -> dict[str, FileEntry]:
     found = {}
     for key in keys:
         try:
@@ -280,39 +602,35 @@ def _stat_local(location: str, keys: list[str], options: StorageOptions) -> dict
 
 
 def _stat_s3(location: str, keys: list[str], options: StorageOptions) -> dict[str, FileEntry]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = _bucket_prefix(location)
-    client = _s3_client(options.endpoint, options.region)
     first, last = prefix + keys[0], prefix + keys[-1]
     wanted = {prefix + k for k in keys}
     found: dict[str, FileEntry] = {}
     budget, seen, checked_to = RANGE_LIST_BUDGET * len(keys) + RANGE_LIST_SLACK, 0, ""
-    try:
-        # StartAfter is exclusive: start just before `first` (one of its own prefixes).
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket,
-            Prefix=_common_prefix(first, last),
-            StartAfter=first[:-1],
-            PaginationConfig={"PageSize": LIST_PAGE_SIZE},
-        )
-        for page in pages:
-            for obj in page.get("Contents", ()):
-                key, seen = obj["Key"], seen + 1
-                if key > last:
-                    return found
-                checked_to = key
-                if key in wanted:
-                    rel = key[len(prefix) :]
-                    found[rel] = FileEntry(rel, obj["Size"], obj["LastModified"].timestamp())
-            if seen > budget:
-                break
-        else:
-            return found
-    except (BotoCoreError, ClientError) as e:
-        raise StylekitError(f"cannot list {location}: {_short(e)}") from None
+    # StartAfter is exclusive: start just before `first` (one of its own prefixes).
+    pages = _s3_pages(
+        location,
+        options,
+        Bucket=bucket,
+        Prefix=_common_prefix(first, last),
+        StartAfter=first[:-1],
+        MaxKeys=LIST_PAGE_SIZE,
+    )
+    for contents in pages:
+        for obj in contents:
+            key, seen = obj["Key"], seen + 1
+            if key > last:
+                return found
+            checked_to = key
+            if key in wanted:
+                rel = key[len(prefix) :]
+                found[rel] = FileEntry(rel, obj["Size"], obj["LastModified"].timestamp())
+        if seen > budget:
+            break
+    else:
+        return found
     rest = [k for k in keys if prefix + k > checked_to]
-    found.update(_head_s3(client, bucket, prefix, rest, location))
+    found.update(_head(location, rest, options))
     return found
 
 
@@ -324,61 +642,57 @@ def _common_prefix(a: str, b: str) -> str:
     return a[:n]
 
 
-def _head_s3(client: Any, bucket: str, prefix: str, keys: list[str], location: str) -> dict[str, FileEntry]:
-    from botocore.exceptions import BotoCoreError, ClientError
+def _head(location: str, keys: list[str], options: StorageOptions) -> dict[str, FileEntry]:
+    """Concurrent info (HEAD) requests for `keys` below `location`."""
+    fs, root = filesystem(location, options)
 
     def head(key: str) -> FileEntry | None:
-        try:
-            meta = client.head_object(Bucket=bucket, Key=prefix + key)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        def info() -> dict[str, Any] | None:
+            try:
+                return fs.info(f"{root}/{key}")
+            except FileNotFoundError:
                 return None
-            raise StylekitError(f"cannot check {location}/{key}: {_short(e)}") from None
-        except BotoCoreError as e:
-            raise StylekitError(f"cannot check {location}/{key}: {_short(e)}") from None
-        return FileEntry(key, meta["ContentLength"], meta["LastModified"].timestamp())
+
+        found = _retry("check", join(location, key), info)
+        if found is None or found["type"] != "file":
+            return None
+        return FileEntry(key, int(found.get("size") or 0), _mtime(found))
 
     with ThreadPoolExecutor(HEAD_THREADS) as pool:
         return {e.key: e for e in pool.map(head, keys) if e is not None}
 
 
 def delete_tree(location: str, options: StorageOptions = StorageOptions()) -> None:
-    """Remove a folder or prefix and everything below it (missing is fine). On S3 through
-    DeleteObjects directly: pyarrow would leave an empty "directory" object behind."""
-    if scheme_of(location) == "s3":
-        _delete_s3(location, options)
-        return
+    """Remove a folder or prefix and everything below it (missing is fine)."""
     fs, path = filesystem(location, options)
-    try:
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_dir(path)
-    except OSError as e:
-        raise StylekitError(f"cannot delete {location}: {_short(e)}") from None
+
+    def rm() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path, recursive=True)
+
+    _retry("delete", location, rm)
 
 
-def _delete_s3(location: str, options: StorageOptions) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, prefix = _bucket_prefix(location)
-    client = _s3_client(options.endpoint, options.region)
-    try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", ())]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-    except (BotoCoreError, ClientError) as e:
-        raise StylekitError(f"cannot delete {location}: {_short(e)}") from None
-
+# --- messages ---------------------------------------------------------------------------------
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_AZURE_SECRET = re.compile(r"((?:AccountKey|SharedAccessSignature|sig)=)[^;&\s]+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """`text` with any user:password@ of a URL removed and the AWS secrets of this process's
     environment masked, so an error or endpoint can be logged or stored safely."""
     text = _USERINFO.sub("***@", text)
-    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
+    text = _AZURE_SECRET.sub(r"\1***", text)
+    for var in (
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_STORAGE_CONNECTION_STRING",
+    ):
         secret = os.environ.get(var)
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
@@ -386,4 +700,5 @@ def redact(text: str) -> str:
 
 
 def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__

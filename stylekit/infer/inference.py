@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stylekit.errors import ConfigError
+from stylekit.errors import ConfigError, first_line
 from stylekit.infer import controls, memory, tiles
 from stylekit.infer.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
 from stylekit.nn.model import MIN_SIDE, TransformerNet
@@ -239,7 +239,7 @@ class Stylizer:
                 log.warning(
                     "torch.compile failed (%s: %s); running eagerly from now on",
                     type(e).__name__,
-                    str(e).splitlines()[0][:200] if str(e) else "",
+                    first_line(str(e)),
                 )
                 self._compiled = None
         return self.model(x)

@@ -21,8 +21,11 @@ divides by a std of ~0.226 * 255), so loss weights tuned for one are wrong for t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from stylekit.errors import StylekitError
+from stylekit.files import storage
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +94,15 @@ DEFAULT_LOSS_WEIGHTS = {
 }
 
 
+def _prefix_convention(weights: str) -> InputConvention | None:
+    prefix, _, rest = weights.partition(":")
+    return CONVENTIONS[prefix] if rest and prefix in CONVENTIONS else None
+
+
 def convention_of(weights: str) -> InputConvention:
     """The input convention a --vgg-weights value implies, without loading anything heavy."""
-    prefix, _, rest = weights.partition(":")
-    if rest and prefix in CONVENTIONS:
-        return CONVENTIONS[prefix]
+    if (by_prefix := _prefix_convention(weights)) is not None:
+        return by_prefix
     if weights == "caffe":
         return CAFFE
     if weights in ("imagenet", "random"):
@@ -151,9 +159,11 @@ def builtin_caffe_path() -> str:
     return str(resources.files("stylekit.nn") / "weights" / CAFFE_FILE)
 
 
-def load_vgg(weights: str = "caffe", seed: int = 0) -> VGGFeatures:
-    """Build the frozen loss network from "caffe", "imagenet", "random", a local file path,
-    or "caffe:PATH" / "torchvision:PATH"."""
+def load_vgg(
+    weights: str = "caffe", seed: int = 0, options: storage.StorageOptions = storage.StorageOptions()
+) -> VGGFeatures:
+    """Build the frozen loss network from "caffe", "imagenet", "random", a file (a path or
+    any fsspec URL), or "caffe:FILE" / "torchvision:FILE"."""
     if weights == "random":
         net = _random_vgg(seed)
     elif weights == "caffe":
@@ -165,9 +175,11 @@ def load_vgg(weights: str = "caffe", seed: int = 0) -> VGGFeatures:
     else:
         prefix, _, rest = weights.partition(":")
         path = rest if rest and prefix in CONVENTIONS else weights
-        convention = convention_of(weights)
-        net = VGGFeatures(source=f"file:{Path(path).name}:{convention.name}", convention=convention)
-        _load_into(net, _file_state_dict(path, weights), f"{path} ({convention.name} input convention)")
+        with _local_weights(path, weights, options) as local:
+            convention = _prefix_convention(weights) or _file_convention(local)
+            net = VGGFeatures(source=f"file:{Path(path).name}:{convention.name}", convention=convention)
+            state = _file_state_dict(local, weights)
+        _load_into(net, state, f"{path} ({convention.name} input convention)")
     return freeze(net)
 
 
@@ -214,9 +226,17 @@ def _imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def _safetensors_metadata(path: str) -> dict[str, str]:
-    """The string metadata of a .safetensors file, {} if it cannot be read as one."""
+    """The string metadata of a .safetensors file, {} if it cannot be read as one. A remote
+    file's header is read by range (8 bytes of length, then the JSON header), not downloaded."""
     from safetensors import safe_open
 
+    if storage.is_uri(path) and not storage.is_local(path):
+        try:
+            size = int.from_bytes(storage.read_range(path, 0, 8), "little")
+            header = json.loads(storage.read_range(path, 8, 8 + size))
+            return {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+        except (StylekitError, ValueError, AttributeError):
+            return {}
     try:
         with safe_open(path, framework="pt") as f:
             return dict(f.metadata() or {})
@@ -230,6 +250,21 @@ def _file_convention(path: str) -> InputConvention:
     meta = _safetensors_metadata(path) if path.endswith(".safetensors") else {}
     said = " ".join(meta.get(k, "") for k in ("input", "format", "convention")).lower()
     return CAFFE if ("bgr" in said or "caffe" in said) else TORCHVISION
+
+
+@contextlib.contextmanager
+def _local_weights(path: str, flag: str, options: storage.StorageOptions) -> Iterator[str]:
+    """A local file with the weights at `path` (a path or any fsspec URL)."""
+    try:
+        with storage.local_copy(path, options) as local:
+            yield local
+    except StylekitError as e:
+        if "not found" not in str(e):
+            raise
+        raise StylekitError(
+            f"--vgg-weights {flag!r}: no such file {path!r}; give 'caffe', 'imagenet', 'random', "
+            "or a VGG-16 state dict (.pth or .safetensors, a path or URL, optionally caffe:FILE)"
+        ) from None
 
 
 def _file_state_dict(path: str, flag: str) -> dict[str, torch.Tensor]:

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Mapping
 
 import numpy as np
-import pyarrow.fs as pafs
 
 from stylekit.files import storage
 
@@ -52,9 +51,8 @@ class Board:
             from tensorboardX import SummaryWriter
 
             if local_dir is None:
-                fs, path = storage.filesystem(self.target, options)
-                if isinstance(fs, pafs.LocalFileSystem):
-                    local_dir = path
+                if storage.is_local(self.target):
+                    local_dir = storage.local_path(self.target)
                 else:
                     local_dir, self._temporary = tempfile.mkdtemp(prefix="stylekit-tensorboard-"), True
             self.local_dir = os.path.abspath(local_dir)
@@ -143,10 +141,9 @@ def upload_folder(
 
 
 def _same_local_folder(local_dir: str, target: str) -> bool:
-    if storage.is_uri(target) and not target.startswith("file://"):
+    if not storage.is_local(target):
         return False
-    path = target[len("file://") :] if target.startswith("file://") else target
-    return os.path.abspath(path) == os.path.abspath(local_dir)
+    return storage.local_path(target) == os.path.abspath(local_dir)
 
 
 def loss_scalars(values: Mapping[str, float], images_per_second: float) -> dict[str, float]:

@@ -63,18 +63,21 @@ def decode_batch(batch: dict[str, np.ndarray], size: int, counter: Any) -> dict[
 def training_dataset(
     location: str, size: int, options: storage.StorageOptions, counter: Any = None, seed: int = 0
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of {"image": (size, size, 3) uint8} crops from every image below."""
-    fs, path = storage.filesystem(location, options)
+    """A lazy Ray Dataset of {"image": (size, size, 3) uint8} crops from every image below
+    `location` (any fsspec URL but memory://), files in an order seeded by `seed`."""
+    fs, path = storage.arrow_filesystem(location, options)
     ds = ray.data.read_binary_files(
         path,
         filesystem=fs,
         include_paths=True,
         file_extensions=list(TRAIN_EXTENSIONS) + [e.upper() for e in TRAIN_EXTENSIONS],
-        shuffle="files",
+        # Seeded: the same --seed reads the files in the same order.
+        shuffle=ray.data.FileShuffleConfig(seed=seed),
     )
     return ds.map_batches(
         decode_batch,
         fn_kwargs={"size": size, "counter": counter},
         batch_size=16,
         batch_format="numpy",
+        udf_modifying_row_count=True,  # unreadable images are dropped: no limit pushdown past it
     )

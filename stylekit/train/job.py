@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -82,7 +82,8 @@ def run_training(config: training.TrainConfig) -> str:
     )
     counter = SkipCounter.remote()
     dataset = training_dataset(config.data, config.image_size, opts, counter=counter, seed=config.seed)
-    fs, run_parent = storage.filesystem(config.output, opts)
+    # s3fs under Ray Train's checkpoint uploads: it retries resets pyarrow's S3 does not.
+    fs, run_parent = storage.arrow_filesystem(config.output, opts, native_s3=False)
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -124,14 +125,24 @@ def run_training(config: training.TrainConfig) -> str:
 
 def preflight(config: training.TrainConfig) -> str:
     """Fail fast, on the driver, with one line: the style image decodes and the VGG weights can
-    be had (for "imagenet" this also fills this node's torchvision cache). Returns the VGG
-    weights' description for the model's metadata."""
+    be had (for "imagenet" this also fills this node's torchvision cache), every location is
+    one Ray's workers can reach, and the run folder can be written. Returns the VGG weights'
+    description for the model's metadata."""
+    for flag, location in (
+        ("--style", config.style),
+        ("--data", config.data),
+        ("--output", config.output),
+        ("--init-from", config.init_from or ""),
+        ("--vgg-weights", config.vgg_weights.partition(":")[2] or config.vgg_weights),
+    ):
+        storage.require_shared(location, flag)
+    storage.check_writable(config.run_dir, config.storage_options, folder=True)
     training.load_style_tensor(config)
     if config.init_from:
         from stylekit.files.modelio import load_model
 
         load_model(config.init_from, config.storage_options)  # a bad --init-from fails here
-    return load_vgg(config.vgg_weights, seed=config.seed).source
+    return load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).source
 
 
 def _blank_model_and_optimizer(config: training.TrainConfig) -> tuple[Any, Any]:
@@ -181,22 +192,21 @@ def _root_cause(e: BaseException) -> str:
 
 def find_latest_checkpoint(run_dir: str, opts: storage.StorageOptions) -> str | None:
     """URI of the complete checkpoint with the highest step under `run_dir`, if any."""
-    fs, path = storage.filesystem(run_dir, opts)
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    except OSError:
-        return None
     best: tuple[int, str] | None = None
-    for entry in entries:
-        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+    for name in storage.list_folders(run_dir, opts):
+        if not name.startswith("checkpoint_"):
             continue
-        meta = _complete_checkpoint(fs, entry.path)
+        uri = storage.join(run_dir, name)
+        fs, path = storage.arrow_filesystem(uri, opts, native_s3=False)
+        meta = _complete_checkpoint(fs, path)
         if meta is not None and (best is None or meta["step"] > best[0]):
-            best = (meta["step"], storage.join(run_dir, entry.base_name))
+            best = (meta["step"], uri)
     return best[1] if best else None
 
 
 def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """A checkpoint's state.json if it is complete, read in place (nothing is downloaded)."""
+
     def read_text(name: str) -> str:
         with fs.open_input_stream(f"{path}/{name}") as f:
             return f.read().decode()
@@ -205,15 +215,6 @@ def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | Non
         return fs.get_file_info(f"{path}/{name}").size or -1
 
     return training.checkpoint_is_complete(read_text, size_of)
-
-
-def _download(uri: str, opts: storage.StorageOptions) -> str:
-    fs, path = storage.filesystem(uri, opts)
-    if isinstance(fs, pafs.LocalFileSystem):
-        return path
-    local = tempfile.mkdtemp(prefix="stylekit-ckpt-")
-    pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    return local
 
 
 # --- the per-worker loop --------------------------------------------------------------------
@@ -298,33 +299,34 @@ def _restore(
     state: training.TrainState, loop_config: dict[str, Any], config: training.TrainConfig, rank: int
 ) -> None:
     """Resume from the newer of Ray's latest checkpoint (a replaced worker) and the newest
-    complete checkpoint found in storage when the job started (a rerun)."""
-    candidates: list[tuple[int, str, str]] = []
+    complete checkpoint found in storage when the job started (a rerun). Steps are read in
+    place; only the chosen checkpoint is fetched, through Ray's `as_directory`, which
+    downloads once per node (shared by that node's workers) and removes the copy after."""
+    candidates: list[tuple[int, ray.train.Checkpoint, str]] = []
     ray_ckpt = ray.train.get_checkpoint()
     opts = config.storage_options
     if ray_ckpt is not None:
-        ray_dir = ray_ckpt.to_directory()
-        candidates.append((_step_of(ray_dir), ray_dir, "Ray's latest checkpoint"))
+        meta = _complete_checkpoint(ray_ckpt.filesystem, ray_ckpt.path)
+        candidates.append((-1 if meta is None else int(meta["step"]), ray_ckpt, "Ray's latest checkpoint"))
     # Scanned here, at every (re)start, not once by the driver: a worker group restarted just
     # after a checkpoint landed in storage, before Ray registered it, still finds it.
     latest = find_latest_checkpoint(config.run_dir, opts)
     if latest:
-        found = _download(latest, opts)
-        candidates.append((_step_of(found), found, latest))
+        fs, path = storage.arrow_filesystem(latest, opts, native_s3=False)
+        meta = _complete_checkpoint(fs, path)
+        step = -1 if meta is None else int(meta["step"])
+        found = ray.train.Checkpoint(path, filesystem=fs)
+        # as_directory shares one download among a node's processes by the checkpoint's uuid,
+        # random per object: derive it from the location, so every worker here has the same.
+        found._uuid = uuid.uuid5(uuid.NAMESPACE_URL, latest)
+        candidates.append((step, found, storage.redact(latest)))
     if not candidates:
         return
-    step, directory, origin = max(candidates, key=lambda c: c[0])
-    training.load_checkpoint(directory, state)
+    step, checkpoint, origin = max(candidates, key=lambda c: c[0])
+    with checkpoint.as_directory() as directory:
+        training.load_checkpoint(directory, state)
     if rank == 0:
         log.info("resumed from step %d (%s)", step, origin)
-
-
-def _step_of(directory: str) -> int:
-    meta = training.checkpoint_is_complete(
-        lambda n: Path(directory, n).read_text(),
-        lambda n: os.path.getsize(os.path.join(directory, n)),
-    )
-    return -1 if meta is None else int(meta["step"])
 
 
 def _mean(rows: collections.abc.Iterable[dict[str, float]]) -> dict[str, float]:

@@ -51,17 +51,21 @@ class TrainConfig:
 
     style: str = field(
         default=DEFAULT_STYLE,
-        metadata=_help("style image: local path or s3:// URI (default: the bundled Starry Night)"),
+        metadata=_help(
+            "style image: local path or fsspec URL (s3://, gs://, az://, ...) (default: the bundled Starry Night)"
+        ),
     )
     data: str = field(
         default=DEFAULT_DATA,
         metadata=_help(
-            "training images: a folder or s3:// prefix, searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
+            "training images: a folder or fsspec URL prefix (s3://, gs://, az://, ...), searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
         ),
     )
     output: str = field(
         default=DEFAULT_OUTPUT,
-        metadata=_help("where runs go: a local folder or s3:// prefix; the run lives in OUTPUT/NAME"),
+        metadata=_help(
+            "where runs go: a local folder or fsspec URL prefix (not memory://); the run lives in OUTPUT/NAME"
+        ),
     )
     name: str = field(default="", metadata=_help("run name (default: the style file's stem)"))
     epochs: int | None = field(
@@ -225,7 +229,7 @@ def _absolute_vgg_weights(value: str) -> str:
         return value
     prefix, _, rest = value.partition(":")
     if rest and prefix in ("caffe", "torchvision"):
-        return f"{prefix}:{os.path.abspath(rest)}"
+        return f"{prefix}:{rest if storage.is_uri(rest) else os.path.abspath(rest)}"
     return value if storage.is_uri(value) else os.path.abspath(value)
 
 
@@ -269,7 +273,7 @@ def new_state(config: TrainConfig, device: torch.device) -> TrainState:
 
 
 def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss:
-    vgg = load_vgg(config.vgg_weights, seed=config.seed).to(device)
+    vgg = load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).to(device)
     style = load_style_tensor(config).to(device)
     return PerceptualLoss(vgg, style, config.content_weight, config.style_weight, config.tv_weight).to(device)
 

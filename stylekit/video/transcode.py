@@ -244,7 +244,7 @@ def download(location: str, path: str, options: storage.StorageOptions) -> None:
     """Copy an object to a local file in chunks (never whole in memory)."""
     fs, remote = storage.filesystem(location, options)
     try:
-        with fs.open_input_stream(remote) as f, open(path, "wb") as out:
+        with fs.open(remote, "rb") as f, open(path, "wb") as out:
             while chunk := f.read(COPY_CHUNK):
                 out.write(chunk)
     except FileNotFoundError:
@@ -257,7 +257,7 @@ def upload(path: str, location: str, options: storage.StorageOptions) -> None:
     """Copy a local file to an object in chunks (a multipart upload completed on close)."""
     fs, remote = storage.filesystem(location, options)
     try:
-        with open(path, "rb") as f, fs.open_output_stream(remote) as out:
+        with open(path, "rb") as f, fs.open(remote, "wb") as out:
             while chunk := f.read(COPY_CHUNK):
                 out.write(chunk)
     except OSError as e:
