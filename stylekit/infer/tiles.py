@@ -117,6 +117,10 @@ class _Node:
     def row_bytes(self) -> int:
         return self.channels * self.width * _F32
 
+    def macs(self) -> int:
+        """Multiply-adds to compute the whole of this node from stored data (progress, ETA)."""
+        return 0
+
 
 def _mirror(r: int, size: int, mode: str) -> int:
     """Row index `r` (possibly outside [0, size)) mapped as F.pad's `mode` maps it."""
@@ -194,6 +198,10 @@ class _Conv2d(_Node):
         x = _take_rows(self.src, lo, hi, mode)
         return self.conv.conv_padded(F.pad(x, (p, p, 0, 0), mode=mode))
 
+    def macs(self) -> int:
+        at = self.src if self.conv.subpixel else self  # the sub-pixel conv runs at the source's size
+        return self.src.macs() + self.conv.weight.numel() * at.height * at.width
+
     def cost(self, n: int) -> int:
         n_in = (n // 2 + 2 + 2 * self.p) if self.conv.subpixel else n * self.s + self.k
         return self.src.cost(n_in) + _WORK_FACTOR * (n_in * self.src.row_bytes() + n * self.row_bytes())
@@ -216,6 +224,9 @@ class _Normed(_Node):
     def cost(self, n: int) -> int:
         return self.src.cost(n) + n * self.row_bytes()
 
+    def macs(self) -> int:
+        return self.src.macs()
+
 
 class _Sum(_Node):
     """The residual blocks' identity shortcut: a + b."""
@@ -229,6 +240,9 @@ class _Sum(_Node):
 
     def cost(self, n: int) -> int:
         return self.a.cost(n) + self.b.cost(n) + n * self.row_bytes()
+
+    def macs(self) -> int:
+        return self.a.macs() + self.b.macs()
 
 
 class _Stored(_Node):
@@ -304,6 +318,8 @@ class TiledRun:
         self.passes = 0
         self.bands = 0
         self.spilled = 0  # bytes written to scratch files
+        self.started = time.perf_counter()
+        self.done, self.total = 0, 0  # multiply-adds: progress lines
 
     @property
     def held(self) -> int:
@@ -332,6 +348,18 @@ class TiledRun:
             r1 = min(r0 + step, node.height)
             each(r0, node.rows(r0, r1))
             self.bands += 1
+        self.done += node.macs()
+        self._progress()
+
+    def _progress(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        if self.total <= 0 or self.done <= 0:
+            return
+        left = elapsed * max(0, self.total - self.done) / self.done
+        log.info(
+            "tiling: pass %d of %d done, %.0f%% of the arithmetic, %.0f s elapsed, about %.0f s left",
+            self.passes, PASSES, 100 * min(1.0, self.done / self.total), elapsed, left,
+        )  # fmt: skip
 
     def stats(self, node: _Node) -> _Stats:
         """A pass that only measures `node`'s per-channel statistics."""
@@ -372,6 +400,7 @@ class TiledRun:
         `Stylizer` does)."""
         net, h, w = self.net, *image.shape[:2]
         src = _Image(image, self.device)
+        self.total = _network_macs(net, src.height, src.width)
         c1 = _Conv2d(src, net.conv1, 32)
         s1 = self.stats(c1)
         a, s2 = self.store(_Conv2d(_Normed(c1, net.in1, s1), net.conv2, 64), "conv2")
@@ -401,6 +430,20 @@ class TiledRun:
         self._sweep(final, emit)
         self.release(e)
         return result
+
+
+PASSES = 21  # see the module's docstring
+
+
+def _network_macs(net: FastTransformer, height: int, width: int) -> int:
+    """Multiply-adds of all the passes for a padded height x width image: the network once,
+    plus conv1 and deconv2 computed twice (statistics pass, then the pass that uses them)."""
+    quarter, half, full = (height // 4) * (width // 4), (height // 2) * (width // 2), height * width
+    n = net.conv1.weight.numel() * full * 2 + net.conv2.weight.numel() * half
+    n += net.conv3.weight.numel() * quarter
+    n += sum((b.conv1.weight.numel() + b.conv2.weight.numel()) * quarter for b in net.res)
+    n += net.deconv1.weight.numel() * quarter + net.deconv2.weight.numel() * half * 2
+    return n + net.deconv3.weight.numel() * full
 
 
 def untiled_peak(height: int, width: int) -> int:
