@@ -15,7 +15,8 @@ one the whole-image pass computes. The network is cut at its instance norms into
     1     conv1 -> statistics of in1                       full, 32 ch     no (recomputed)
     2     in1, conv2 -> statistics of in2                  1/2, 64 ch      yes
     3     in2, conv3 -> statistics of in3                  1/4, 128 ch     yes
-    4-18  five residual blocks: conv1, conv2, the sum      1/4, 128 ch     yes
+    4-18  five residual blocks: conv1, conv2, the sum      1/4, 128 ch     yes (conv1: only
+                                                                           if in memory)
     19    in3.., deconv1 -> statistics of in4              1/2, 64 ch      yes
     20    in4, deconv2 -> statistics of in5                full, 32 ch     no (recomputed)
     21    in5, deconv3 -> uint8 output rows                full, 3 ch      the output
@@ -23,7 +24,9 @@ one the whole-image pass computes. The network is cut at its instance norms into
 A stage writes its un-normalised output to a scratch file while accumulating per-channel means
 and variances (merged band by band in float64, Chan et al.'s parallel formula); the next stage
 reads it back and normalises on the fly. The two full-resolution 32-channel activations, the
-largest, are recomputed instead of stored (about 17% more arithmetic). Scratch files are read and
+largest, are recomputed instead of stored (about 17% more arithmetic), and so is each residual
+block's first conv when it would have to go to a scratch file (writing and re-reading 128
+channels costs more than a 3x3 conv at quarter resolution on a disk-bound machine). Scratch files are read and
 written with pread/pwrite rather than mapped, so they live in the kernel's page cache, which it
 reclaims, and not in the process's resident memory; they go to `tile_dir` (default: the system's
 temp folder) and are deleted as soon as no later stage needs them.
@@ -367,12 +370,16 @@ class TiledRun:
         self._sweep(node, lambda r0, y: stats.add(y))
         return stats
 
+    def fits_in_memory(self, node: _Node) -> bool:
+        """Whether `node` can be kept in memory and leave a third of the budget (and the
+        bands' minimum) for the work."""
+        nbytes = node.channels * node.height * node.width * _F32
+        return nbytes <= self.budget - self.held - max(self.budget // 3, 4 * node.cost(1))
+
     def store(self, node: _Node, name: str, with_stats: bool = True) -> tuple[_Stored, _Stats]:
         """A pass that writes `node` to a scratch file, measuring its statistics on the way."""
+        folder = None if self.fits_in_memory(node) else self.folder
         nbytes = node.channels * node.height * node.width * _F32
-        # In memory if that leaves a third of the budget (and the bands' minimum) for the work.
-        room = self.budget - self.held - max(self.budget // 3, 4 * node.cost(1))
-        folder = None if nbytes <= room else self.folder
         stored = _Stored(folder, name, node.channels, node.height, node.width, self.device)
         self.spilled += nbytes if folder else 0
         self._stored.append(stored)
@@ -409,10 +416,16 @@ class TiledRun:
         x: _Node = _Normed(b, net.in3, s3)
         keep: list[_Stored] = [b]
         for i, block in enumerate(net.res, start=1):
-            c, sc = self.store(_Conv2d(x, block.conv1, 128), f"res{i}a")
-            d, sd = self.store(_Conv2d(_Normed(c, block.in1, sc), block.conv2, 128), f"res{i}b")
+            first: _Node = _Conv2d(x, block.conv1, 128)
+            if self.fits_in_memory(first):
+                stored, sc = self.store(first, f"res{i}a")
+                keep.append(stored)
+                first = stored
+            else:  # a 3x3 conv at 1/4 scale costs less to recompute than to write and re-read
+                sc = self.stats(first)
+            d, sd = self.store(_Conv2d(_Normed(first, block.in1, sc), block.conv2, 128), f"res{i}b")
             out, _ = self.store(_Sum(_Normed(d, block.in2, sd), x), f"res{i}", with_stats=False)
-            self.release(c, d, *keep)
+            self.release(d, *keep)
             x, keep = out, [out]
         e, s4 = self.store(_Conv2d(x, net.deconv1, 64), "deconv1")
         self.release(*keep)
