@@ -59,6 +59,7 @@ from stylekit.bulk.plan import (
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage, zoo
 from stylekit.logs import setup_logging
+from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 
 if TYPE_CHECKING:  # torch is imported by the actors and the driver, never by codec tasks
@@ -99,6 +100,8 @@ def run_bulk(config: BulkConfig) -> Summary:
     layout = RunLayout.for_config(config)
     model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
     loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
+    if output_scale(loaded.model) != 1 and config.inference_options().controls_active:
+        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
     log.info(
         "run %s: model %s (digest %s), %s -> %s",
         layout.run_id,
