@@ -100,7 +100,7 @@ def run_bulk(config: BulkConfig) -> Summary:
     layout = RunLayout.for_config(config)
     model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
     loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
-    if output_scale(loaded.model) != 1 and config.inference_options().controls_active:
+    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
         raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
     log.info(
         "run %s: model %s (digest %s), %s -> %s",
