@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,38 +52,20 @@ PAPER_X4_SET5 = {"bicubic": (28.43, 0.8114), "pixel": (28.40, 0.8002), "feature"
 CROPS = (("butterfly", 80, 60, 96), ("baby", 200, 180, 96), ("bird", 40, 100, 96))
 
 
-def load_truth(path: Path) -> np.ndarray:
-    """The image as stored: (H, W, 3) RGB or (H, W) greyscale uint8 (Set14's bridge)."""
-    img = Image.open(path)
-    return np.asarray(img.convert("L" if img.mode in ("L", "I;16") else "RGB"))
-
-
-def as_rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-
-
-def upscale(stylizer: Stylizer | None, low: np.ndarray, factor: int) -> np.ndarray:
-    """Bicubic (None) or a model's output for a low-resolution image. A greyscale image goes
-    through the colour network as grey RGB and comes out as the mean of its channels."""
+def upscaler(stylizer: Stylizer | None, factor: int) -> Callable[[np.ndarray], np.ndarray]:
+    """(h, w[, 3]) uint8 -> upscaled: MATLAB bicubic (None) or the model's output."""
     if stylizer is None:
-        return imresize(low, factor)
-    (out,) = stylizer.stylize([as_rgb(low)])
-    return np.round(out.astype(np.float64).mean(axis=2)).astype(np.uint8) if low.ndim == 2 else out
+        return lambda low: imresize(low, factor)
+    return lambda low: srmetrics.upscale_grey(lambda rgb: stylizer.stylize([rgb])[0], low)
 
 
 def evaluate(methods: dict[str, Stylizer | None], dataset: str, factor: int) -> dict[str, list]:
-    """method -> [(image, psnr, ssim, seconds)] over the dataset's images."""
-    rows: dict[str, list] = {name: [] for name in methods}
-    for path in sorted((DATA / dataset).glob("*.png")):
-        truth = modcrop(load_truth(path), factor)
-        low = imresize(truth, 1 / factor)
-        for name, stylizer in methods.items():
-            t0 = time.perf_counter()
-            out = upscale(stylizer, low, factor)
-            seconds = time.perf_counter() - t0
-            s = srmetrics.score(out, truth, factor)
-            rows[name].append((path.stem, s.psnr, s.ssim, seconds))
-    return rows
+    """method -> [(image, Score)] over the dataset's images (bicubic: the literature's)."""
+    folder = str(DATA / dataset)
+    return {
+        name: srmetrics.evaluate_folder(None if s is None else upscaler(s, factor), folder, factor)
+        for name, s in methods.items()
+    }
 
 
 def picture(methods: dict[str, Stylizer | None], factor: int, out_path: Path, zoom: int = 2) -> None:
@@ -91,11 +73,11 @@ def picture(methods: dict[str, Stylizer | None], factor: int, out_path: Path, zo
     labels = [*methods, "ground truth"]
     tiles: list[list[np.ndarray]] = []
     for stem, top, left, side in CROPS:
-        truth = as_rgb(modcrop(load_truth(DATA / "Set5" / f"{stem}.png"), factor))
+        truth = modcrop(srmetrics.load_truth(str(DATA / "Set5" / f"{stem}.png")), factor)
         low = imresize(truth, 1 / factor)
         row = []
         for stylizer in methods.values():
-            out = upscale(stylizer, low, factor)
+            out = upscaler(stylizer, factor)(low)
             row.append(out[top : top + side, left : left + side])
         row.append(truth[top : top + side, left : left + side])
         tiles.append(row)
@@ -146,8 +128,8 @@ def main() -> int:
         for dataset in args.datasets.split(","):
             results = evaluate(methods, dataset, factor)
             for name, per_image in results.items():
-                psnr = float(np.mean([r[1] for r in per_image]))
-                ssim = float(np.mean([r[2] for r in per_image]))
+                mean = srmetrics.mean_score(per_image)
+                psnr, ssim = mean.psnr, mean.ssim
                 ref = ""
                 if name == "bicubic":
                     lit = LITERATURE_BICUBIC.get((dataset, factor))
@@ -159,8 +141,8 @@ def main() -> int:
                 steps = models[name][2].get("steps", "") if name in models else ""
                 rows.append((f"x{factor}", dataset, name, steps, f"{psnr:.2f}", f"{ssim:.4f}", ref))
                 if args.per_image:
-                    for stem, p, s, _ in per_image:
-                        print(f"  x{factor} {dataset} {name} {stem}: {p:.2f} dB, SSIM {s:.4f}")
+                    for stem, sc in per_image:
+                        print(f"  x{factor} {dataset} {name} {stem}: {sc.psnr:.2f} dB, SSIM {sc.ssim:.4f}")
     print(table(("factor", "set", "method", "steps", "PSNR (dB)", "SSIM", "reference"), rows))
     if args.picture:
         x4 = {"bicubic": None, **{n: s for n, (f, s, _) in models.items() if f == 4}}

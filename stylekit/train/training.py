@@ -487,12 +487,16 @@ def model_metadata(
     if config.content_warmup:
         meta["content_warmup_steps"] = str(config.content_warmup)
     if config.init_from:
-        start = Path(config.init_from.rstrip("/"))
-        # runs/NAME/model.safetensors is known by its run's name; a shipped model by its own.
-        meta["initialised_from"] = start.parent.name if start.stem == "model" else start.stem
+        meta["initialised_from"] = _start_name(config.init_from)
     for name, value in (final_losses or {}).items():
         meta[f"final_{name}"] = f"{value:.6g}"
     return meta
+
+
+def _start_name(init_from: str) -> str:
+    """runs/NAME/model.safetensors is known by its run's name; a shipped model by its own."""
+    start = Path(init_from.rstrip("/"))
+    return start.parent.name if start.stem == "model" else start.stem
 
 
 def sr_metadata(
@@ -520,6 +524,8 @@ def sr_metadata(
     if config.sr_loss == "feature":
         meta["vgg_weights"] = vgg_source
         meta["loss_network"] = LOSS_NETWORKS.get(vgg_source.split(":")[0], vgg_source)
+    if config.init_from:
+        meta["initialised_from"] = _start_name(config.init_from)
     for name, value in (final_losses or {}).items():
         meta[f"final_{name}"] = f"{value:.6g}"
     return meta
