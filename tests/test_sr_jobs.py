@@ -87,3 +87,24 @@ def test_bulk_job_upscales_a_folder_and_accounts_for_every_input(sr_model: Path,
     rows = pq.read_table(summary["manifest"]).to_pylist()
     assert sorted(Path(r["input"]).name for r in rows) == ["a.png", "b.jpg", "broken.png"]
     assert {Path(r["input"]).name: r["status"] for r in rows}["broken.png"] == "failed"
+
+
+def test_bulk_job_chains_a_style_model_then_the_sr_model(
+    model_file: Path, sr_model: Path, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(src / "a.png")
+    args = [PYTHON, str(REPO / "jobs" / "stylize.py"), "--model", str(model_file), "--then", str(sr_model),
+            "--input", str(src), "--output", str(out), "--max-side", "30"]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, env=job_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["ok"], summary["failed"]) == (1, 0)
+    assert Image.open(out / "a.png").size == (120, 80)  # stylized at 30x20, then upscaled x4
+    alone = subprocess.run(
+        [*args[:4], "--input", str(src), "--output", str(tmp_path / "alone"), "--max-side", "30"],
+        capture_output=True, text=True, env=job_env(), timeout=600,
+    )  # fmt: skip
+    assert json.loads(alone.stdout.strip().splitlines()[-1])["model_digest"] != summary["model_digest"]
