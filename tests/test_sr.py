@@ -90,3 +90,17 @@ def test_stylize_command_writes_an_image_four_times_larger(tmp_path: Path) -> No
     result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(out).size == (160, 120)
+
+
+def test_export_keeps_the_factor_and_dynamic_sizes(tmp_path: Path) -> None:
+    import io
+
+    from stylekit.infer import export
+
+    net = load_model(str(_sr_file(tmp_path / "m.safetensors"))).model
+    meta = export.export_metadata({"task": "sr", "factor": "4"}, "digest")
+    assert "(B, 3, 4*H, 4*W)" in meta["output"]
+    traced = torch.jit.load(io.BytesIO(export.export_bytes(net, "torchscript", meta)))
+    x = torch.rand(1, 3, 9, 14) * 255  # not the trace's example size
+    with torch.no_grad():
+        assert torch.allclose(traced(x), net(x), atol=1e-3) and traced(x).shape == (1, 3, 36, 56)

@@ -87,10 +87,14 @@ class SRNet(nn.Module):
         h, w = x.shape[-2:]
         if h < MIN_SIDE or w < MIN_SIDE:  # tiny inputs: replicate up to what the pads need
             x = F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
+            return self.upscale(x)[..., : h * self.scale, : w * self.scale]
+        return self.upscale(x)  # no shape arithmetic: traces and exports with dynamic H, W
+
+    def upscale(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,h,w) in [0,255], h, w >= MIN_SIDE -> (B,3,f*h,f*w): bicubic plus the residual."""
         x01 = x / 255.0
         base = F.interpolate(x01, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        y = (base + self.residual(x01)) * 255.0
-        return y[..., : h * self.scale, : w * self.scale]
+        return (base + self.residual(x01)) * 255.0
 
 
 def output_scale(model: nn.Module) -> int:
