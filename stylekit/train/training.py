@@ -129,7 +129,7 @@ class TrainConfig:
     tv_weight: float | None = field(
         default=None,
         metadata=_help(
-            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4)"
+            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4; --task sr: the same with the feature loss, 0 with the pixel loss)"
         ),
     )
     style_size: int | None = field(
