@@ -104,3 +104,28 @@ def test_export_keeps_the_factor_and_dynamic_sizes(tmp_path: Path) -> None:
     x = torch.rand(1, 3, 9, 14) * 255  # not the trace's example size
     with torch.no_grad():
         assert torch.allclose(traced(x), net(x), atol=1e-3) and traced(x).shape == (1, 3, 36, 56)
+
+
+def test_training_data_random_windows_and_their_low_resolution_inputs() -> None:
+    import io
+
+    from stylekit.infer.degrade import degrade
+    from stylekit.train.data import SR_CROPS_PER_IMAGE, decode_batch, degrade_batch
+
+    photo = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="PNG")
+    batch = {"bytes": np.array([buf.getvalue(), b"broken"], dtype=object), "path": np.array(["a", "b"])}
+    crops = decode_batch(batch, 32, None, random_crop=True)["image"]
+    assert crops.shape == (SR_CROPS_PER_IMAGE, 32, 32, 3)  # the broken image is dropped
+    for crop in crops:  # each a window of the photo at full resolution, not a resized copy
+        hits = [
+            (t, left)
+            for t in range(50 - 31)
+            for left in range(70 - 31)
+            if (photo[t : t + 32, left : left + 32] == crop).all()
+        ]
+        assert hits
+    out = degrade_batch({"image": crops}, 4)
+    assert out["lowres"].shape == (SR_CROPS_PER_IMAGE, 8, 8, 3) and out["lowres"].dtype == np.uint8
+    np.testing.assert_array_equal(out["lowres"][0], degrade(crops[0], 4))
