@@ -20,6 +20,10 @@ STYLE_FIELDS = ("style", "steps", "image_size", "training_data", "vgg_weights", 
                 "content_weight", "style_weight", "tv_weight", "final_loss", "weights_sha256")  # fmt: skip
 
 
+SR_FIELDS = ("task", "factor", "loss", "steps", "data", "training_data", "set5_psnr_y", "set14_psnr_y",
+             "image_size", "batch_size", "weights_sha256")  # fmt: skip
+
+
 def test_at_least_four_styles_ship() -> None:
     styles = [n for n in SHIPPED if zoo.index()[n]["task"] == "style"]
     assert len(styles) >= 4, styles
@@ -30,13 +34,17 @@ def test_shipped_model_loads_matches_checksum_and_stylizes(name: str) -> None:
     zoo.verify(name)
     loaded = load_model(name)
     meta = loaded.metadata
-    for key in STYLE_FIELDS if meta.get("task", "style") == "style" else ("task", "steps"):
+    sr = meta.get("task") == "sr"
+    for key in SR_FIELDS if sr else STYLE_FIELDS:
         assert meta.get(key), f"{name}: metadata lacks {key}"
-    assert meta["vgg_weights"] == "caffe"  # trained against the paper's loss network
+    if not sr or meta["loss"] == "feature":
+        assert meta["vgg_weights"] == "caffe"  # trained against the paper's loss network
     assert "train-mini" in meta["training_data"]
     photo = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     (out,) = Stylizer(loaded.model, InferenceOptions(device="cpu")).stylize([photo])
     assert out.dtype == np.uint8 and out.shape[2] == 3
+    scale = int(meta["factor"]) if sr else 1
+    assert out.shape[:2] == (40 * scale, 56 * scale)
     assert out.std() > 5  # a trained model paints something, not a flat black frame
 
 

@@ -22,6 +22,9 @@ Design, in the order data flows:
    GPUs when the cluster has any, else a share of CPUs that leaves some to the codec tasks.
    The decode tasks are kept out of the actor (Ray would otherwise fuse them into it), and Ray
    queues several batches per actor, so the model does not wait for codec work.
+   With --then SR_MODEL each actor also holds a super-resolution model and upscales every
+   result in the same pass (stylize at a low resolution, then super-resolve: a 4K result for a
+   fraction of the style network's cost at 4K); the run's digest covers both models.
 5. Encode + atomic write in CPU tasks (`write_batch`), returning manifest rows.
 6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
@@ -34,6 +37,8 @@ Incremental reruns, interrupted runs and the manifest's format are described in 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -67,6 +72,7 @@ from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.errors import ConfigError, StylekitError, first_line
 from stylekit.files import images, storage, zoo
 from stylekit.logs import setup_logging
+from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 
 if TYPE_CHECKING:  # torch is imported by the actors and the driver, never by codec tasks
@@ -112,17 +118,28 @@ def run_bulk(config: BulkConfig) -> Summary:
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
     model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
     loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
+    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
+        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
+    models, digest = [model_bytes], loaded.digest
+    if config.then:  # a two-model chain: the outputs depend on both models
+        then_bytes = storage.read_bytes(zoo.resolve(config.then), options)
+        then = load_model_bytes(then_bytes, name=config.then)
+        if output_scale(then.model) == 1:
+            raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
+        models.append(then_bytes)
+        digest = hashlib.sha256(f"{loaded.digest}+{then.digest}".encode()).hexdigest()[:16]
     log.info(
-        "run %s: model %s (digest %s), %s -> %s",
+        "run %s: model %s%s (digest %s), %s -> %s",
         layout.run_id,
         storage.redact(config.model),
-        loaded.digest,
+        f" then {storage.redact(config.then)}" if config.then else "",
+        digest,
         storage.redact(layout.input_root),
         storage.redact(layout.output_root),
     )
-    check_output_settings(config, layout, loaded.digest, options)
+    check_output_settings(config, layout, digest, options)
     with ManifestWriter(layout.manifest_dir, options) as manifest:
-        plan = plan_inputs(config, layout, manifest, loaded.digest)
+        plan = plan_inputs(config, layout, manifest, digest)
         log.info(
             "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
             plan.listed,
@@ -136,17 +153,17 @@ def run_bulk(config: BulkConfig) -> Summary:
             log.info("stylizing with %s", actors.describe())
             # The actors get the very bytes checked here, through the object store: the same
             # model everywhere, and a local model file works on a multi-node cluster too.
-            model = ray.put(model_bytes)
+            refs = [ray.put(m) for m in models]
             if plan.todo > plan.videos:
-                dataset = build_dataset(config, layout, plan, actors, loaded.digest, model)
+                dataset = build_dataset(config, layout, plan, actors, digest, refs)
                 _consume(dataset, manifest, plan, config.progress_every)
             if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-                videos = build_video_dataset(config, layout, plan, actors, loaded.digest, model)
+                videos = build_video_dataset(config, layout, plan, actors, digest, refs[0])
                 consume_videos(videos, manifest, plan.videos)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
-        record_output_settings(config, layout, loaded.digest, options)
-    return _summary(manifest, layout, loaded.digest, time.time() - started)
+        record_output_settings(config, layout, digest, options)
+    return _summary(manifest, layout, digest, time.time() - started)
 
 
 # --- sizing the actor pool --------------------------------------------------------------------
@@ -221,10 +238,10 @@ def build_dataset(
     plan: Plan,
     actors: ActorPlan,
     digest: str,
-    model: ray.ObjectRef,
+    models: list[ray.ObjectRef],
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
-    `model` holds the model file's bytes."""
+    `models` hold the model file's bytes (and the --then model's)."""
     options = config.storage_options.resolved()
     fs, _ = storage.arrow_filesystem(layout.output_root, options)
     paths = [storage.arrow_filesystem(p, options)[1] for p in plan.shards]
@@ -251,7 +268,7 @@ def build_dataset(
     ds = ds.map_batches(
         StylizeActor,
         fn_constructor_kwargs={
-            "model": [model],  # in a list: Ray resolves only top-level refs, and not for Ray Data
+            "model": models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
             "name": config.model,
             "inference": config.inference_options,
             "threads": None if actors.num_gpus else actors.threads,
@@ -388,6 +405,9 @@ class StylizeActor:
                 inference = replace(inference, max_memory=budget)
         loaded = load_model_bytes(ray.get(model[0]), name=name)
         self.stylizer = Stylizer(loaded.model, inference)
+        # --then: a super-resolution model upscales each result (the controls are the first's).
+        plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
+        self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["key"])
@@ -412,7 +432,8 @@ class StylizeActor:
         if not pixels:
             return []
         try:
-            return list(self.stylizer.stylize(pixels))
+            out = self.stylizer.stylize(pixels)
+            return list(self.then.stylize(out) if self.then is not None else out)
         except Exception as e:
             if len(pixels) == 1:
                 return [e]

@@ -190,6 +190,13 @@ class BulkConfig:
             "stuck read) the input fails and its batch goes on"
         ),
     )
+    then: str = field(
+        default="",
+        metadata=_help(
+            "a super-resolution model run on each result in the same pass (a two-model chain: stylize at --max-side, then upscale; e.g. --then sr_x4)",
+            metavar="SR_MODEL",
+        ),
+    )
     overwrite: bool = field(
         default=False, metadata=_help("restylize every input, even those with an up-to-date output")
     )
@@ -211,6 +218,8 @@ class BulkConfig:
             stem = os.path.splitext(os.path.basename(self.model.rstrip("/")))[0] or "stylized"
             object.__setattr__(self, "output", os.path.join("outputs", stem))
         object.__setattr__(self, "model", zoo.resolve_shipped(self.model))  # a shipped model's name
+        if self.then:
+            object.__setattr__(self, "then", zoo.resolve_shipped(self.then))
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
         if not 1 <= self.quality <= 100:

@@ -5,6 +5,9 @@ A stylekit model is `model.safetensors`: the TransformerNet state dict plus stri
 saved by the reference PyTorch example (a pickled state dict, .pth/.model) is read only through
 `torch.load(weights_only=True)`, which refuses any object that is not plain tensors and
 containers; older ones carry InstanceNorm running stats, which we drop as the example does.
+
+The kind of network is read from the metadata: `task` "sr" with `factor` 4 or 8 is a
+super-resolution SRNet (stylekit/nn/sr.py), anything else a TransformerNet.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from safetensors.torch import save as st_save
 from stylekit.errors import StylekitError, first_line
 from stylekit.files import storage, zoo
 from stylekit.nn.model import TransformerNet
+from stylekit.nn.sr import FACTORS, SRNet
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ _SAFETENSORS_MAGIC_OFFSET = 8  # u64 header length, then a JSON header starting 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: TransformerNet
+    model: TransformerNet | SRNet
     metadata: dict[str, str] = field(default_factory=dict)
     digest: str = ""  # sha256 of the file's bytes, first 16 hex digits
 
@@ -70,7 +74,7 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 def save_model(
     location: str,
-    model: TransformerNet,
+    model: TransformerNet | SRNet,
     metadata: dict[str, str],
     options: storage.StorageOptions = storage.StorageOptions(),
     dtype: torch.dtype = torch.float32,
@@ -98,10 +102,20 @@ def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
             raise StylekitError(f"{name} is damaged: its weights do not match the sha256 it records")
     else:
         state, metadata = _read_reference_checkpoint(data, name), {"format": "reference-pth"}
-    model = TransformerNet()
+    model = network_for(metadata, name)
     _load_state(model, state, name)
     model.eval()
     return LoadedModel(model=model, metadata=metadata, digest=digest)
+
+
+def network_for(metadata: dict[str, str], name: str = "model") -> TransformerNet | SRNet:
+    """A fresh network of the kind a model file's metadata names."""
+    if metadata.get("task", "style") != "sr":
+        return TransformerNet()
+    factor = metadata.get("factor", "")
+    if not factor.isdigit() or int(factor) not in FACTORS:
+        raise StylekitError(f"{name} is a super-resolution model with factor {factor!r}; expected 4 or 8")
+    return SRNet(int(factor))
 
 
 def _looks_like_safetensors(data: bytes) -> bool:
@@ -150,14 +164,14 @@ def _read_reference_checkpoint(data: bytes, name: str) -> dict[str, torch.Tensor
     return {k: v for k, v in state.items() if not _RUNNING_STATS.search(k)}
 
 
-def _load_state(model: TransformerNet, state: dict[str, torch.Tensor], name: str) -> None:
+def _load_state(model: TransformerNet | SRNet, state: dict[str, torch.Tensor], name: str) -> None:
     wanted = model.state_dict()
     missing = sorted(set(wanted) - set(state))
     extra = sorted(set(state) - set(wanted))
     if missing or extra:
         what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
         raise StylekitError(
-            f"{name} is not a TransformerNet state dict ({what}, {len(missing)} missing, "
+            f"{name} is not a {type(model).__name__} state dict ({what}, {len(missing)} missing, "
             f"{len(extra)} unexpected keys)"
         )
     for k, v in state.items():

@@ -65,20 +65,22 @@ def export_metadata(metadata: dict[str, str], digest: str) -> dict[str, str]:
     """The model's own metadata plus what a runtime needs to know about the graph."""
     from stylekit import __version__
 
+    scale = f"{metadata['factor']}*" if metadata.get("task") == "sr" else ""  # SR: f times larger
     return {
         **metadata,
         "source_model_digest": digest,
         "exported_by": f"stylekit {__version__}",
         "input": f"{INPUT_NAME}: (B, 3, H, W) float32 RGB in [0, 255], H and W >= {MIN_EXPORT_SIDE}",
-        "output": f"{OUTPUT_NAME}: (B, 3, H, W) float32 RGB; clamp to [0, 255] and round",
+        "output": f"{OUTPUT_NAME}: (B, 3, {scale}H, {scale}W) float32 RGB; clamp to [0, 255] and round",
     }
 
 
-def export_bytes(model: TransformerNet, fmt: str, metadata: dict[str, str]) -> bytes:
+def export_bytes(model: nn.Module, fmt: str, metadata: dict[str, str]) -> bytes:
     """The exported file's bytes, `fmt` "onnx" or "torchscript"."""
     if fmt not in FORMATS:
         raise StylekitError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    net = ExportableNet(model).eval()
+    # A super-resolution network needs no padding for H, W >= 5: it is exported as it is.
+    net = (ExportableNet(model) if isinstance(model, TransformerNet) else model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     example = torch.rand(1, 3, *_EXAMPLE_SIZE, generator=torch.Generator().manual_seed(0)) * 255

@@ -23,6 +23,7 @@ safe (within 40 dB PSNR of the fp32 reference; benchmarks/RESULTS.md has the num
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from stylekit.errors import ConfigError, first_line
 from stylekit.infer import controls, memory, tiles
 from stylekit.infer.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
 from stylekit.nn.model import MIN_SIDE, TransformerNet
+from stylekit.nn.sr import output_scale
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +176,19 @@ class Plan:
 
 
 class Stylizer:
-    """Holds one model on one device and stylizes lists of (H, W, 3) uint8 images."""
+    """Holds one model on one device and stylizes lists of (H, W, 3) uint8 images. A
+    super-resolution network (stylekit/nn/sr.py) runs the same way; its outputs are `scale`
+    times larger than its inputs."""
 
-    def __init__(self, model: TransformerNet, options: InferenceOptions = InferenceOptions()):
+    def __init__(self, model: torch.nn.Module, options: InferenceOptions = InferenceOptions()):
         self.options = options
         if options.threads:  # first: NNPACK sizes its thread pool once, at its first use
             torch.set_num_threads(options.threads)
+        self.scale = output_scale(model)  # output side / input side: 1 for style networks
+        if self.scale != 1 and options.controls_active:
+            raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
+        if not isinstance(model, TransformerNet):  # the fast paths are TransformerNet's
+            options = dataclasses.replace(options, fast=False)
         self.plan = plan = options.resolve()
         self.device, self.dtype = plan.device, plan.dtype
         self.memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
@@ -208,11 +217,12 @@ class Stylizer:
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor, *, keep_on_device: bool = False) -> torch.Tensor:
-        """(B, H, W, 3) uint8 (any device) -> (B, H, W, 3) uint8 on the CPU (on the model's
-        device with keep_on_device, e.g. for GPU JPEG encoding)."""
+        """(B, H, W, 3) uint8 (any device) -> (B, s*H, s*W, 3) uint8 on the CPU (s = `scale`;
+        on the model's device with keep_on_device, e.g. for GPU JPEG encoding)."""
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if self.plan.per_image:
-            out = torch.empty(batch.shape, dtype=torch.uint8, device=self.device)
+            b, h, w, c = batch.shape
+            out = torch.empty((b, h * self.scale, w * self.scale, c), dtype=torch.uint8, device=self.device)
             for i in range(x.shape[0]):
                 out[i] = self._run(_to_float(x[i : i + 1], self.memory_format))[0].permute(1, 2, 0)
             return out
@@ -285,7 +295,10 @@ class Stylizer:
 
     def _tile_budget(self, height: int, width: int) -> int | None:
         """None when the image fits the memory budget untiled; else the bytes its tiled run's
-        activations may take (the budget less what the process holds and the output image)."""
+        activations may take (the budget less what the process holds and the output image).
+        Super-resolution networks always run whole (tiles.py is TransformerNet's)."""
+        if not isinstance(self._source, TransformerNet):
+            return None
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             room = int(free * 0.8)

@@ -2,6 +2,11 @@
 
 The training workers receive ready (B, S, S, 3) uint8 batches; nothing is ever held whole on
 one machine. An unreadable image is logged, counted and dropped, never fatal.
+
+For super-resolution (`factor` given) the crops are random S x S windows of the photo at its own
+resolution (resizing it would throw away the detail the network must learn to restore), and a
+second CPU stage adds the paper's low-resolution input, "lowres": (S/f, S/f, 3) uint8, Gaussian
+blur sigma 1.0 then bicubic downsampling (stylekit/infer/degrade.py).
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import ray
 
 from stylekit.errors import StylekitError
 from stylekit.files import images, storage
+from stylekit.infer.degrade import degrade
 
 log = logging.getLogger(__name__)
 
 TRAIN_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# Super-resolution: random windows taken from each decoded photo per epoch. Several per decode
+# make an epoch of a small corpus (train-mini: 148 photos) long enough that the pause at each
+# epoch's start stays small, and share one decode among them.
+SR_CROPS_PER_IMAGE = 4
 
 
 @ray.remote(num_cpus=0)
@@ -45,12 +55,21 @@ def count_training_images(location: str, options: storage.StorageOptions) -> int
     return n
 
 
-def decode_batch(batch: dict[str, np.ndarray], size: int, counter: Any) -> dict[str, np.ndarray]:
-    """Ray Data map_batches fn: {"bytes", "path"} -> {"image": (N, size, size, 3) uint8}."""
+def decode_batch(
+    batch: dict[str, np.ndarray], size: int, counter: Any, random_crop: bool = False
+) -> dict[str, np.ndarray]:
+    """Ray Data map_batches fn: {"bytes", "path"} -> {"image": (N, size, size, 3) uint8}:
+    resized and centre-cropped, or (random_crop) SR_CROPS_PER_IMAGE random windows each at
+    full resolution."""
     crops, bad = [], []
+    rng = np.random.default_rng()  # a fresh window every epoch (Ray re-runs the stage)
     for data, path in zip(batch["bytes"], batch["path"], strict=True):
         try:
-            crops.append(images.resize_crop(images.decode(bytes(data)), size))
+            pixels = images.decode(bytes(data))
+            if random_crop:
+                crops.extend(_random_window(pixels, size, rng) for _ in range(SR_CROPS_PER_IMAGE))
+            else:
+                crops.append(images.resize_crop(pixels, size))
         except StylekitError as e:
             logging.getLogger(__name__).warning("skipping unreadable training image %s: %s", path, e)
             bad.append(str(path))
@@ -60,11 +79,36 @@ def decode_batch(batch: dict[str, np.ndarray], size: int, counter: Any) -> dict[
     return {"image": stacked}
 
 
+def _random_window(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random size x size window; a photo smaller than that is first resized up to cover it."""
+    h, w = pixels.shape[:2]
+    if min(h, w) < size:
+        return images.resize_crop(pixels, size)
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return np.ascontiguousarray(pixels[top : top + size, left : left + size])
+
+
+def degrade_batch(batch: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray]:
+    """Ray Data map_batches fn: adds "lowres", (N, S/f, S/f, 3) uint8, the paper's degradation
+    (blur sigma 1.0, bicubic downsampling by f) of each (S, S, 3) "image"."""
+    hr = batch["image"]
+    small = hr.shape[1] // factor
+    low = [degrade(img, factor) for img in hr]
+    stacked = np.stack(low) if low else np.zeros((0, small, small, 3), np.uint8)
+    return {"image": hr, "lowres": stacked}
+
+
 def training_dataset(
-    location: str, size: int, options: storage.StorageOptions, counter: Any = None, seed: int = 0
+    location: str,
+    size: int,
+    options: storage.StorageOptions,
+    counter: Any = None,
+    seed: int = 0,
+    factor: int | None = None,
 ) -> ray.data.Dataset:
     """A lazy Ray Dataset of {"image": (size, size, 3) uint8} crops from every image below
-    `location` (any fsspec URL but memory://), files in an order seeded by `seed`."""
+    `location` (any fsspec URL but memory://), files in an order seeded by `seed`; with
+    `factor` (super-resolution), random full-resolution crops plus their "lowres" inputs."""
     fs, path = storage.arrow_filesystem(location, options)
     ds = ray.data.read_binary_files(
         path,
@@ -74,10 +118,13 @@ def training_dataset(
         # Seeded: the same --seed reads the files in the same order.
         shuffle=ray.data.FileShuffleConfig(seed=seed),
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"size": size, "counter": counter},
+        fn_kwargs={"size": size, "counter": counter, "random_crop": factor is not None},
         batch_size=16,
         batch_format="numpy",
         udf_modifying_row_count=True,  # unreadable images are dropped: no limit pushdown past it
     )
+    if factor is None:
+        return ds
+    return ds.map_batches(degrade_batch, fn_kwargs={"factor": factor}, batch_size=16, batch_format="numpy")

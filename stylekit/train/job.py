@@ -36,7 +36,7 @@ from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import init_ray
 from stylekit.train import previews, training
 from stylekit.train.board import Board, loss_scalars
-from stylekit.train.data import SkipCounter, count_training_images, training_dataset
+from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def run_training(config: training.TrainConfig) -> str:
             "lower --num-workers"
         )
     # Ray Data splits the rows equally; each worker sees ceil(rows / batch) batches an epoch.
-    steps_per_epoch = max(1, math.ceil((n_images // config.num_workers) / config.batch_size))
+    rows = n_images * (SR_CROPS_PER_IMAGE if config.task == "sr" else 1)
+    steps_per_epoch = max(1, math.ceil((rows // config.num_workers) / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -81,7 +82,10 @@ def run_training(config: training.TrainConfig) -> str:
         config.run_dir,
     )
     counter = SkipCounter.remote()
-    dataset = training_dataset(config.data, config.image_size, opts, counter=counter, seed=config.seed)
+    factor = config.factor if config.task == "sr" else None
+    dataset = training_dataset(
+        config.data, config.image_size, opts, counter=counter, seed=config.seed, factor=factor
+    )
     # s3fs under Ray Train's checkpoint uploads: it retries resets pyarrow's S3 does not.
     fs, run_parent = storage.arrow_filesystem(config.output, opts, native_s3=False)
     trainer = ray.train.torch.TorchTrainer(
@@ -129,7 +133,7 @@ def preflight(config: training.TrainConfig) -> str:
     one Ray's workers can reach, and the run folder can be written. Returns the VGG weights'
     description for the model's metadata."""
     for flag, location in (
-        ("--style", config.style),
+        ("--style", config.style if config.task == "style" else ""),
         ("--data", config.data),
         ("--output", config.output),
         ("--init-from", config.init_from or ""),
@@ -137,11 +141,14 @@ def preflight(config: training.TrainConfig) -> str:
     ):
         storage.require_shared(location, flag)
     storage.check_writable(config.run_dir, config.storage_options, folder=True)
-    training.load_style_tensor(config)
+    if config.task == "style":
+        training.load_style_tensor(config)
     if config.init_from:
         from stylekit.files.modelio import load_model
 
         load_model(config.init_from, config.storage_options)  # a bad --init-from fails here
+    if config.task == "sr" and config.sr_loss == "pixel":
+        return "none (per-pixel loss)"
     return load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).source
 
 
@@ -260,8 +267,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for batch in batches:
             if budget <= 0:
                 break
-            loss_fn.style_weight = training.style_weight_at(config, state.step)
-            terms = training.train_step(model, loss_fn, state.optimizer, batch["image"], dtype)
+            if config.task == "style":
+                loss_fn.style_weight = training.style_weight_at(config, state.step)
+            lowres = batch.get("lowres")  # super-resolution: the input; "image" is the target
+            terms = training.train_step(model, loss_fn, state.optimizer, batch["image"], dtype, lowres)
             state.step += 1
             state.step_in_epoch += 1
             budget -= 1

@@ -5,6 +5,9 @@ astronaut and coffee photos, longest side 192 px, stylized by the model at that 
 rebuilds `<run_dir>/previews.jpg`: every saved strip, one row per step in step order, each
 labelled with its step. A resumed run keeps adding rows to the same grid.
 
+A super-resolution network is shown each photo degraded by its factor (`network_input`), so
+its strip shows photo-sized reconstructions.
+
 Rank 0 calls `record`; it never raises (a preview is not worth a failed run).
 """
 
@@ -21,6 +24,8 @@ import torch
 
 from stylekit.files import images, storage
 from stylekit.infer import sheet
+from stylekit.infer.degrade import degrade, modcrop
+from stylekit.nn.sr import output_scale
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,14 @@ def preview_photos() -> tuple[np.ndarray, ...]:
     return tuple(images.resize_longest(images.decode((content / n).read_bytes()), SIDE) for n in PHOTOS)
 
 
+def network_input(model: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
+    """What a network is shown of a (H, W, 3) preview photo: the photo itself for a style
+    network; for a super-resolution network, the photo degraded by its factor (blur, bicubic
+    downsampling), so the result is (about) photo-sized."""
+    factor = output_scale(model)
+    return pixels if factor == 1 else degrade(modcrop(pixels, factor), factor)
+
+
 def stylize(model: torch.nn.Module, photos: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Each photo through `model` in fp32 on the model's device (its train/eval mode kept)."""
     device = next(model.parameters()).device
@@ -57,7 +70,10 @@ def stylize(model: torch.nn.Module, photos: Sequence[np.ndarray]) -> list[np.nda
     model.eval()
     try:
         with torch.no_grad():
-            return [images.to_pixels(model(images.to_tensor(p).to(device))[0]) for p in photos]
+            return [
+                images.to_pixels(model(images.to_tensor(network_input(model, p)).to(device))[0])
+                for p in photos
+            ]
     finally:
         model.train(was_training)
 

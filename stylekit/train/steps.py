@@ -59,3 +59,34 @@ def train_step(
     terms.total.backward()
     optimizer.step()
     return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())
+
+
+def sr_train_step(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lowres: torch.Tensor,
+    target: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> LossTerms:
+    """One Adam step of super-resolution: (B, h, w, 3) uint8 low-resolution inputs against
+    their (B, f*h, f*w, 3) uint8 originals, both already on the device; `loss_fn` is an
+    `SRLoss` (feature or per-pixel)."""
+    if lowres.device.type == "cpu":
+        tune_cpu_allocator()
+    fmt = model_memory_format(model)
+    x, y_true = (_to_float_nchw(t, fmt) for t in (lowres, target))
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        y = model(x)
+        terms = loss_fn(y, y_true)
+    terms.total.backward()
+    optimizer.step()
+    return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())
+
+
+def _to_float_nchw(batch: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [0, 255], in one conversion pass."""
+    b, h, w, c = batch.shape
+    x = torch.empty((b, c, h, w), dtype=torch.float32, device=batch.device, memory_format=memory_format)
+    return x.copy_(batch.permute(0, 3, 1, 2))

@@ -1,4 +1,5 @@
-"""Training TransformerNet against the perceptual loss: config, one step, checkpoint state.
+"""Training TransformerNet against the perceptual loss, or (task "sr") a super-resolution
+network against the feature or per-pixel loss: config, one step, checkpoint state.
 
 Nothing here knows about Ray: `train_job` runs this on every Ray Train worker. A checkpoint is
 a folder of data files, never a pickle: `model.safetensors`, `optimizer.safetensors` (Adam's
@@ -27,8 +28,11 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.nn.loss import LossTerms, PerceptualLoss
 from stylekit.nn.model import TransformerNet
+from stylekit.nn.sr import FACTORS, SRNet
+from stylekit.nn.sr import MIN_SIDE as SR_MIN_SIDE
+from stylekit.nn.srloss import SR_LOSSES, SRLoss
 from stylekit.nn.vgg import WEIGHT_CHOICES, default_loss_weights, load_vgg
-from stylekit.train import steps
+from stylekit.train import previews, steps
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ DEFAULT_OUTPUT = "runs"
 PREVIEW_IMAGE = str(EXAMPLES / "content" / "chelsea.jpg")
 PREVIEW_SIDE = 256
 STATE_FILE = "state.json"
+TASKS = ("style", "sr")
 
 
 def _help(text: str, **more: Any) -> dict[str, Any]:
@@ -49,6 +54,24 @@ def _help(text: str, **more: Any) -> dict[str, Any]:
 class TrainConfig:
     """Everything a training run needs; `jobs/train.py` builds its flags from these fields."""
 
+    task: str = field(
+        default="style",
+        metadata=_help(
+            "style: a style-transfer network (--style); sr: a super-resolution network (--factor, --sr-loss; --style unused)",
+            choices=list(TASKS),
+        ),
+    )
+    factor: int = field(
+        default=4,
+        metadata=_help("--task sr: the upscaling factor, 4 or 8", choices=list(FACTORS)),
+    )
+    sr_loss: str = field(
+        default="feature",
+        metadata=_help(
+            "--task sr: 'feature' (the paper's VGG relu2_2 feature reconstruction loss + TV) or 'pixel' (per-pixel MSE, its baseline)",
+            choices=list(SR_LOSSES),
+        ),
+    )
     style: str = field(
         default=DEFAULT_STYLE,
         metadata=_help(
@@ -67,7 +90,10 @@ class TrainConfig:
             "where runs go: a local folder or fsspec URL prefix (not memory://); the run lives in OUTPUT/NAME"
         ),
     )
-    name: str = field(default="", metadata=_help("run name (default: the style file's stem)"))
+    name: str = field(
+        default="",
+        metadata=_help("run name (default: the style file's stem; for --task sr, sr_xF or sr_xF_pixel)"),
+    )
     epochs: int | None = field(
         default=None,
         metadata=_help(
@@ -87,7 +113,9 @@ class TrainConfig:
     batch_size: int = field(default=4, metadata=_help("images per step per worker"))
     image_size: int = field(
         default=256,
-        metadata=_help("training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop)"),
+        metadata=_help(
+            "training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop; --task sr: random windows at full resolution, a multiple of --factor)"
+        ),
     )
     lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
     content_weight: float | None = field(
@@ -105,7 +133,7 @@ class TrainConfig:
     tv_weight: float | None = field(
         default=None,
         metadata=_help(
-            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4)"
+            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4; --task sr: the same with the feature loss, 0 with the pixel loss)"
         ),
     )
     style_size: int | None = field(
@@ -167,12 +195,14 @@ class TrainConfig:
             elif not storage.is_uri(value):
                 value = os.path.abspath(value)
             object.__setattr__(self, name, value)
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be style or sr (got {self.task!r})")
         # Loss weights follow the loss network: its feature scale decides them (see nn/vgg.py).
         defaults = default_loss_weights(self.vgg_weights)
         for name, value in (
             ("content_weight", defaults.content),
-            ("style_weight", defaults.style),
-            ("tv_weight", defaults.tv),
+            ("style_weight", defaults.style if self.task == "style" else 0.0),
+            ("tv_weight", defaults.tv if self.task == "style" else sr_tv_default(self.sr_loss, defaults.tv)),
         ):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -201,11 +231,26 @@ class TrainConfig:
             raise ConfigError("--max-failures must be >= 0, or -1 for no limit")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"--precision must be auto, fp32 or bf16 (got {self.precision!r})")
+        if self.task == "sr":
+            self._check_sr()
         if not self.name:
-            object.__setattr__(self, "name", Path(self.style.rstrip("/")).stem or "style")
+            object.__setattr__(self, "name", default_name(self))
         if "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"--name {self.name!r} must be a plain name, not a path")
         storage.StorageOptions(self.s3_endpoint)  # validates the endpoint
+
+    def _check_sr(self) -> None:
+        if self.factor not in FACTORS:
+            raise ConfigError(f"--factor must be 4 or 8 (got {self.factor})")
+        if self.sr_loss not in SR_LOSSES:
+            raise ConfigError(f"--sr-loss must be feature or pixel (got {self.sr_loss!r})")
+        if self.image_size % self.factor or self.image_size // self.factor < SR_MIN_SIDE:
+            raise ConfigError(
+                f"--image-size must be a multiple of --factor {self.factor} and at least "
+                f"{SR_MIN_SIDE * self.factor} (got {self.image_size})"
+            )
+        if self.content_warmup:
+            raise ConfigError("--content-warmup applies to style training only; drop it for --task sr")
 
     @property
     def run_dir(self) -> str:
@@ -221,6 +266,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def sr_tv_default(sr_loss: str, feature_tv: float) -> float:
+    """TV weight for super-resolution: the style default with the feature loss (Johnson's
+    tv_strength 1e-6, whose scale the feature loss shares); none with the per-pixel loss, which
+    is the plain MSE baseline (SRCNN) and is itself a smoothing loss."""
+    return feature_tv if sr_loss == "feature" else 0.0
+
+
+def default_name(config: TrainConfig) -> str:
+    if config.task == "sr":
+        return f"sr_x{config.factor}" + ("_pixel" if config.sr_loss == "pixel" else "")
+    return Path(config.style.rstrip("/")).stem or "style"
 
 
 def _absolute_vgg_weights(value: str) -> str:
@@ -254,7 +312,7 @@ def load_style_tensor(config: TrainConfig) -> torch.Tensor:
 class TrainState:
     """The mutable part of a run: network, optimizer and where we are."""
 
-    model: TransformerNet
+    model: TransformerNet | SRNet
     optimizer: torch.optim.Adam
     step: int = 0
     epoch: int = 0
@@ -263,16 +321,28 @@ class TrainState:
 
 def new_state(config: TrainConfig, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)
-    model = TransformerNet()
+    model: TransformerNet | SRNet = SRNet(config.factor) if config.task == "sr" else TransformerNet()
     if config.init_from:
         from stylekit.files.modelio import load_model
 
-        model.load_state_dict(load_model(config.init_from, config.storage_options).model.state_dict())
+        start = load_model(config.init_from, config.storage_options).model
+        if type(start) is not type(model) or getattr(start, "scale", 1) != getattr(model, "scale", 1):
+            raise StylekitError(f"--init-from {config.init_from} is not a model of this task and factor")
+        model.load_state_dict(start.state_dict())
     model = model.to(device)
     return TrainState(model, torch.optim.Adam(model.parameters(), lr=config.lr))
 
 
-def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss:
+def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss | SRLoss:
+    if config.task == "sr":
+        # The per-pixel loss needs no loss network: no VGG is loaded for it.
+        vgg = (
+            load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options)
+            if config.sr_loss == "feature"
+            else None
+        )
+        loss = SRLoss(config.sr_loss, vgg, float(config.content_weight), float(config.tv_weight))  # type: ignore[arg-type]
+        return loss.to(device)
     vgg = load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).to(device)
     style = load_style_tensor(config).to(device)
     return PerceptualLoss(vgg, style, config.content_weight, config.style_weight, config.tv_weight).to(device)
@@ -285,14 +355,18 @@ def style_weight_at(config: TrainConfig, step: int) -> float:
 
 def train_step(
     model: torch.nn.Module,
-    loss_fn: PerceptualLoss,
+    loss_fn: PerceptualLoss | SRLoss,
     optimizer: torch.optim.Optimizer,
     batch: torch.Tensor,
     dtype: torch.dtype = torch.float32,
+    lowres: torch.Tensor | None = None,
 ) -> LossTerms:
     """One Adam step on a (B, H, W, 3) uint8 batch already on the device (see
-    `stylekit.train.steps.train_step`: what it does to be fast, and the benchmark that measures it)."""
-    return steps.train_step(model, loss_fn, optimizer, batch, dtype)
+    `stylekit.train.steps.train_step`: what it does to be fast, and the benchmark that measures it).
+    Super-resolution: `lowres` (B, H/f, W/f, 3) uint8 is the input and `batch` the target."""
+    if lowres is not None:
+        return steps.sr_train_step(model, loss_fn, optimizer, lowres, batch, dtype)
+    return steps.train_step(model, loss_fn, optimizer, batch, dtype)  # type: ignore[arg-type]
 
 
 # --- checkpoints: plain data files -------------------------------------------------------
@@ -381,6 +455,7 @@ def checkpoint_is_complete(read_text, size_of) -> dict[str, Any] | None:
 def preview_pixels(model: torch.nn.Module) -> np.ndarray:
     """The current stylization of the fixed preview photo, (H, W, 3) uint8."""
     pixels = images.resize_longest(images.load_image(PREVIEW_IMAGE), PREVIEW_SIDE)
+    pixels = previews.network_input(model, pixels)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -395,6 +470,8 @@ def model_metadata(
 ) -> dict[str, str]:
     """What a model file says about itself: task, style, data, schedule, loss network and
     weights, final losses (mean weighted terms over the last steps)."""
+    if config.task == "sr":
+        return sr_metadata(config, step, vgg_source, final_losses)
     meta = {
         "format": "stylekit",
         "task": "style",
@@ -418,9 +495,45 @@ def model_metadata(
     if config.content_warmup:
         meta["content_warmup_steps"] = str(config.content_warmup)
     if config.init_from:
-        start = Path(config.init_from.rstrip("/"))
-        # runs/NAME/model.safetensors is known by its run's name; a shipped model by its own.
-        meta["initialised_from"] = start.parent.name if start.stem == "model" else start.stem
+        meta["initialised_from"] = _start_name(config.init_from)
+    for name, value in (final_losses or {}).items():
+        meta[f"final_{name}"] = f"{value:.6g}"
+    return meta
+
+
+def _start_name(init_from: str) -> str:
+    """runs/NAME/model.safetensors is known by its run's name; a shipped model by its own."""
+    start = Path(init_from.rstrip("/"))
+    return start.parent.name if start.stem == "model" else start.stem
+
+
+def sr_metadata(
+    config: TrainConfig, step: int, vgg_source: str, final_losses: dict[str, float] | None = None
+) -> dict[str, str]:
+    """A super-resolution model's metadata: task=sr, factor, loss, data, schedule."""
+    meta = {
+        "format": "stylekit",
+        "task": "sr",
+        "stylekit_version": __version__,
+        "factor": str(config.factor),
+        "loss": config.sr_loss,
+        "content_weight": repr(config.content_weight),
+        "tv_weight": repr(config.tv_weight),
+        "degradation": "Gaussian blur sigma 1.0, then MATLAB-style antialiased bicubic downsampling",
+        "steps": str(step),
+        "training_data": config.data_description or config.data,
+        "data": config.data_description or config.data,
+        "image_size": str(config.image_size),
+        "batch_size": str(config.batch_size),
+        "num_workers": str(config.num_workers),
+        "lr": repr(config.lr),
+        "seed": str(config.seed),
+    }
+    if config.sr_loss == "feature":
+        meta["vgg_weights"] = vgg_source
+        meta["loss_network"] = LOSS_NETWORKS.get(vgg_source.split(":")[0], vgg_source)
+    if config.init_from:
+        meta["initialised_from"] = _start_name(config.init_from)
     for name, value in (final_losses or {}).items():
         meta[f"final_{name}"] = f"{value:.6g}"
     return meta
