@@ -65,7 +65,7 @@ _WORK_FACTOR = 3
 UNTILED_BYTES_PER_PIXEL = 1300
 # Bands are kept below this however large the budget: larger ones are no faster (the halo is a
 # few rows), and NNPACK keeps a workspace as large as the largest call it has seen.
-BAND_CAP = 96 << 20
+BAND_CAP = 192 << 20
 
 
 # --- per-channel statistics ----------------------------------------------------------------
