@@ -48,8 +48,10 @@ LITERATURE_BICUBIC = {
 }
 # Johnson et al. 2016, Table 2 (x4; their own bicubic and SSIM computation): Set5.
 PAPER_X4_SET5 = {"bicubic": (28.43, 0.8114), "pixel": (28.40, 0.8002), "feature": (27.09, 0.7680)}
-# (image stem, top, left, side) of the ground truth for the picture's crops.
-CROPS = (("butterfly", 80, 60, 96), ("baby", 200, 180, 96), ("bird", 40, 100, 96))
+# The picture's photos: the bundled ones (Set5/Set14 may not be redistributed, SOURCES.md), as
+# (file, top, left, side) of the ground-truth crop.
+PICTURE_DIR = REPO / "stylekit" / "examples" / "content"
+CROPS = (("coffee.jpg", 120, 250, 96), ("chelsea.jpg", 90, 170, 96), ("rocket.jpg", 120, 280, 96))
 
 
 def upscaler(stylizer: Stylizer | None, factor: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -73,7 +75,7 @@ def picture(methods: dict[str, Stylizer | None], factor: int, out_path: Path, zo
     labels = [*methods, "ground truth"]
     tiles: list[list[np.ndarray]] = []
     for stem, top, left, side in CROPS:
-        truth = modcrop(srmetrics.load_truth(str(DATA / "Set5" / f"{stem}.png")), factor)
+        truth = modcrop(srmetrics.load_truth(str(PICTURE_DIR / stem)), factor)
         low = imresize(truth, 1 / factor)
         row = []
         for stylizer in methods.values():
