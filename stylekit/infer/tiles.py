@@ -422,6 +422,7 @@ class TiledRun:
                 keep.append(stored)
                 first = stored
             else:  # a 3x3 conv at 1/4 scale costs less to recompute than to write and re-read
+                self.total += first.macs()  # computed twice
                 sc = self.stats(first)
             d, sd = self.store(_Conv2d(_Normed(first, block.in1, sc), block.conv2, 128), f"res{i}b")
             out, _ = self.store(_Sum(_Normed(d, block.in2, sd), x), f"res{i}", with_stats=False)
