@@ -4,7 +4,7 @@ Design, in the order data flows:
 
 1. Listing and skip check, on the driver (`bulk_plan`): the listing of IN is streamed (S3 pages
    of 1000 keys) and each page is merged against one range listing of OUT in a helper thread;
-   inputs still to do go into Parquet key shards of at most 20,000 keys under
+   inputs still to do go into Parquet key shards (256 keys, doubling up to 20,000) under
    OUT/_manifest/_keys/<run-id>/, the rest straight into the manifest. Listing is a sequential
    walk in any case (S3 continuation tokens), so the check hides inside it and costs about one
    request per 1000 inputs; a glob by Ray instead would hold every path in the driver, and an
@@ -22,7 +22,11 @@ Design, in the order data flows:
    GPUs when the cluster has any, else a share of CPUs that leaves some to the codec tasks.
    The decode tasks are kept out of the actor (Ray would otherwise fuse them into it), and Ray
    queues several batches per actor, so the model does not wait for codec work.
-5. Encode + atomic write in CPU tasks (`write_batch`), returning manifest rows.
+5. Encode + atomic write in tasks (`write_batch`), returning manifest rows.
+
+Each stage runs at most a few batches ahead of the next (stylekit/bulk/backpressure.py), so
+the first outputs are written within seconds of the actors' start and the object store holds
+a bounded number of decoded batches, whatever the number of inputs.
 6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
 
@@ -49,6 +53,7 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
+from stylekit.bulk.backpressure import bound_backlogs
 from stylekit.bulk.plan import (
     FAILED,
     MANIFEST_DIR,
@@ -163,6 +168,12 @@ class ActorPlan:
     task_cpus: float  # per decode / encode task
 
     @property
+    def writes_in_flight(self) -> int:
+        """Write tasks at once: enough to keep up with each actor's batches (an encode of a
+        batch can take longer than a GPU's model call)."""
+        return max(2, 4 * self.max_size)
+
+    @property
     def threads(self) -> int:
         return max(1, int(self.num_cpus))
 
@@ -244,10 +255,10 @@ def build_dataset(
         num_cpus=actors.task_cpus,
         memory=decode_memory(config, ray.cluster_resources()),
     )
-    # Regroup decoded rows into model batches. Ray never fuses an operator after a streaming
-    # repartition, so this also keeps decoding out of the actors, where it would run between
-    # model calls (a task stage is otherwise fused into an actor stage with equal resources).
-    ds = ds.repartition(target_num_rows_per_block=config.batch_size)
+    # Decode blocks are already model batches (the repartition above; decoding keeps every
+    # row). Decoding stays out of the actors, where it would run between model calls, because
+    # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
+    # when they are equal.
     ds = ds.map_batches(
         StylizeActor,
         fn_constructor_kwargs={
@@ -263,7 +274,7 @@ def build_dataset(
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         write_batch,
         fn_kwargs={
             "layout": layout,
@@ -273,8 +284,14 @@ def build_dataset(
         },
         batch_size=config.batch_size,
         batch_format="numpy",
-        num_cpus=actors.task_cpus,
+        # No CPU reserved: Ray Data hands a small cluster's CPUs to the upstream stages first,
+        # so a write stage that needs one waited for every decode to finish. Writes run only
+        # as batches leave the actors, at most `writes_in_flight` at a time.
+        num_cpus=0,
+        concurrency=actors.writes_in_flight,
     )
+    bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
+    return ds
 
 
 def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
