@@ -288,7 +288,7 @@ def build_dataset(
         # so a write stage that needs one waited for every decode to finish. Writes run only
         # as batches leave the actors, at most `writes_in_flight` at a time.
         num_cpus=0,
-        concurrency=actors.writes_in_flight,
+        compute=ray.data.TaskPoolStrategy(size=actors.writes_in_flight),
     )
     bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
     return ds
