@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import ray
 
@@ -11,6 +12,11 @@ import ray
 NOTICES = (
     # On every local start; the opposite notice (token authentication *disabled*) still shows.
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+)
+# Python warnings Ray Data gives about sound settings: (message regex, category).
+WARNINGS = (
+    # The write pool's cap (bulk/pipeline.py) is above what a small input needs: no problem.
+    (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
 )
 # Ray Data's info lines (execution plan, "execution finished", where its logs are): our own
 # progress lines replace them on the console; Ray Data's log file under the session keeps them.
@@ -32,6 +38,8 @@ def quiet_ray_notices() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNotices) for f in logger.filters):
             logger.addFilter(_DropNotices((prefix,)))
+    for message, category in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     for handler in logging.getLogger("ray.data").handlers:
         # The console handler only: Ray Data's file handler keeps its full debug log.
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):

@@ -52,3 +52,18 @@ def test_ray_data_info_lines_leave_the_console_and_its_errors_stay() -> None:
         assert info.levelno < h.level <= error.levelno
     for h in files:  # Ray Data's own log file keeps everything
         assert h.level <= logging.INFO
+
+
+def test_the_write_pool_cap_warning_is_dropped_and_other_warnings_show() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_ray_notices()
+        warnings.warn(
+            "The maximum number of concurrent tasks for 'MapBatches(write_batch)' is set to 4, but ...",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn("something Ray really means", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something Ray really means"]

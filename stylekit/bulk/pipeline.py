@@ -38,6 +38,7 @@ Incremental reruns, interrupted runs and the manifest's format are described in 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -50,12 +51,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import ray.data.exceptions
 
 from stylekit.bulk.backpressure import bound_backlogs
 from stylekit.bulk.plan import (
     FAILED,
+    KEYS_SCHEMA,
     MANIFEST_DIR,
     OK,
     SKIPPED,
@@ -237,10 +240,20 @@ def build_dataset(
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
     `model` holds the model file's bytes."""
     options = config.storage_options.resolved()
-    fs, _ = storage.arrow_filesystem(layout.output_root, options)
-    paths = [storage.arrow_filesystem(p, options)[1] for p in plan.shards]
-    ds = ray.data.read_parquet(paths, filesystem=fs)
-    # Small blocks, so the decode work of one shard spreads over many tasks.
+    # One block per key shard, read by a task of its own (read_parquet would merge small shards
+    # into one block), then cut into batches, so the decode work of a shard spreads over many
+    # tasks. The cut of a shard is one task that decoding waits for on a small cluster: the
+    # first shards are small (plan.FIRST_SHARD_KEYS), so the first outputs do not wait long.
+    ds = ray.data.from_items(
+        [{"shard": shard} for shard in plan.shards], override_num_blocks=len(plan.shards)
+    )
+    ds = ds.map_batches(
+        read_keys,
+        fn_kwargs={"options": options},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=actors.task_cpus,
+    )
     ds = ds.repartition(target_num_rows_per_block=config.batch_size)
     ds = ds.map_batches(
         decode_batch,
@@ -292,6 +305,16 @@ def build_dataset(
     )
     bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
     return ds
+
+
+def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
+    """The key rows of the shard(s) named in `batch` (with storage's retries)."""
+    return pa.concat_tables(
+        [
+            pq.read_table(io.BytesIO(storage.read_bytes(str(shard), options)), schema=KEYS_SCHEMA)
+            for shard in batch.column("shard").to_pylist()
+        ]
+    )
 
 
 def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
