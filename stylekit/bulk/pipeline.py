@@ -12,8 +12,8 @@ Design, in the order data flows:
    of every done input through the pipeline. Ray is started (or joined) only if there is
    work. The listing completes before stylizing starts: a wait of a minute or two per million
    S3 keys, traded for a plain, restartable plan.
-2. `read_parquet` over the shards, cut into blocks of --batch-size rows so that decoding
-   spreads over the cluster's CPUs.
+2. The key shards, one read task and one block each (`read_keys`), cut into blocks of
+   --batch-size rows so that decoding spreads over the cluster's CPUs.
 3. Read + decode in CPU tasks (`decode_batch`): EXIF orientation, modes, 16-bit, --max-side and
    --max-pixels through `images.decode`. A bad image becomes a row with status failed.
 4. Stylize in an actor pool (`StylizeActor`): each actor loads the model once (the bytes the
