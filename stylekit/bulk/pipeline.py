@@ -23,12 +23,12 @@ Design, in the order data flows:
    The decode tasks are kept out of the actor (Ray would otherwise fuse them into it), and Ray
    queues several batches per actor, so the model does not wait for codec work.
 5. Encode + atomic write in tasks (`write_batch`), returning manifest rows.
+6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
+   under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
 
 Each stage runs at most a few batches ahead of the next (stylekit/bulk/backpressure.py), so
 the first outputs are written within seconds of the actors' start and the object store holds
 a bounded number of decoded batches, whatever the number of inputs.
-6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
-   under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
 
 Videos under IN take their own path after the photos: one video per actor call, decoded,
 stylized and encoded inside the actor (stylekit/bulk/video.py).
