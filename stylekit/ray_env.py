@@ -1,21 +1,62 @@
-"""Joining Ray, the same way for every job."""
+"""Joining Ray, the same way for every job, with Ray's own notices kept out of a user's log."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import ray
+
+# Lines Ray logs as warnings that ask nothing of a user: (logger, start of the message).
+# Real warnings and errors, from these loggers too, still show.
+NOTICES = (
+    # On every local start; the opposite notice (token authentication *disabled*) still shows.
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+)
+# Python warnings Ray Data gives about sound settings: (message regex, category).
+WARNINGS = (
+    # The write pool's cap (bulk/pipeline.py) is above what a small input needs: no problem.
+    (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
+)
+# Ray Data's info lines (execution plan, "execution finished", where its logs are): our own
+# progress lines replace them on the console; Ray Data's log file under the session keeps them.
+RAY_DATA_CONSOLE_LEVEL = logging.WARNING
+
+
+class _DropNotices(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def quiet_ray_notices() -> None:
+    """Install the filters (idempotent): Ray's notices off the console, its errors on it."""
+    for name, prefix in NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices((prefix,)))
+    for message, category in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for handler in logging.getLogger("ray.data").handlers:
+        # The console handler only: Ray Data's file handler keeps its full debug log.
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(max(handler.level, RAY_DATA_CONSOLE_LEVEL))
 
 
 def init_ray() -> None:
     """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
     with neither, start a local Ray for this process."""
+    quiet_ray_notices()
     if not ray.is_initialized():
         ray.init(logging_level=logging.WARNING, log_to_driver=True)
     # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
     # (and Ray's notice that they are off would only confuse).
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    quiet_ray_notices()  # again: importing Ray Data sets up its console handler
 
 
 def shutdown_ray() -> None:

@@ -624,3 +624,36 @@ def test_decoding_is_not_fused_into_the_actors(
     operators = [line.strip("+- ") for line in physical.splitlines() if "Operator[" in line]
     assert "ActorPoolMapOperator[MapBatches(StylizeActor)]" in operators  # the model alone
     assert [op for op in operators if op.startswith("TaskPoolMapOperator[MapBatches(decode_batch)")]
+
+
+def _atime_tracks_first_read(folder: Path) -> bool:
+    """Whether this filesystem stamps a file's first read in its atime (relatime, strictatime;
+    not noatime), which the streaming test reads decode times from."""
+    probe = folder / "atime-probe"
+    probe.write_bytes(b"x")
+    before = probe.stat().st_atime_ns
+    time.sleep(0.05)
+    probe.read_bytes()
+    return probe.stat().st_atime_ns > before
+
+
+def test_the_first_output_does_not_wait_for_every_decode(
+    local_ray: None, model_file: Path, tmp_path: Path
+) -> None:
+    """The decode stage runs only a few batches ahead of the model: the first outputs are
+    written while most inputs are still unread. Each input's atime is when a decode task read
+    it (its first read since it was made), each output's mtime when it was written; without
+    backpressure every input was read before the actors had loaded the model."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    if not _atime_tracks_first_read(src):
+        pytest.skip("this filesystem does not record reads in atime (noatime)")
+    count = 96
+    for i in range(count):
+        (src / f"p{i:03d}.png").write_bytes(_png(_noise(128, 128, 100 + i)))
+    summary = _bulk(model=str(model_file), input=str(src), output=str(out), batch_size=2)
+    assert summary.ok == count
+    read = sorted((src / f"p{i:03d}.png").stat().st_atime_ns for i in range(count))
+    first_written = min((out / f"p{i:03d}.png").stat().st_mtime_ns for i in range(count))
+    read_before = sum(t < first_written for t in read)
+    assert read_before <= count // 2, f"{read_before} of {count} inputs were decoded before the first output"

@@ -4,7 +4,7 @@ Design, in the order data flows:
 
 1. Listing and skip check, on the driver (`bulk_plan`): the listing of IN is streamed (S3 pages
    of 1000 keys) and each page is merged against one range listing of OUT in a helper thread;
-   inputs still to do go into Parquet key shards of at most 20,000 keys under
+   inputs still to do go into Parquet key shards (256 keys, doubling up to 20,000) under
    OUT/_manifest/_keys/<run-id>/, the rest straight into the manifest. Listing is a sequential
    walk in any case (S3 continuation tokens), so the check hides inside it and costs about one
    request per 1000 inputs; a glob by Ray instead would hold every path in the driver, and an
@@ -12,8 +12,8 @@ Design, in the order data flows:
    of every done input through the pipeline. Ray is started (or joined) only if there is
    work. The listing completes before stylizing starts: a wait of a minute or two per million
    S3 keys, traded for a plain, restartable plan.
-2. `read_parquet` over the shards, cut into blocks of --batch-size rows so that decoding
-   spreads over the cluster's CPUs.
+2. The key shards, one read task and one block each (`read_keys`), cut into blocks of
+   --batch-size rows so that decoding spreads over the cluster's CPUs.
 3. Read + decode in CPU tasks (`decode_batch`): EXIF orientation, modes, 16-bit, --max-side and
    --max-pixels through `images.decode`. A bad image becomes a row with status failed.
 4. Stylize in an actor pool (`StylizeActor`): each actor loads the model once (the bytes the
@@ -25,9 +25,13 @@ Design, in the order data flows:
    With --then SR_MODEL each actor also holds a super-resolution model and upscales every
    result in the same pass (stylize at a low resolution, then super-resolve: a 4K result for a
    fraction of the style network's cost at 4K); the run's digest covers both models.
-5. Encode + atomic write in CPU tasks (`write_batch`), returning manifest rows.
+5. Encode + atomic write in tasks (`write_batch`), returning manifest rows.
 6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
+
+Each stage runs at most a few batches ahead of the next (stylekit/bulk/backpressure.py), so
+the first outputs are written within seconds of the actors' start and the object store holds
+a bounded number of decoded batches, whatever the number of inputs.
 
 Videos under IN take their own path after the photos: one video per actor call, decoded,
 stylized and encoded inside the actor (stylekit/bulk/video.py).
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -51,11 +56,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import ray.data.exceptions
 
+from stylekit.bulk.backpressure import bound_backlogs
 from stylekit.bulk.plan import (
     FAILED,
+    KEYS_SCHEMA,
     MANIFEST_DIR,
     OK,
     SKIPPED,
@@ -180,6 +188,12 @@ class ActorPlan:
     task_cpus: float  # per decode / encode task
 
     @property
+    def writes_in_flight(self) -> int:
+        """Write tasks at once: enough to keep up with each actor's batches (an encode of a
+        batch can take longer than a GPU's model call)."""
+        return max(2, 4 * self.max_size)
+
+    @property
     def threads(self) -> int:
         return max(1, int(self.num_cpus))
 
@@ -243,10 +257,20 @@ def build_dataset(
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
     `models` hold the model file's bytes (and the --then model's)."""
     options = config.storage_options.resolved()
-    fs, _ = storage.arrow_filesystem(layout.output_root, options)
-    paths = [storage.arrow_filesystem(p, options)[1] for p in plan.shards]
-    ds = ray.data.read_parquet(paths, filesystem=fs)
-    # Small blocks, so the decode work of one shard spreads over many tasks.
+    # One block per key shard, read by a task of its own (read_parquet would merge small shards
+    # into one block), then cut into batches, so the decode work of a shard spreads over many
+    # tasks. The cut of a shard is one task that decoding waits for on a small cluster: the
+    # first shards are small (plan.FIRST_SHARD_KEYS), so the first outputs do not wait long.
+    ds = ray.data.from_items(
+        [{"shard": shard} for shard in plan.shards], override_num_blocks=len(plan.shards)
+    )
+    ds = ds.map_batches(
+        read_keys,
+        fn_kwargs={"options": options},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=actors.task_cpus,
+    )
     ds = ds.repartition(target_num_rows_per_block=config.batch_size)
     ds = ds.map_batches(
         decode_batch,
@@ -261,10 +285,10 @@ def build_dataset(
         num_cpus=actors.task_cpus,
         memory=decode_memory(config, ray.cluster_resources()),
     )
-    # Regroup decoded rows into model batches. Ray never fuses an operator after a streaming
-    # repartition, so this also keeps decoding out of the actors, where it would run between
-    # model calls (a task stage is otherwise fused into an actor stage with equal resources).
-    ds = ds.repartition(target_num_rows_per_block=config.batch_size)
+    # Decode blocks are already model batches (the repartition above; decoding keeps every
+    # row). Decoding stays out of the actors, where it would run between model calls, because
+    # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
+    # when they are equal.
     ds = ds.map_batches(
         StylizeActor,
         fn_constructor_kwargs={
@@ -280,7 +304,7 @@ def build_dataset(
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         write_batch,
         fn_kwargs={
             "layout": layout,
@@ -290,7 +314,23 @@ def build_dataset(
         },
         batch_size=config.batch_size,
         batch_format="numpy",
-        num_cpus=actors.task_cpus,
+        # No CPU reserved: Ray Data hands a small cluster's CPUs to the upstream stages first,
+        # so a write stage that needs one waited for every decode to finish. Writes run only
+        # as batches leave the actors, at most `writes_in_flight` at a time.
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=actors.writes_in_flight),
+    )
+    bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
+    return ds
+
+
+def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
+    """The key rows of the shard(s) named in `batch` (with storage's retries)."""
+    return pa.concat_tables(
+        [
+            pq.read_table(io.BytesIO(storage.read_bytes(str(shard), options)), schema=KEYS_SCHEMA)
+            for shard in batch.column("shard").to_pylist()
+        ]
     )
 
 

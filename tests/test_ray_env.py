@@ -1,0 +1,69 @@
+"""Ray's notices stay off a user's console; its real warnings and errors do not (no Ray started)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import ray.data  # noqa: F401  (sets up Ray Data's console and file handlers, as a job does)
+
+from stylekit.ray_env import quiet_ray_notices
+
+
+def _captured(name: str) -> tuple[logging.Logger, io.StringIO, logging.Handler]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    return logger, out, handler
+
+
+def test_the_token_notice_is_dropped_and_a_real_warning_from_the_same_logger_shows() -> None:
+    quiet_ray_notices()
+    quiet_ray_notices()  # idempotent: one filter, not two
+    logger, out, handler = _captured("ray._private.authentication.authentication_token_setup")
+    try:
+        assert len(logger.filters) == 1
+        logger.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=...")
+        logger.warning("Token authentication is disabled for this Ray cluster. Anyone with ...")
+        logger.error("could not read the token file")
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "Token authentication is disabled for this Ray cluster. Anyone with ...",
+        "could not read the token file",
+    ]
+
+
+def test_ray_data_info_lines_leave_the_console_and_its_errors_stay() -> None:
+    quiet_ray_notices()
+    handlers = logging.getLogger("ray.data").handlers
+    console = [
+        h for h in handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    files = [h for h in handlers if h not in console]
+    assert console, "Ray Data has no console handler to quiet"
+    info = logging.LogRecord(
+        "ray.data.x", logging.INFO, __file__, 1, "Starting execution of Dataset", None, None
+    )
+    error = logging.LogRecord("ray.data.x", logging.ERROR, __file__, 1, "a task failed", None, None)
+    for h in console:
+        assert info.levelno < h.level <= error.levelno
+    for h in files:  # Ray Data's own log file keeps everything
+        assert h.level <= logging.INFO
+
+
+def test_the_write_pool_cap_warning_is_dropped_and_other_warnings_show() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_ray_notices()
+        warnings.warn(
+            "The maximum number of concurrent tasks for 'MapBatches(write_batch)' is set to 4, but ...",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn("something Ray really means", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something Ray really means"]
