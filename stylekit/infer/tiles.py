@@ -167,8 +167,9 @@ class _Image(_Node):
 
     def rows(self, r0: int, r1: int) -> torch.Tensor:
         index = [_mirror(r, self.h, self.mode) for r in range(r0, r1)]
-        band = self.image[r0:r1] if r1 <= self.h else self.image[index]
-        x = torch.from_numpy(np.ascontiguousarray(band)).to(self.device).permute(2, 0, 1)[None].float()
+        # A copy of the rows (decoded photos are often read-only arrays, which torch warns about).
+        band = np.array(self.image[r0:r1]) if r1 <= self.h else self.image[index]
+        x = torch.from_numpy(band).to(self.device).permute(2, 0, 1)[None].float()
         if self.width != self.w:
             x = F.pad(x, (0, self.width - self.w, 0, 0), mode=self.mode)
         return x
