@@ -475,6 +475,9 @@ def test_rerun_skips_done_inputs_does_new_ones_and_retries_failures(
         "broken/empty.png": _png(_noise(8, 8, 51)),  # a failed input, fixed
         "plain/same1.png": _png(_noise(32, 24, 52)),  # a done input, replaced: newer than its output
     }
+    # S3 keeps LastModified to the second, and an output at least as new as its input counts as
+    # done: on a fast machine the first run's outputs and this upload can share a second.
+    time.sleep(1.1)
     _upload("odd", "in", changes)
     before = _versions("odd", "out")
     rerun = _bulk(**first_runs["common"])
