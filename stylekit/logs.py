@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -15,3 +16,12 @@ def setup_logging(level: str | int | None = None) -> None:
     # Third-party chatter that drowns our progress lines.
     for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "gcsfs", "adlfs", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def format_duration(seconds: float) -> str:
+    """A time left for progress lines: "4m05s", "2h13m", or "?" when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

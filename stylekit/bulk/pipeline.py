@@ -79,7 +79,7 @@ from stylekit.bulk.plan import (
 from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.errors import ConfigError, StylekitError, first_line
 from stylekit.files import images, storage, zoo
-from stylekit.logs import setup_logging
+from stylekit.logs import format_duration, setup_logging
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 
@@ -580,16 +580,8 @@ class _Progress:
             self.ok,
             self.failed,
             rate,
-            _duration(eta),
+            format_duration(eta),
         )
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _root_cause(e: BaseException) -> str:

@@ -14,7 +14,6 @@ beside its target and renamed into place, so an output that exists is a complete
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from stylekit.errors import ConfigError
 from stylekit.files import storage
+from stylekit.logs import format_duration
 from stylekit.video import deps
 from stylekit.video.flicker import FlickerMeter
 from stylekit.video.media import CRF_CODECS, VideoError, VideoSink, VideoSource, to_rgb
@@ -217,7 +217,7 @@ class _Progress:
                 self.total,
                 min(100, 100 * self.done_frames // self.total),
                 rate,
-                _duration(left),
+                format_duration(left),
             )
         else:
             self.log("frame %d, %.2f frames/s", self.done_frames, rate)
@@ -226,14 +226,6 @@ class _Progress:
         if self.logged != self.done_frames:
             self.total = self.done_frames
             self.line()
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _extension(location: str) -> str:
