@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script entry point: `stylekit stylize ...`."""
-    run_main(main)
+    run_main(main, fast_exit=True)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, fast_exit=True)

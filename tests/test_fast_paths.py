@@ -421,3 +421,16 @@ def test_cuda_graphs_match_eager_and_keep_earlier_outputs(model: TransformerNet)
     assert torch.equal(first, kept)
     assert psnr(first[0].cpu().numpy(), eager.stylize([a])[0]) >= 40
     assert psnr(second[0].cpu().numpy(), eager.stylize([b])[0]) >= 40
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+@pytest.mark.parametrize(("p", "size"), [(1, (2, 3)), (1, (5, 9)), (4, (5, 7)), (4, (12, 9))])
+def test_fill_border_is_f_pad(mode: str, p: int, size: tuple[int, int]) -> None:
+    """The padded-buffer path writes a layer into a buffer's interior and fills the border
+    itself: it must be exactly what F.pad makes, corners included."""
+    from stylekit.infer.fastpath import fill_border, interior, padded_empty
+
+    x = torch.rand(2, 3, *size)
+    buf = padded_empty(x, *size, p)
+    interior(buf, p).copy_(x)
+    assert torch.equal(fill_border(buf, p, mode), F.pad(x, (p, p, p, p), mode=mode))
