@@ -28,6 +28,7 @@ reference in percent (target: within 5%).
     python benchmarks/bench_quality.py --model starry_night                  # Part 1
     python benchmarks/bench_quality.py --model starry_night --parity         # Parts 1 and 2
     python benchmarks/bench_quality.py --parity-only --steps 300 --image-size 128
+    python benchmarks/bench_quality.py --parity-only --parity-photos 4   # identical batches
     python benchmarks/bench_quality.py --quick --model m.safetensors --parity   # smoke test
 
 Part 2 needs Ray (it starts a local Ray unless RAY_ADDRESS names a cluster); Part 1 only
@@ -40,6 +41,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import statistics
 import struct
 import sys
@@ -545,7 +547,28 @@ def evaluate(
     return {k: v / len(photos) for k, v in sums.items()}
 
 
+def subset_folder(data: str, count: int, folder: Path) -> str:
+    """A folder of copies of the first `count` training images of `data` (sorted by path)."""
+    files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:count]
+    if len(files) < count:
+        raise SystemExit(f"--parity-photos {count}: only {len(files)} images under {data}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(files):
+        shutil.copyfile(path, folder / f"{i:04d}_{path.name}")
+    return str(folder)
+
+
 def part2(args: argparse.Namespace, device: torch.device) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-quality-data-") as tmp:
+        if args.parity_photos:
+            args.data_shown = f"images (the first {args.parity_photos} under {args.data})"
+            args.data = subset_folder(args.data, args.parity_photos, Path(tmp) / "data")
+        else:
+            args.data_shown = f"images under {args.data}"
+        part2_runs(args, device)
+
+
+def part2_runs(args: argparse.Namespace, device: torch.device) -> None:
     import ray
 
     from stylekit.logs import setup_logging
@@ -562,14 +585,23 @@ def part2(args: argparse.Namespace, device: torch.device) -> None:
         )
     )
     print(
-        f"- data: {n_images} images under {args.data}; style {args.parity_style} at "
+        f"- data: {n_images} {args.data_shown}; style {args.parity_style} at "
         f"{style.shape[3]}x{style.shape[2]}; loss network Caffe VGG-16; weights content {w.content:g}, "
         f"style {w.style:g}, tv {w.tv:g}; Adam lr {args.lr:g}; seed {args.seed}; global batch 4"
     )
+    same_batches = n_images == 4
     print(
         f"- stylekit runs: precision {args.precision} (auto: bf16 autocast on CUDA, fp32 on CPU); "
-        "reference: fp32. Data order differs (Ray Data's file shuffle vs a seeded DataLoader), so "
-        "per-step losses are on different batches: compare the curves' trend and the final evaluation."
+        "reference: fp32. Crops are the same pixels (stylekit's resize_crop is torchvision's "
+        "Resize + CenterCrop, tests/test_images.py). "
+        + (
+            "The data is exactly one global batch, so every step of every run trains on the same "
+            "4 images (their order within the batch does not change a mean loss): the runs differ "
+            "only in their computation."
+            if same_batches
+            else "Data order differs (Ray Data's file shuffle vs a seeded DataLoader), so per-step "
+            "losses are on different batches: compare the curves' trend and the final evaluation."
+        )
     )
     print(flush=True)
 
@@ -689,6 +721,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parity", action="store_true", help="also run Part 2 (three trainings; needs Ray)")
     p.add_argument("--parity-only", action="store_true", help="run Part 2 only")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="Part 2: training images folder")
+    p.add_argument(
+        "--parity-photos",
+        type=int,
+        default=None,
+        help="Part 2: train on the first N images of --data only (4, one global batch: every run "
+        "sees the same batch at every step)",
+    )
     p.add_argument("--parity-style", default=str(STYLES / "starry_night.jpg"), help="Part 2: style image")
     p.add_argument("--style-size", type=int, default=256, help="Part 2: longest side of the style image")
     p.add_argument("--image-size", type=int, default=128, help="Part 2: training crop side")

@@ -156,13 +156,18 @@ def is_image_key(key: str) -> bool:
 
 def resize_crop(pixels: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) -> (size, size, 3): scale the shorter side to `size` (bilinear, antialiased),
-    then take the centre square, as the reference's Resize + CenterCrop does."""
+    then take the centre square, pixel for pixel as the reference's torchvision Resize(size) +
+    CenterCrop(size) do on a PIL image: the longer side truncated (481x321 -> 191x128, not
+    192), the crop offset rounded half to even. The training data must be the reference's for
+    the training to be (benchmarks/bench_quality.py, parity)."""
     img = Image.fromarray(pixels)
     w, h = img.size
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = round((nw - size) / 2.0), round((nh - size) / 2.0)
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
