@@ -31,13 +31,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import fsspec
-import pyarrow.fs as pafs
 
 from stylekit.errors import StylekitError
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,8 @@ def arrow_filesystem(
     """(pyarrow filesystem, path) for Ray Data and Ray Train: pyarrow's own for local paths
     and (see NATIVE_S3) S3 reads, fsspec's wrapped in a PyFileSystem for every other protocol
     and where `native_s3` is False."""
+    import pyarrow.fs as pafs  # here: only the Ray jobs need it (a one-process command saves its import)
+
     if scheme_of(location) in LOCAL:
         return pafs.LocalFileSystem(), local_path(location)
     fs, path = filesystem(location, options)  # also the one-line error for a missing package
@@ -221,6 +225,8 @@ NATIVE_S3 = True
 def _arrow_s3(endpoint: str | None, region: str | None, bucket: str) -> pafs.S3FileSystem:
     # pyarrow ignores AWS_ENDPOINT_URL (apache/arrow#49643), so the endpoint is passed here;
     # nor does it follow S3's cross-region redirects, so without a region it asks the bucket's.
+    import pyarrow.fs as pafs
+
     kwargs: dict[str, Any] = {
         "region": region or ("us-east-1" if endpoint else _bucket_region(bucket)),
         # The AWS SDK's standard retries: 503 SlowDown, 500s, resets and timeouts, with backoff.
@@ -235,6 +241,8 @@ def _arrow_s3(endpoint: str | None, region: str | None, bucket: str) -> pafs.S3F
 
 @functools.lru_cache(maxsize=64)
 def _bucket_region(bucket: str) -> str:
+    import pyarrow.fs as pafs
+
     try:
         return pafs.resolve_s3_region(bucket)
     except OSError:
