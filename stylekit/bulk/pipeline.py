@@ -543,7 +543,7 @@ def _consume(dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, ev
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
         raise StylekitError(f"the Ray pipeline failed: {_root_cause(e)}") from None
-    progress.log_line()
+    progress.log_line(final=True)
 
 
 class _Progress:
@@ -555,6 +555,7 @@ class _Progress:
         self.total, self.every = total, every
         self.ok = self.failed = self.failures_shown = 0
         self.started = self.last = time.monotonic()
+        self.logged = -1  # rows done at the last line
 
     def update(self, table: pa.Table) -> None:
         for row in table.select(["input", "status", "error"]).to_pylist():
@@ -568,9 +569,12 @@ class _Progress:
         if time.monotonic() - self.last >= self.every:
             self.log_line()
 
-    def log_line(self) -> None:
-        self.last = time.monotonic()
+    def log_line(self, final: bool = False) -> None:
+        """One progress line; the final one only when rows finished since the last."""
         done = self.ok + self.failed
+        if final and done == self.logged:
+            return
+        self.last, self.logged = time.monotonic(), done
         rate = done / max(self.last - self.started, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         log.info(
