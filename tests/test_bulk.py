@@ -660,3 +660,23 @@ def test_the_first_output_does_not_wait_for_every_decode(
     first_written = min((out / f"p{i:03d}.png").stat().st_mtime_ns for i in range(count))
     read_before = sum(t < first_written for t in read)
     assert read_before <= count // 2, f"{read_before} of {count} inputs were decoded before the first output"
+
+
+def test_progress_lines_count_every_row_once_and_end_without_a_repeat(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    import pyarrow as pa
+
+    from stylekit.bulk.pipeline import FAILED, OK, _Progress
+
+    progress = _Progress(total=3, every=0.0)  # a line at every update
+    with caplog.at_level(logging.INFO, logger="stylekit.bulk.pipeline"):
+        rows = {"input": ["a", "b"], "status": [OK, FAILED], "error": [None, "bad"]}
+        progress.update(pa.table(rows))
+        progress.update(pa.table({"input": ["c"], "status": [OK], "error": [None]}))
+        progress.log_line(final=True)  # nothing new since the last line: no repeat
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stylized ")]
+    assert [line.split(",")[0] for line in lines] == ["stylized 2/3 (1 ok", "stylized 3/3 (2 ok"]
+    assert any(r.getMessage() == "failed: b: bad" for r in caplog.records)
