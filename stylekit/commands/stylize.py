@@ -146,7 +146,7 @@ def stylize_files(config: StylizeConfig) -> int:
             future.result()
         except StylekitError as e:
             failed += 1
-            print(f"error: {source}: {e}", file=sys.stderr)
+            print(f"error: {_about(source, e)}", file=sys.stderr)
 
     with ThreadPoolExecutor(1, "stylekit-read") as reader, ThreadPoolExecutor(1, "stylekit-write") as writer:
         pending: tuple[str, Future[Any]] | None = None  # the last output being written
@@ -164,12 +164,18 @@ def stylize_files(config: StylizeConfig) -> int:
                 pending = None
             if result is None:
                 failed += 1
-                print(f"error: {source}: {error}", file=sys.stderr)
+                print(f"error: {_about(source, error)}", file=sys.stderr)
                 continue
             pending = (source, writer.submit(write, source, target, result))
         if pending is not None:
             report(*pending)
     return failed
+
+
+def _about(source: str, error: Exception) -> str:
+    """`source: message`, once: storage errors already begin with the path."""
+    message = str(error)
+    return message if message.startswith(source) else f"{source}: {message}"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
