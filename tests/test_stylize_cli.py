@@ -126,3 +126,20 @@ def test_stylizer_matches_the_model_for_each_size_group() -> None:
         with torch.no_grad():
             y = model(torch.from_numpy(img).permute(2, 0, 1)[None].float())[0]
         assert np.array_equal(out, y.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+def test_fast_exit_keeps_the_exit_code_and_runs_atexit_handlers() -> None:
+    """`python -m stylekit` ends without the interpreter's teardown (stylekit.cli.exit_now),
+    but its status, its buffered output and atexit handlers (logging, temporary files) stay."""
+    code = (
+        "import atexit, sys\n"
+        "from stylekit.cli import run_main\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "def main():\n"
+        "    sys.stdout.write('buffered')\n"
+        "    return 3\n"
+        "run_main(main, fast_exit=True)\n"
+    )
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 3
+    assert result.stdout == "bufferedatexit ran\n"
