@@ -61,3 +61,30 @@ def test_quick_part1(tmp_path: Path) -> None:
     assert png.is_file()
     width, height = Image.open(png).size
     assert width > 4 * 48 and height > 0
+
+
+def test_stylekit_training_step_is_the_reference_step_bit_for_bit() -> None:
+    """benchmarks/bench_parity_order.py: same init, same batch, fp32: stylekit's train_step
+    and the reference loop's step give the same loss at every step, to the last bit."""
+    result = subprocess.run(
+        [
+            PYTHON,
+            str(REPO / "benchmarks" / "bench_parity_order.py"),
+            "--steps",
+            "3",
+            "--image-size",
+            "32",
+            "--log-every",
+            "3",
+            "--max-photos",
+            "1",
+            "--size",
+            "48",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bit for bit: yes" in result.stdout
