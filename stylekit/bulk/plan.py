@@ -635,7 +635,7 @@ class _Planner:
 
     def settle(self, page: list[storage.FileEntry], existing: dict[str, storage.FileEntry]) -> None:
         """Decide each input of a page, in listing order (the collision guard relies on it)."""
-        rows: dict[str, list[Any]] = {name: [] for name in _ROW_FIELDS}
+        rows: dict[str, list[Any]] = {name: [] for name in ROW_FIELDS}
         for entry in page:
             out = output_key(entry.key, self.config.format)
             earlier = self.guard.claim(entry.key, out)
@@ -662,7 +662,8 @@ def _no_outputs(location: str, keys: list[str], options: storage.StorageOptions)
     return {}  # --overwrite: treat every output as missing
 
 
-_ROW_FIELDS = (
+# A manifest row's columns as the writers fill them (the video rows add "frames", "duration").
+ROW_FIELDS = (
     "key",
     "output_key",
     "status",
@@ -684,7 +685,7 @@ def _add_row(
     out_bytes: int = 0,
 ) -> None:
     values = (entry.key, out, status, error, 0, 0, entry.size, out_bytes, 0.0)
-    for name, value in zip(_ROW_FIELDS, values, strict=True):
+    for name, value in zip(ROW_FIELDS, values, strict=True):
         rows[name].append(value)
 
 

@@ -21,7 +21,16 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
-from stylekit.bulk.plan import FAILED, OK, BulkConfig, ManifestWriter, Plan, RunLayout, manifest_table
+from stylekit.bulk.plan import (
+    FAILED,
+    OK,
+    ROW_FIELDS,
+    BulkConfig,
+    ManifestWriter,
+    Plan,
+    RunLayout,
+    manifest_table,
+)
 from stylekit.errors import StylekitError
 from stylekit.files import storage
 from stylekit.logs import setup_logging
@@ -95,22 +104,7 @@ class VideoActor:
         self.video, self.layout, self.options, self.digest = video, layout, options, digest
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        rows: dict[str, list[Any]] = {
-            name: []
-            for name in (
-                "key",
-                "output_key",
-                "status",
-                "error",
-                "width",
-                "height",
-                "input_bytes",
-                "output_bytes",
-                "seconds",
-                "frames",
-                "duration",
-            )
-        }
+        rows: dict[str, list[Any]] = {name: [] for name in (*ROW_FIELDS, "frames", "duration")}
         for key, out, size in zip(batch["key"], batch["output_key"], batch["input_bytes"], strict=True):
             for name, value in zip(rows, self._one(str(key), str(out), int(size)), strict=True):
                 rows[name].append(value)
