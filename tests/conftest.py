@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -71,17 +72,11 @@ def s3_server() -> Iterator[str]:
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": url,
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield url
+        with environment(env):
+            yield url
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def make_bucket(name: str) -> None:
@@ -237,16 +232,26 @@ def gcs_server() -> Iterator[str | None]:
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket="gcs-test")
     server.start()
     url = f"http://127.0.0.1:{port}"
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = url
     try:
-        yield url
+        with environment({"STORAGE_EMULATOR_HOST": url}):
+            yield url
     finally:
         server.stop()
-        if saved is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set these variables for this process and its children while inside; restore after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 AZURITE_KEY = (  # Azurite's published development account key (not a secret)
@@ -300,14 +305,9 @@ def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | Non
                 proc.kill()
                 raise
             time.sleep(0.3)
-    saved = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = conn
     try:
-        yield url
+        with environment({"AZURE_STORAGE_CONNECTION_STRING": conn}):
+            yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        if saved is None:
-            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
-        else:
-            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = saved
