@@ -30,7 +30,6 @@ from pathlib import Path
 import bench_quality as bq
 import common
 import torch
-import torch.nn.functional as F
 
 from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.model import TransformerNet
@@ -67,24 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     vgg = load_vgg("caffe")
     style_grams = [common.gram_matrix(f) for f in vgg(style.repeat(4, 1, 1, 1))]
 
-    def ref_step(net: torch.nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor) -> float:
-        """The example's step, as bench_quality.reference_training writes it."""
-        opt.zero_grad()
-        y = net(xb)
-        fy, fx = vgg(y), vgg(xb)
-        content = w.content * F.mse_loss(fy[1], fx[1])
-        style_term = w.style * sum(
-            F.mse_loss(common.gram_matrix(a), g[: len(xb)]) for a, g in zip(fy, style_grams, strict=True)
-        )
-        tv = w.tv * (
-            (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean()
-            + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
-        )
-        total = content + style_term + tv
-        total.backward()
-        opt.step()
-        return float(total.detach())
-
     ref, ref_opt = reference_net(args.seed)
     shuffled, shuffled_opt = reference_net(args.seed)
     torch.manual_seed(args.seed)
@@ -99,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stylekit train_step": (model, []),
     }
     steps: dict[str, Callable[[], float]] = {
-        "reference": lambda: ref_step(ref, ref_opt, x),
-        "reference, shuffled each step": lambda: ref_step(
-            shuffled, shuffled_opt, x[torch.randperm(4, generator=order)]
+        "reference": lambda: bq.reference_step(ref, ref_opt, vgg, style_grams, x, w),
+        "reference, shuffled each step": lambda: bq.reference_step(
+            shuffled, shuffled_opt, vgg, style_grams, x[torch.randperm(4, generator=order)], w
         ),
         "stylekit train_step": lambda: float(train_step(model, loss_fn, model_opt, batch).total),
     }

@@ -61,7 +61,7 @@ from stylekit.files import images
 from stylekit.nn.gatys import GatysConfig, GatysResult, optimize_image
 from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.model import TransformerNet
-from stylekit.nn.vgg import DEFAULT_LOSS_WEIGHTS, VGGFeatures, default_loss_weights, load_vgg
+from stylekit.nn.vgg import DEFAULT_LOSS_WEIGHTS, LossWeights, VGGFeatures, default_loss_weights, load_vgg
 
 REPO = common.REPO
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "content"
@@ -412,6 +412,36 @@ class Run:
     note: str = ""
 
 
+def reference_step(
+    transformer: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    vgg: VGGFeatures,
+    gram_style: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    w: LossWeights,
+) -> float:
+    """One step of the example's train() loop on a (B, 3, S, S) 0-255 batch (its loss code,
+    plus the TV term); returns the total loss."""
+    n_batch = len(x)
+    optimizer.zero_grad()
+    y = transformer(x)
+    features_y = vgg(y)
+    features_x = vgg(x)
+    content_loss = w.content * F.mse_loss(features_y[1], features_x[1])
+    style_loss = 0.0
+    for ft_y, gm_s in zip(features_y, gram_style, strict=True):
+        gm_y = common.gram_matrix(ft_y)
+        style_loss += F.mse_loss(gm_y, gm_s[:n_batch, :, :])
+    style_loss *= w.style
+    tv_loss = w.tv * (
+        (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean() + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
+    )
+    total_loss = content_loss + style_loss + tv_loss
+    total_loss.backward()
+    optimizer.step()
+    return total_loss.item()
+
+
 def reference_training(args: argparse.Namespace, device: torch.device, style: torch.Tensor) -> Run:
     """The example's train() loop, on stylekit's Caffe VGG-16 (which takes RGB 0-255 itself,
     so the example's normalize_batch is not applied)."""
@@ -435,26 +465,7 @@ def reference_training(args: argparse.Namespace, device: torch.device, style: to
     start = time.perf_counter()
     while len(losses) < args.steps:
         for x in loader:
-            n_batch = len(x)
-            x = x.to(device)
-            optimizer.zero_grad()
-            y = transformer(x)
-            features_y = vgg(y)
-            features_x = vgg(x)
-            content_loss = w.content * F.mse_loss(features_y[1], features_x[1])
-            style_loss = 0.0
-            for ft_y, gm_s in zip(features_y, gram_style, strict=True):
-                gm_y = common.gram_matrix(ft_y)
-                style_loss += F.mse_loss(gm_y, gm_s[:n_batch, :, :])
-            style_loss *= w.style
-            tv_loss = w.tv * (
-                (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean()
-                + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
-            )
-            total_loss = content_loss + style_loss + tv_loss
-            total_loss.backward()
-            optimizer.step()
-            losses.append(total_loss.item())
+            losses.append(reference_step(transformer, optimizer, vgg, gram_style, x.to(device), w))
             if len(losses) >= args.steps:
                 break
     seconds = time.perf_counter() - start

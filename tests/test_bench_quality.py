@@ -17,6 +17,19 @@ STYLE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
 CONTENT = REPO / "stylekit" / "examples" / "content"
 
 
+def run_benchmark(script: str, *args: str) -> str:
+    """Run benchmarks/SCRIPT with ARGS; its standard output, after checking it succeeded."""
+    result = subprocess.run(
+        [PYTHON, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_quick_part1(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = tmp_path / "tiny.safetensors"
@@ -31,27 +44,10 @@ def test_quick_part1(tmp_path: Path) -> None:
     save_model(str(model), TransformerNet(), metadata)
     photos = sorted(p for p in CONTENT.glob("*.jpg"))[:1]
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            PYTHON,
-            str(REPO / "benchmarks" / "bench_quality.py"),
-            "--quick",
-            "--model",
-            str(model),
-            "--photos",
-            ",".join(map(str, photos)),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    text = result.stdout
+    text = run_benchmark(
+        "bench_quality.py", "--quick", "--model", str(model), "--photos", ",".join(map(str, photos)),
+        "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
     assert "| photo | method | content | style | tv | total | seconds |" in text
     assert "| feed-forward |" in text and "| Gatys 2 |" in text and "| Gatys 5 |" in text
     assert "starry_night.jpg" in text  # the fallback style
@@ -66,25 +62,8 @@ def test_quick_part1(tmp_path: Path) -> None:
 def test_stylekit_training_step_is_the_reference_step_bit_for_bit() -> None:
     """benchmarks/bench_parity_order.py: same init, same batch, fp32: stylekit's train_step
     and the reference loop's step give the same loss at every step, to the last bit."""
-    result = subprocess.run(
-        [
-            PYTHON,
-            str(REPO / "benchmarks" / "bench_parity_order.py"),
-            "--steps",
-            "3",
-            "--image-size",
-            "32",
-            "--log-every",
-            "3",
-            "--max-photos",
-            "1",
-            "--size",
-            "48",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "bit for bit: yes" in result.stdout
+    text = run_benchmark(
+        "bench_parity_order.py", "--steps", "3", "--image-size", "32", "--log-every", "3",
+        "--max-photos", "1", "--size", "48",
+    )  # fmt: skip
+    assert "bit for bit: yes" in text
