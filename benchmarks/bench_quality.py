@@ -570,13 +570,15 @@ def subset_folder(data: str, count: int, folder: Path) -> str:
 
 
 def part2(args: argparse.Namespace, device: torch.device) -> None:
+    """Part 2 on --data, or on a folder of its first --parity-photos images (the caller's
+    arguments are left as they are)."""
     with tempfile.TemporaryDirectory(prefix="bench-quality-data-") as tmp:
         if args.parity_photos:
-            args.data_shown = f"images (the first {args.parity_photos} under {args.data})"
-            args.data = subset_folder(args.data, args.parity_photos, Path(tmp) / "data")
+            shown = f"images (the first {args.parity_photos} under {args.data})"
+            data = subset_folder(args.data, args.parity_photos, Path(tmp) / "data")
         else:
-            args.data_shown = f"images under {args.data}"
-        part2_runs(args, device)
+            shown, data = f"images under {args.data}", args.data
+        part2_runs(argparse.Namespace(**{**vars(args), "data": data, "data_shown": shown}), device)
 
 
 def part2_runs(args: argparse.Namespace, device: torch.device) -> None:
