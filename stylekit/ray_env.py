@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import copy
 import logging
+import os
+import tempfile
 import warnings
 
 import ray
@@ -46,11 +51,40 @@ def quiet_ray_notices() -> None:
             handler.setLevel(max(handler.level, RAY_DATA_CONSOLE_LEVEL))
 
 
+def quiet_ray_data_workers() -> None:
+    """Ray Data's own actors (Ray Train's SplitCoordinator, for one) print three info lines per
+    epoch ("Starting execution", "Execution plan", "execution finished") to the driver's
+    console: in a short training run most of what a user reads. Worker processes of a Ray this
+    process starts inherit its environment, so point them at Ray Data's own logging config with
+    its console handler at RAY_DATA_CONSOLE_LEVEL (its file log under the session keeps every
+    line). A config the user set is left alone; workers of an existing cluster are not reached."""
+    if os.environ.get("RAY_DATA_LOGGING_CONFIG"):
+        return
+    try:
+        import yaml
+        from ray.data._internal.logging import DEFAULT_CONFIG
+    except ImportError:  # another Ray layout: keep its default logging
+        return
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["handlers"]["console"]["level"] = logging.getLevelName(RAY_DATA_CONSOLE_LEVEL)
+    fd, path = tempfile.mkstemp(prefix="stylekit-ray-data-logging-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(config, f)
+    atexit.register(_remove, path)
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = path
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def init_ray() -> None:
     """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
     with neither, start a local Ray for this process."""
     quiet_ray_notices()
     if not ray.is_initialized():
+        quiet_ray_data_workers()
         ray.init(logging_level=logging.WARNING, log_to_driver=True)
     # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
     # (and Ray's notice that they are off would only confuse).

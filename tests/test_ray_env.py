@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 
+import pytest
 import ray.data  # noqa: F401  (sets up Ray Data's console and file handlers, as a job does)
 
 from stylekit.ray_env import quiet_ray_notices
@@ -67,3 +69,24 @@ def test_the_write_pool_cap_warning_is_dropped_and_other_warnings_show() -> None
         )
         warnings.warn("something Ray really means", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something Ray really means"]
+
+
+def test_ray_data_workers_get_its_own_config_with_a_quieter_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers of a local Ray inherit RAY_DATA_LOGGING_CONFIG: Ray Data's default config with
+    only the console at WARNING (its file log keeps every line); a user's own config stays."""
+    import yaml
+    from ray.data._internal.logging import DEFAULT_CONFIG
+
+    from stylekit.ray_env import quiet_ray_data_workers
+
+    monkeypatch.delenv("RAY_DATA_LOGGING_CONFIG", raising=False)
+    quiet_ray_data_workers()
+    with open(os.environ["RAY_DATA_LOGGING_CONFIG"]) as f:
+        config = yaml.safe_load(f)
+    assert config["handlers"]["console"]["level"] == "WARNING"
+    assert config["handlers"]["file"] == DEFAULT_CONFIG["handlers"]["file"]
+    assert config["loggers"] == DEFAULT_CONFIG["loggers"]
+
+    monkeypatch.setenv("RAY_DATA_LOGGING_CONFIG", "/the/users/own.yaml")
+    quiet_ray_data_workers()
+    assert os.environ["RAY_DATA_LOGGING_CONFIG"] == "/the/users/own.yaml"
