@@ -167,11 +167,10 @@ class BulkConfig:
         default=False,
         metadata=_help("keep the photo's own colours: only the stylized luminance is used"),
     )
-    style_scale: float = field(
-        default=1.0,
+    style_scale: float | None = field(
+        default=None,
         metadata=_help(
-            "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half "
-            "(the network runs on the photo resized by 1/SCALE)"
+            "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half (the network runs on the photo resized by 1/SCALE); default: the model's own scale, the same painting on a photo of any size (stylekit models paint a large photo as a pyramid from the size they were trained for; a reference .pth runs at full size)"
         ),
     )
     max_memory: str | None = field(

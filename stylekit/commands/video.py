@@ -58,11 +58,10 @@ class VideoConfig:
         default=False,
         metadata={"help": "keep the video's own colours: only the stylized luminance is used"},
     )
-    style_scale: float = field(
-        default=1.0,
+    style_scale: float | None = field(
+        default=None,
         metadata={
-            "help": "brush-stroke size relative to the frame, 0.25-8: 2 twice as large, 0.5 half "
-            "(the network runs on frames resized by 1/SCALE)"
+            "help": "brush-stroke size relative to the frame, 0.25-8: 2 twice as large, 0.5 half (the network runs on the frame resized by 1/SCALE); default: the model's own scale, the same painting on a frame of any size (stylekit models paint a large frame as a pyramid from the size they were trained for; a reference .pth runs at full size)"
         },
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})

@@ -105,7 +105,21 @@ def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
     model = network_for(metadata, name)
     _load_state(model, state, name)
     model.eval()
+    if isinstance(model, TransformerNet):
+        model.paint_side = paint_side_of(metadata)
     return LoadedModel(model=model, metadata=metadata, digest=digest)
+
+
+def paint_side_of(metadata: dict[str, str]) -> int | None:
+    """The shorter photo side a stylekit style model's strokes are sized for: its recorded
+    `paint_side`, else twice its training crops (`image_size`): the shipped 128 px models carry
+    their painting best on photos with a shorter side near 256 px (benchmarks/bench_stroke_scale.py).
+    None for a reference checkpoint, which keeps the reference example's pixels at any size."""
+    for key, factor in (("paint_side", 1), ("image_size", 2)):
+        value = metadata.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value) * factor
+    return None
 
 
 def network_for(metadata: dict[str, str], name: str = "model") -> TransformerNet | SRNet:

@@ -3,8 +3,15 @@
 Pure functions on (H, W, 3) uint8 RGB images, applied by `inference.Stylizer.stylize` around the
 network (so `python -m stylekit stylize` and the bulk job's actors give the same pixels):
 
-1. `working_size` / `resize`: with `style_scale` != 1 the network sees the photo resized by
-   1/style_scale, and its result is resized back to the photo's size.
+1. Stroke size. By default (`style_scale` None) a model that records the photo size it paints
+   for (`paint_side`, the shorter side) runs as a pyramid on a photo much larger than that
+   (`pyramid_sides`, `compose_levels`): the network paints the photo at `paint_side`, then at
+   twice that, ... up to full size, and each level adds only the detail the level below could
+   not hold. The painting's large strokes then come from a run at the model's own scale, so a
+   1,000 px and a 4,000 px photo show the same painting when looked at the same size, and the
+   full-size result keeps the sharp detail of a full-resolution run instead of being an
+   enlarged small one. With an explicit `style_scale` (`working_size` / `resize`) the network
+   sees the photo resized by 1/style_scale, and its result is resized back.
 2. `preserve_color`: the stylized image's luminance with the photo's own colours.
 3. `blend`: `strength` mixes the photo back in.
 
@@ -13,6 +20,9 @@ defaults give exactly the network's own pixels.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -97,6 +107,35 @@ def working_size(height: int, width: int, style_scale: float, min_side: int) -> 
     shortest = min(height, width)
     factor = max(factor, min(1.0, min_side / shortest))
     return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def pyramid_sides(height: int, width: int, paint_side: int) -> list[tuple[int, int]]:
+    """The (height, width) of each pyramid level for a `height` x `width` photo, coarsest first,
+    the last the photo's own size; one level (the photo itself) when its shorter side is within
+    a factor sqrt(2) of `paint_side` or below it.
+
+    Levels are an octave apart (the photo halved n times, n = round(log2(shorter / paint_side))),
+    so the coarsest level's shorter side lies within sqrt(2) of `paint_side`."""
+    shortest = min(height, width)
+    octaves = max(0, round(math.log2(shortest / paint_side))) if shortest > paint_side else 0
+    return [(max(1, round(height / 2**k)), max(1, round(width / 2**k))) for k in range(octaves, -1, -1)]
+
+
+def compose_levels(levels: Sequence[np.ndarray]) -> np.ndarray:
+    """Stylized pyramid levels, (h_k, w_k, 3) uint8 coarsest first -> the (H, W, 3) uint8 result
+    at the last level's size.
+
+    A Laplacian-pyramid blend: going up one level, the result so far is enlarged (Lanczos) and
+    the new level contributes only its own detail band, the level minus itself taken down to
+    the size below and back up. Bands below that come from the coarser runs, where the
+    network's strokes had the size it was trained to paint."""
+    result = levels[0].astype(np.float32)
+    for level in levels[1:]:
+        h, w = level.shape[:2]
+        below = resize(level, *result.shape[:2])
+        detail = level.astype(np.float32) - resize(below, h, w).astype(np.float32)
+        result = resize(to_uint8(result), h, w).astype(np.float32) + detail
+    return to_uint8(result)
 
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

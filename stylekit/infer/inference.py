@@ -73,7 +73,9 @@ class InferenceOptions:
     # at these defaults the pixels are the network's own.
     strength: float = 1.0  # 1: the stylized image; 0: the photo; between: a blend of the two
     preserve_color: bool = False  # the stylized luminance with the photo's own colours
-    style_scale: float = 1.0  # brush strokes this many times larger relative to the photo
+    # Brush strokes this many times larger relative to the photo; None: the model's own scale
+    # (a pyramid on photos much larger than the model's `paint_side`, controls.py).
+    style_scale: float | None = None
     # Memory: the peak resident bytes the process may reach; an image whose untiled pass would
     # go beyond it runs tiled (stylekit/infer/tiles.py). None: a share of the machine's
     # available memory (memory.default_budget). `tile_dir`: the tiles' scratch files.
@@ -93,7 +95,9 @@ class InferenceOptions:
             raise ConfigError(f"--max-memory must be positive (got {self.max_memory})")
         if not 0 <= self.strength <= 1:  # also refuses NaN
             raise ConfigError(f"--strength must be between 0 and 1 (got {self.strength})")
-        if not controls.MIN_STYLE_SCALE <= self.style_scale <= controls.MAX_STYLE_SCALE:
+        if self.style_scale is not None and not (
+            controls.MIN_STYLE_SCALE <= self.style_scale <= controls.MAX_STYLE_SCALE
+        ):
             raise ConfigError(
                 f"--style-scale must be between {controls.MIN_STYLE_SCALE:g} and "
                 f"{controls.MAX_STYLE_SCALE:g} (got {self.style_scale})"
@@ -102,7 +106,7 @@ class InferenceOptions:
     @property
     def controls_active(self) -> bool:
         """Whether any stylization control changes the network's pixels."""
-        return self.strength != 1 or self.preserve_color or self.style_scale != 1
+        return self.strength != 1 or self.preserve_color or self.style_scale not in (None, 1)
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -185,6 +189,9 @@ class Stylizer:
         if options.threads:  # first: NNPACK sizes its thread pool once, at its first use
             torch.set_num_threads(options.threads)
         self.scale = output_scale(model)  # output side / input side: 1 for style networks
+        # The shorter photo side the network's strokes are sized for (modelio sets it from the
+        # model file's metadata; a reference checkpoint has none and keeps its own pixels).
+        self.paint_side: int | None = getattr(model, "paint_side", None) if self.scale == 1 else None
         if self.scale != 1 and options.controls_active:
             raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
         if not isinstance(model, TransformerNet):  # the fast paths are TransformerNet's
@@ -256,21 +263,46 @@ class Stylizer:
 
     def stylize(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Stylize each (H, W, 3) uint8 image; the result list is in input order, each at its
-        input's size. The options' controls apply here (`forward` is the bare network): with
-        style_scale the network runs on each photo resized by 1/style_scale, and its result is
-        resized back, then preserve_color and strength mix in the photo (controls.py)."""
+        input's size. The options' controls apply here (`forward` is the bare network): the
+        stroke size (by default the model's own scale, as a pyramid on photos much larger than
+        its `paint_side`; with an explicit style_scale the network runs on each photo resized
+        by 1/style_scale and its result is resized back), then preserve_color and strength mix
+        in the photo (controls.py)."""
         opts = self.options
+        if opts.style_scale is None:
+            stylized = self._stylize_at_paint_scale(images)
+        elif opts.style_scale != 1:
+            work = [
+                controls.resize(img, *controls.working_size(*img.shape[:2], opts.style_scale, MIN_SIDE))
+                for img in images
+            ]
+            stylized = self._stylize_network(work)
+        else:
+            stylized = self._stylize_network(images)
         if not opts.controls_active:
-            return self._stylize_network(images)
-        work = [
-            controls.resize(img, *controls.working_size(*img.shape[:2], opts.style_scale, MIN_SIDE))
-            for img in images
-        ]
-        stylized = self._stylize_network(work)
+            return stylized
         return [
             controls.finish(out, photo, strength=opts.strength, keep_color=opts.preserve_color)
             for out, photo in zip(stylized, images, strict=True)
         ]
+
+    def _stylize_at_paint_scale(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The network's output at the model's own stroke scale: images whose pyramid has one
+        level (or a model with no `paint_side`) are the network's own pixels; larger ones are
+        painted level by level and composed (controls.pyramid_sides, compose_levels)."""
+        plans = [
+            controls.pyramid_sides(*img.shape[:2], self.paint_side) if self.paint_side else [img.shape[:2]]
+            for img in images
+        ]
+        single = [i for i, sides in enumerate(plans) if len(sides) == 1]
+        out: list[np.ndarray | None] = [None] * len(images)
+        for i, result in zip(single, self._stylize_network([images[i] for i in single]), strict=True):
+            out[i] = result
+        for i, sides in enumerate(plans):
+            if len(sides) > 1:
+                levels = [controls.resize(images[i], h, w) for h, w in sides[:-1]] + [images[i]]
+                out[i] = controls.compose_levels(self._stylize_network(levels))
+        return out  # type: ignore[return-value]
 
     def _stylize_network(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The network's own (H, W, 3) uint8 output for each image, in input order. Images too

@@ -70,6 +70,10 @@ class ResidualBlock(nn.Module):
 class TransformerNet(nn.Module):
     """conv 9x9 -> two stride-2 convs -> five residual blocks -> two upsample convs -> conv 9x9."""
 
+    # Not a weight: the shorter photo side the strokes were trained for, from the model file's
+    # metadata (files/modelio.paint_side_of); None paints at whatever size it is given.
+    paint_side: int | None = None
+
     def __init__(self) -> None:
         super().__init__()
         # Encoder: (B,3,H,W) -> (B,32,H,W) -> (B,64,H/2,W/2) -> (B,128,H/4,W/4)
