@@ -75,7 +75,7 @@ class Yardstick:
 
     @torch.no_grad()
     def features(self, rgb: np.ndarray) -> list[torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()  # (1,3,H,W) 0-255
+        x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float()  # (1,3,H,W) 0-255
         return self.vgg(x)
 
     def gram_distance(self, feats: list[torch.Tensor]) -> float:
