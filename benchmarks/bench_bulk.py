@@ -6,7 +6,7 @@ in images/s, with the share of time the model stage waits for input.
     python benchmarks/bench_bulk.py --engine local         # no Ray: an in-process pipeline
 
 --engine ray (default; needs Ray): the bulk job itself, through its public entry
-`stylekit.bulk.pipeline.run_bulk(BulkConfig(...))`, or, when that import fails, its CLI
+`stylekit.bulk.driver.run_bulk(BulkConfig(...))`, or, when that import fails, its CLI
 `python jobs/stylize.py --model M --input IN --output OUT` with the JSON summary line parsed.
 Through run_bulk the stylizing actor class is wrapped to log when each model call starts and
 ends; an actor's wait share is the time between calls (from when it is ready to its last call)
@@ -102,10 +102,10 @@ def wait_shares(log_dir: str) -> list[float]:
 def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) -> dict[str, object]:
     try:
         from stylekit import ray_env
-        from stylekit.bulk import pipeline as bulk
-        from stylekit.bulk.plan import BulkConfig
+        from stylekit.bulk import driver as bulk
+        from stylekit.bulk.config import BulkConfig
     except ImportError as e:
-        print(f"(stylekit.bulk.pipeline not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
+        print(f"(stylekit.bulk.driver not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
         return run_cli(args, model, inputs, output)
     kwargs: dict[str, object] = {
         "model": model,

@@ -14,7 +14,7 @@ over HTTP; every read and listing measured goes over HTTP, as against a real sto
 Throughput: each filesystem reads every object whole (`open_input_stream().read()`), with 1
 and with 4 threads (Ray Data's read tasks are concurrent), best of --repeat runs, MiB/s.
 
-Planning: `stylekit.bulk.plan.plan_inputs` over s3://plan-N/in (N image keys) into an empty
+Planning: `stylekit.bulk.planner.plan_inputs` over s3://plan-N/in (N image keys) into an empty
 output prefix, measured with tracemalloc (Python allocations, peak) in this process, after
 an unmeasured warm-up plan of 200 objects (one-time allocations: lazy imports, clients): the
 listing is streamed a page at a time, so the peak is bounded by one page, one key shard
@@ -115,7 +115,10 @@ def read_throughput(url: str, objects: int, mib: float, repeat: int) -> list[dic
 
 
 def plan_memory(url: str, sizes: list[int]) -> list[dict[str, object]]:
-    from stylekit.bulk.plan import BulkConfig, ManifestWriter, RunLayout, plan_inputs
+    from stylekit.bulk.config import BulkConfig
+    from stylekit.bulk.layout import RunLayout
+    from stylekit.bulk.manifest import ManifestWriter
+    from stylekit.bulk.planner import plan_inputs
     from stylekit.files import storage
 
     rows = []

@@ -73,13 +73,13 @@ class StorePeak:
 def run_one(count: int, side: int, model: str, batch: int, work: Path) -> dict[str, float]:
     import ray
 
-    from stylekit.bulk import pipeline
-    from stylekit.bulk.plan import BulkConfig
+    from stylekit.bulk import driver
+    from stylekit.bulk.config import BulkConfig
 
     inputs, outputs = work / f"in{count}", work / f"out{count}"
     make_inputs(inputs, count, side)
     stamps: dict[str, float] = {}
-    consume = pipeline._consume
+    consume = driver._consume
 
     def timed_consume(*args: object, **kwargs: object) -> None:
         stamps["start"] = time.time()
@@ -87,13 +87,13 @@ def run_one(count: int, side: int, model: str, batch: int, work: Path) -> dict[s
             consume(*args, **kwargs)  # type: ignore[arg-type]
         stamps["end"], stamps["peak"] = time.time(), peak.peak
 
-    pipeline._consume = timed_consume
+    driver._consume = timed_consume
     try:
-        summary = pipeline.run_bulk(
+        summary = driver.run_bulk(
             BulkConfig(model=model, input=str(inputs), output=str(outputs), batch_size=batch)
         )
     finally:
-        pipeline._consume = consume
+        driver._consume = consume
         ray.shutdown()
     assert summary.ok == count, summary
     mtimes = sorted(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's stylekit first
 
-from stylekit.bulk.plan import BulkConfig
+from stylekit.bulk.config import BulkConfig
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
 from stylekit.logs import setup_logging
 
@@ -30,7 +30,7 @@ def main() -> int:
     args = parser.parse_args()
     setup_logging()
     config = config_from_args(BulkConfig, args)
-    from stylekit.bulk.pipeline import run_bulk
+    from stylekit.bulk.driver import run_bulk
     from stylekit.ray_env import shutdown_ray
 
     summary = run_bulk(config)

@@ -20,7 +20,7 @@ NOTICES = (
 )
 # Python warnings Ray Data gives about sound settings: (message regex, category).
 WARNINGS = (
-    # The write pool's cap (bulk/pipeline.py) is above what a small input needs: no problem.
+    # The write pool's cap (bulk/stages.py) is above what a small input needs: no problem.
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
 )
 # Ray Data's info lines (execution plan, "execution finished", where its logs are): our own

@@ -1,4 +1,4 @@
-"""The nightly bulk job (jobs/stylize.py, stylekit.bulk.pipeline): a real local Ray and a moto S3 server.
+"""The nightly bulk job (jobs/stylize.py, stylekit.bulk.driver): a real local Ray and a moto S3 server.
 
 The bucket holds good, odd and broken images plus objects that are not images. Runs check the
 accounting (every input once in the manifest), output sizes and pixels against the
@@ -29,7 +29,8 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, FlakyProxy, make_bucket
-from stylekit.bulk.plan import BulkConfig, CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.bulk.config import BulkConfig
+from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import storage
 
@@ -169,7 +170,7 @@ def _cli_outputs(model: Path, uris: list[str], out: Path) -> dict[str, np.ndarra
 
 
 def _bulk(**kw: Any) -> Any:
-    from stylekit.bulk.pipeline import run_bulk
+    from stylekit.bulk.driver import run_bulk
 
     kw.setdefault("progress_every", 2.0)
     return run_bulk(BulkConfig(**kw))
@@ -264,7 +265,7 @@ def test_bad_values_are_config_errors(flags: dict[str, Any], message: str) -> No
 
 
 def test_actor_pool_fits_a_two_cpu_machine_and_uses_gpus_when_present() -> None:
-    from stylekit.bulk.pipeline import plan_actors
+    from stylekit.bulk.sizing import plan_actors
 
     base = BulkConfig(model="m", input="i", output="o")
     two = plan_actors(base, {"CPU": 2.0})
@@ -608,8 +609,9 @@ def test_decoding_is_not_fused_into_the_actors(
     import pyarrow as pa
     import ray
 
-    from stylekit.bulk.pipeline import build_dataset, plan_actors
-    from stylekit.bulk.plan import KEYS_SCHEMA, Plan
+    from stylekit.bulk.planner import KEYS_SCHEMA, Plan
+    from stylekit.bulk.sizing import plan_actors
+    from stylekit.bulk.stages import build_dataset
 
     shard = tmp_path / "out" / "keys.parquet"
     shard.parent.mkdir()
@@ -669,10 +671,10 @@ def test_progress_lines_count_every_row_once_and_end_without_a_repeat(
 
     import pyarrow as pa
 
-    from stylekit.bulk.pipeline import FAILED, OK, _Progress
+    from stylekit.bulk.driver import FAILED, OK, _Progress
 
     progress = _Progress(total=3, every=0.0)  # a line at every update
-    with caplog.at_level(logging.INFO, logger="stylekit.bulk.pipeline"):
+    with caplog.at_level(logging.INFO, logger="stylekit.bulk.driver"):
         rows = {"input": ["a", "b"], "status": [OK, FAILED], "error": [None, "bad"]}
         progress.update(pa.table(rows))
         progress.update(pa.table({"input": ["c"], "status": [OK], "error": [None]}))

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stylekit.bulk.plan import (
-    BulkConfig,
-    RunLayout,
-    check_output_settings,
-    output_settings,
-    settings_changes,
-)
+from stylekit.bulk.config import BulkConfig
+from stylekit.bulk.layout import RunLayout, check_output_settings, output_settings, settings_changes
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import storage

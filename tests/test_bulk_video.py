@@ -16,7 +16,8 @@ from conftest import REPO
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from stylekit.bulk.plan import BulkConfig, output_key  # noqa: E402
+from stylekit.bulk.config import BulkConfig  # noqa: E402
+from stylekit.bulk.layout import output_key  # noqa: E402
 from stylekit.video.synthetic import moving_scene, write_clip  # noqa: E402
 
 pytestmark = [pytest.mark.ray]
@@ -59,7 +60,7 @@ def runs(out: Path) -> list[dict[str, dict[str, object]]]:
 def test_videos_under_the_prefix_each_one_row(
     inputs: Path, tmp_path: Path, model_file: Path, ray_2cpu: None
 ) -> None:
-    from stylekit.bulk.pipeline import run_bulk
+    from stylekit.bulk.driver import run_bulk
 
     out = tmp_path / "out"
     config = BulkConfig(model=str(model_file), input=str(inputs), output=str(out), stabilize=0.5)

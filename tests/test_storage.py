@@ -99,8 +99,8 @@ def test_a_missing_protocol_package_is_named_in_one_line() -> None:
 
 
 def test_memory_urls_are_refused_for_ray_jobs(model_file: Path) -> None:
-    from stylekit.bulk.pipeline import run_bulk
-    from stylekit.bulk.plan import BulkConfig
+    from stylekit.bulk.config import BulkConfig
+    from stylekit.bulk.driver import run_bulk
 
     with pytest.raises(StylekitError, match="lives in one process") as e:
         run_bulk(BulkConfig(model=str(model_file), input="memory://in", output="/tmp/never-written-out"))
@@ -227,7 +227,7 @@ def test_error_lines_are_cut_at_sentence_or_word_ends() -> None:
 
 
 def test_a_hung_decode_becomes_a_failed_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stylekit.bulk import pipeline
+    from stylekit.bulk import stages
 
     (tmp_path / "ok.png").write_bytes(_png(1))
     (tmp_path / "hangs.png").write_bytes(_png(2))
@@ -245,9 +245,9 @@ def test_a_hung_decode_becomes_a_failed_row(tmp_path: Path, monkeypatch: pytest.
         "input_bytes": np.array([1, 1]),
     }
     started = time.monotonic()
-    out = pipeline.decode_batch(
+    out = stages.decode_batch(
         batch, str(tmp_path), storage.StorageOptions(), images.DecodeOptions(), timeout=0.5
     )
     assert time.monotonic() - started < 10
-    assert list(out["status"]) == [pipeline.FAILED, pipeline.DECODED]
+    assert list(out["status"]) == [stages.FAILED, stages.DECODED]
     assert "--decode-timeout" in out["error"][0] and out["pixels"][1].shape == (10, 12, 3)

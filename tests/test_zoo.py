@@ -83,7 +83,7 @@ def test_stylize_cli_takes_a_shipped_name(tmp_path) -> None:
 
 
 def test_bulk_config_resolves_a_shipped_name_and_has_quick_start_defaults() -> None:
-    from stylekit.bulk.plan import BulkConfig
+    from stylekit.bulk.config import BulkConfig
 
     config = BulkConfig()
     assert config.model == str(zoo.models_dir() / "starry_night.safetensors")
@@ -97,7 +97,7 @@ def test_quick_start_defaults_need_no_network(monkeypatch: pytest.MonkeyPatch) -
         raise AssertionError(f"network access to {address}")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    from stylekit.bulk.plan import BulkConfig
+    from stylekit.bulk.config import BulkConfig
     from stylekit.train.job import preflight
     from stylekit.train.training import TrainConfig
 

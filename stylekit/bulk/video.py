@@ -1,6 +1,6 @@
 """Videos in the bulk job: one video per task, on the same actor sizing as photos.
 
-The planner (plan.py) puts the videos still to do into their own key shards; here each becomes
+The planner (planner.py) puts the videos still to do into their own key shards; here each becomes
 one call of a `VideoActor`, which holds the model like `StylizeActor` does and runs the path of
 `python -m stylekit video` (stylekit/video/transcode.py): the video streams through the actor
 (decode, stylize in batches, stabilise, encode, audio copied), so no frame travels through Ray's
@@ -21,22 +21,17 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
-from stylekit.bulk.plan import (
-    FAILED,
-    OK,
-    ROW_FIELDS,
-    BulkConfig,
-    ManifestWriter,
-    Plan,
-    RunLayout,
-    manifest_table,
-)
+from stylekit.bulk.config import BulkConfig
+from stylekit.bulk.layout import RunLayout
+from stylekit.bulk.manifest import FAILED, OK, ROW_FIELDS, ManifestWriter, manifest_table
+from stylekit.bulk.planner import Plan
+from stylekit.bulk.sizing import ActorPlan
 from stylekit.errors import StylekitError
 from stylekit.files import storage
 from stylekit.logs import setup_logging
+from stylekit.redact import describe, root_cause
 
 if TYPE_CHECKING:
-    from stylekit.bulk.pipeline import ActorPlan
     from stylekit.infer.inference import InferenceOptions
     from stylekit.video.transcode import VideoOptions
 
@@ -112,7 +107,6 @@ class VideoActor:
 
     def _one(self, key: str, out: str, size: int) -> tuple[Any, ...]:
         """One video -> its manifest row's values (in the order of `__call__`'s columns)."""
-        from stylekit.bulk.pipeline import describe
         from stylekit.video.transcode import stylize_video
 
         t0 = time.perf_counter()
@@ -142,8 +136,6 @@ class VideoActor:
 
 def consume_videos(dataset: ray.data.Dataset, manifest: ManifestWriter, total: int) -> None:
     """Stream the videos' manifest rows to storage, with a line per video as each finishes."""
-    from stylekit.bulk.pipeline import _root_cause
-
     done = frames = 0
     started = time.monotonic()
     try:
@@ -162,4 +154,4 @@ def consume_videos(dataset: ray.data.Dataset, manifest: ManifestWriter, total: i
                     rate,
                 )
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise StylekitError(f"the Ray pipeline failed on videos: {_root_cause(e)}") from None
+        raise StylekitError(f"the Ray pipeline failed on videos: {root_cause(e)}") from None

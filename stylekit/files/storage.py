@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 import fsspec
 
 from stylekit.errors import StylekitError
+from stylekit.redact import redact
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -682,29 +683,6 @@ def delete_tree(location: str, options: StorageOptions = StorageOptions()) -> No
 
 
 # --- messages ---------------------------------------------------------------------------------
-
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_AZURE_SECRET = re.compile(r"((?:AccountKey|SharedAccessSignature|sig)=)[^;&\s]+", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """`text` with any user:password@ of a URL removed and the AWS secrets of this process's
-    environment masked, so an error or endpoint can be logged or stored safely."""
-    text = _USERINFO.sub("***@", text)
-    text = _AZURE_SECRET.sub(r"\1***", text)
-    for var in (
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_ACCESS_KEY_ID",
-        "AZURE_STORAGE_KEY",
-        "AZURE_STORAGE_ACCOUNT_KEY",
-        "AZURE_STORAGE_SAS_TOKEN",
-        "AZURE_STORAGE_CONNECTION_STRING",
-    ):
-        secret = os.environ.get(var)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _short(e: BaseException) -> str:

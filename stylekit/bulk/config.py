@@ -1,0 +1,225 @@
+"""The bulk job's config: every flag of `jobs/stylize.py`, validated once, and the library
+options (inference, decoding, storage) it hands the stages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from stylekit.bulk.layout import FORMATS, root_of
+from stylekit.errors import ConfigError
+from stylekit.files import images, storage, zoo
+from stylekit.infer import memory
+
+if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
+    from stylekit.infer.inference import InferenceOptions
+
+
+def _help(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
+
+
+# The quick start's defaults: a shipped model over the bundled photos, into ./outputs/.
+DEFAULT_MODEL = "starry_night"
+DEFAULT_INPUT = str(resources.files("stylekit") / "examples" / "content")
+
+
+@dataclass(frozen=True)
+class BulkConfig:
+    """Everything a bulk run needs; `jobs/stylize.py` builds its flags from these fields."""
+
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_help(
+            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            metavar="MODEL",
+        ),
+    )
+    input: str = field(
+        default="",
+        metadata=_help(
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but "
+            "memory://); every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
+            "mp4/mov/m4v/mkv/webm/avi video (default: the bundled example photos)",
+            metavar="IN",
+        ),
+    )
+    output: str = field(
+        default="",
+        metadata=_help(
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); each result at its input's relative key (default: outputs/<model name>)",
+            metavar="OUT",
+        ),
+    )
+    format: str = field(
+        default="same",
+        metadata=_help(
+            "output format; 'same' keeps the input's (tif and bmp become png)", choices=list(FORMATS)
+        ),
+    )
+    quality: int = field(default=95, metadata=_help("JPEG/WebP quality, 1-100"))
+    batch_size: int = field(
+        default=8, metadata=_help("images per model call in an actor (same-size images share a pass)")
+    )
+    actors: str = field(
+        default="auto",
+        metadata=_help(
+            "stylizing actors: N, or MIN-MAX to autoscale; auto: 1 to one per GPU with GPUs, "
+            "else as many as the CPUs allow, keeping CPUs for decoding and encoding",
+            metavar="N|MIN-MAX|auto",
+        ),
+    )
+    gpus_per_actor: float | None = field(
+        default=None,
+        metadata=_help(
+            "GPUs per actor, may be fractional; 0 forces CPUs; none: 1 if the cluster has GPUs, else 0"
+        ),
+    )
+    cpus_per_actor: float | None = field(
+        default=None,
+        metadata=_help(
+            "CPUs per actor; none: 1 with GPUs, else up to 4 each, a quarter of the CPUs kept for codecs"
+        ),
+    )
+    max_side: int | None = field(
+        default=None, metadata=_help("downscale inputs so the longest side is at most this")
+    )
+    max_pixels: int = field(
+        default=images.DEFAULT_MAX_PIXELS,
+        metadata=_help("refuse images with more pixels than this (decompression bombs)"),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=_help("auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"),
+    )
+    strength: float = field(
+        default=1.0,
+        metadata=_help("how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"),
+    )
+    preserve_color: bool = field(
+        default=False,
+        metadata=_help("keep the photo's own colours: only the stylized luminance is used"),
+    )
+    style_scale: float | None = field(
+        default=None,
+        metadata=_help(
+            "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half (the network runs on the photo resized by 1/SCALE); default: the model's own scale, the same painting on a photo of any size (stylekit models paint a large photo as a pyramid from the size they were trained for; a reference .pth runs at full size)"
+        ),
+    )
+    max_memory: str | None = field(
+        default=None,
+        metadata=_help(
+            "peak memory of each stylizing actor, e.g. 4G: larger images run tiled to stay inside "
+            "it (same pixels); default the actor's CPU share of its node's available memory"
+        ),
+    )
+    stabilize: float = field(
+        default=0.0,
+        metadata=_help(
+            "videos: temporal stabiliser strength, 0-1 (0: frame by frame); see `python -m stylekit video`"
+        ),
+    )
+    decode_timeout: float = field(
+        default=120.0,
+        metadata=_help(
+            "seconds one input may take to read and decode; past it (a pathological file, a "
+            "stuck read) the input fails and its batch goes on"
+        ),
+    )
+    then: str = field(
+        default="",
+        metadata=_help(
+            "a super-resolution model run on each result in the same pass (a two-model chain: stylize at --max-side, then upscale; e.g. --then sr_x4)",
+            metavar="SR_MODEL",
+        ),
+    )
+    overwrite: bool = field(
+        default=False, metadata=_help("restylize every input, even those with an up-to-date output")
+    )
+    limit: int | None = field(
+        default=None, metadata=_help("consider only the first N inputs in listing order (a trial run)")
+    )
+    strict: bool = field(default=False, metadata=_help("exit with status 1 if any input failed"))
+    progress_every: float = field(default=10.0, metadata=_help("seconds between progress lines"))
+    s3_endpoint: str | None = field(
+        default=None, metadata=_help("S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)")
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required: a shipped model's name or a model file")
+        if not self.input:
+            object.__setattr__(self, "input", DEFAULT_INPUT)
+        if not self.output:
+            stem = os.path.splitext(os.path.basename(self.model.rstrip("/")))[0] or "stylized"
+            object.__setattr__(self, "output", os.path.join("outputs", stem))
+        object.__setattr__(self, "model", zoo.resolve_shipped(self.model))  # a shipped model's name
+        if self.then:
+            object.__setattr__(self, "then", zoo.resolve_shipped(self.then))
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
+        if self.max_memory:
+            memory.parse_size(self.max_memory)  # validates
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1 (got {self.limit})")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ConfigError(f"--gpus-per-actor must be >= 0 (got {self.gpus_per_actor})")
+        if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
+            raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
+        if not self.decode_timeout > 0:
+            raise ConfigError(f"--decode-timeout must be > 0 seconds (got {self.decode_timeout})")
+        if not self.progress_every > 0:
+            raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
+        if not 0 <= self.stabilize <= 1:
+            raise ConfigError(f"--stabilize must be between 0 and 1 (got {self.stabilize})")
+        if root_of(self.input) == root_of(self.output):
+            raise ConfigError("--output must differ from --input (results would replace the photos)")
+        self.actor_range  # noqa: B018 (validates)
+        self.inference_options  # noqa: B018
+        self.storage_options  # noqa: B018
+        try:
+            self.decode_options  # noqa: B018
+        except ValueError as e:
+            raise ConfigError(f"--max-side/--max-pixels: {e}") from None
+
+    @property
+    def actor_range(self) -> tuple[int, int] | None:
+        """(min, max) actors, or None for auto."""
+        text = self.actors.strip().lower()
+        if text == "auto":
+            return None
+        low, _, high = text.partition("-")
+        try:
+            lo, hi = int(low), int(high or low)
+        except ValueError:
+            raise ConfigError(f"--actors must be N, MIN-MAX or auto (got {self.actors!r})") from None
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"--actors needs 1 <= MIN <= MAX (got {self.actors!r})")
+        return lo, hi
+
+    @property
+    def storage_options(self) -> storage.StorageOptions:
+        return storage.StorageOptions(self.s3_endpoint)
+
+    @property
+    def decode_options(self) -> images.DecodeOptions:
+        return images.DecodeOptions(self.max_pixels, self.max_side)
+
+    @property
+    def inference_options(self) -> InferenceOptions:
+        from stylekit.infer.inference import InferenceOptions
+
+        # "auto" device: an actor with a GPU assigned sees it, one without sees none.
+        return InferenceOptions(
+            device="auto",
+            precision=self.precision,
+            max_batch=self.batch_size,
+            strength=self.strength,
+            preserve_color=self.preserve_color,
+            style_scale=self.style_scale,
+            max_memory=memory.parse_size(self.max_memory) if self.max_memory else None,
+        )

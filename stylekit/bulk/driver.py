@@ -1,0 +1,224 @@
+"""Nightly bulk stylization with Ray Data: every image under IN -> OUT at the same relative key.
+
+Design, in the order data flows:
+
+1. Listing and skip check, on the driver (`bulk/planner.py`): the listing of IN is streamed (S3 pages
+   of 1000 keys) and each page is merged against one range listing of OUT in a helper thread;
+   inputs still to do go into Parquet key shards (256 keys, doubling up to 20,000) under
+   OUT/_manifest/_keys/<run-id>/, the rest straight into the manifest. Listing is a sequential
+   walk in any case (S3 continuation tokens), so the check hides inside it and costs about one
+   request per 1000 inputs; a glob by Ray instead would hold every path in the driver, and an
+   existence check per row inside Ray would cost a HEAD per input and per night, plus a pass
+   of every done input through the pipeline. Ray is started (or joined) only if there is
+   work. The listing completes before stylizing starts: a wait of a minute or two per million
+   S3 keys, traded for a plain, restartable plan.
+2. The key shards, one read task and one block each (`read_keys`), cut into blocks of
+   --batch-size rows so that decoding spreads over the cluster's CPUs.
+3. Read + decode in CPU tasks (`decode_batch`): EXIF orientation, modes, 16-bit, --max-side and
+   --max-pixels through `images.decode`. A bad image becomes a row with status failed.
+4. Stylize in an actor pool (`StylizeActor`): each actor loads the model once (the bytes the
+   driver checked, through the object store) and runs the same `inference.Stylizer` as
+   `python -m stylekit stylize`, so pixels are the CLI's. Actors get
+   GPUs when the cluster has any, else a share of CPUs that leaves some to the codec tasks.
+   The decode tasks are kept out of the actor (Ray would otherwise fuse them into it), and Ray
+   queues several batches per actor, so the model does not wait for codec work.
+   With --then SR_MODEL each actor also holds a super-resolution model and upscales every
+   result in the same pass (stylize at a low resolution, then super-resolve: a 4K result for a
+   fraction of the style network's cost at 4K); the run's digest covers both models.
+5. Encode + atomic write in tasks (`write_batch`), returning manifest rows.
+6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
+   under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
+
+Each stage runs at most a few batches ahead of the next (stylekit/bulk/backpressure.py), so
+the first outputs are written within seconds of the actors' start and the object store holds
+a bounded number of decoded batches, whatever the number of inputs.
+
+Videos under IN take their own path after the photos: one video per actor call, decoded,
+stylized and encoded inside the actor (stylekit/bulk/video.py).
+
+Incremental reruns, interrupted runs and the manifest's format are described in `bulk/planner.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import ray
+import ray.data.exceptions
+
+from stylekit.bulk.config import BulkConfig
+from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
+from stylekit.bulk.planner import Plan, plan_inputs
+from stylekit.bulk.sizing import plan_actors
+from stylekit.bulk.stages import build_dataset
+from stylekit.bulk.video import build_video_dataset, consume_videos
+from stylekit.errors import ConfigError, StylekitError
+from stylekit.files import storage, zoo
+from stylekit.logs import format_duration
+from stylekit.nn.sr import output_scale
+from stylekit.ray_env import init_ray
+from stylekit.redact import redact, root_cause
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The job's result; `to_json` is the last line the job prints."""
+
+    ok: int
+    failed: int
+    skipped: int
+    images_per_s: float
+    seconds: float
+    manifest: str
+    run_id: str
+    model_digest: str
+    input: str
+    output: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def run_bulk(config: BulkConfig) -> Summary:
+    """Stylize every image under config.input that is not done yet; returns the summary."""
+    from stylekit.files.modelio import load_model_bytes
+
+    started = time.time()
+    options = config.storage_options.resolved()
+    layout = RunLayout.for_config(config)
+    for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
+        storage.require_shared(location, flag)
+    storage.require_shared(config.model, "--model")
+    # Before any work; the probe goes where the manifest will, not among the outputs.
+    storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
+    model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
+    loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
+    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
+        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
+    models, digest = [model_bytes], loaded.digest
+    if config.then:  # a two-model chain: the outputs depend on both models
+        then_bytes = storage.read_bytes(zoo.resolve(config.then), options)
+        then = load_model_bytes(then_bytes, name=config.then)
+        if output_scale(then.model) == 1:
+            raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
+        models.append(then_bytes)
+        digest = hashlib.sha256(f"{loaded.digest}+{then.digest}".encode()).hexdigest()[:16]
+    log.info(
+        "run %s: model %s%s (digest %s), %s -> %s",
+        layout.run_id,
+        redact(config.model),
+        f" then {redact(config.then)}" if config.then else "",
+        digest,
+        redact(layout.input_root),
+        redact(layout.output_root),
+    )
+    check_output_settings(config, layout, digest, options)
+    with ManifestWriter(layout.manifest_dir, options) as manifest:
+        plan = plan_inputs(config, layout, manifest, digest)
+        log.info(
+            "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
+            plan.listed,
+            plan.todo,
+            plan.skipped,
+            plan.failed,
+        )
+        if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
+            init_ray()
+            actors = plan_actors(config, ray.cluster_resources())
+            log.info("stylizing with %s", actors.describe())
+            # The actors get the very bytes checked here, through the object store: the same
+            # model everywhere, and a local model file works on a multi-node cluster too.
+            refs = [ray.put(m) for m in models]
+            if plan.todo > plan.videos:
+                dataset = build_dataset(config, layout, plan, actors, digest, refs)
+                _consume(dataset, manifest, plan, config.progress_every)
+            if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
+                videos = build_video_dataset(config, layout, plan, actors, digest, refs[0])
+                consume_videos(videos, manifest, plan.videos)
+    storage.delete_tree(layout.keys_dir, options)
+    if config.overwrite:
+        record_output_settings(config, layout, digest, options)
+    return _summary(manifest, layout, digest, time.time() - started)
+
+
+# --- the driver's side ------------------------------------------------------------------------
+
+
+def _consume(dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float) -> None:
+    """Stream the manifest rows to storage and log progress as they come."""
+    progress = _Progress(plan.todo - plan.videos, every)
+    try:
+        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            manifest.add(table)
+            progress.update(table)
+    except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
+        raise StylekitError(f"the Ray pipeline failed: {root_cause(e)}") from None
+    progress.log_line(final=True)
+
+
+class _Progress:
+    """Counts finished rows and logs `done/total, rate, ETA` every `every` seconds."""
+
+    FAILURES_SHOWN = 20
+
+    def __init__(self, total: int, every: float):
+        self.total, self.every = total, every
+        self.ok = self.failed = self.failures_shown = 0
+        self.started = self.last = time.monotonic()
+        self.logged = -1  # rows done at the last line
+
+    def update(self, table: pa.Table) -> None:
+        for row in table.select(["input", "status", "error"]).to_pylist():
+            if row["status"] == OK:
+                self.ok += 1
+                continue
+            self.failed += 1
+            if self.failures_shown < self.FAILURES_SHOWN:
+                self.failures_shown += 1
+                log.warning("failed: %s: %s", row["input"], row["error"])
+        if time.monotonic() - self.last >= self.every:
+            self.log_line()
+
+    def log_line(self, final: bool = False) -> None:
+        """One progress line; the final one only when rows finished since the last."""
+        done = self.ok + self.failed
+        if final and done == self.logged:
+            return
+        self.last, self.logged = time.monotonic(), done
+        rate = done / max(self.last - self.started, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        log.info(
+            "stylized %d/%d (%d ok, %d failed), %.2f images/s, about %s left",
+            done,
+            self.total,
+            self.ok,
+            self.failed,
+            rate,
+            format_duration(eta),
+        )
+
+
+def _summary(manifest: ManifestWriter, layout: RunLayout, digest: str, seconds: float) -> Summary:
+    counts = manifest.counts
+    if counts[FAILED]:
+        log.warning("%d input(s) failed; see status = 'failed' in %s", counts[FAILED], layout.manifest_dir)
+    return Summary(
+        ok=counts[OK],
+        failed=counts[FAILED],
+        skipped=counts[SKIPPED],
+        images_per_s=round(counts[OK] / max(seconds, 1e-9), 3),
+        seconds=round(seconds, 3),
+        manifest=redact(layout.manifest_dir),
+        run_id=layout.run_id,
+        model_digest=digest,
+        input=redact(layout.input_root),
+        output=redact(layout.output_root),
+    )

@@ -1,0 +1,313 @@
+"""The bulk job's Ray Data stages for photos: key shards -> decode tasks -> `StylizeActor` ->
+write tasks, each row carrying its status, so one bad input is a failed row, never a failed job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from stylekit.bulk.backpressure import bound_backlogs
+from stylekit.bulk.config import BulkConfig
+from stylekit.bulk.layout import RunLayout
+from stylekit.bulk.manifest import FAILED, OK, manifest_table
+from stylekit.bulk.planner import KEYS_SCHEMA, Plan
+from stylekit.bulk.sizing import ActorPlan
+from stylekit.errors import StylekitError
+from stylekit.files import images, storage
+from stylekit.logs import setup_logging
+from stylekit.redact import describe
+
+if TYPE_CHECKING:  # torch is imported by the actors, never by codec tasks
+    from stylekit.infer.inference import InferenceOptions
+
+DECODED, STYLIZED = "decoded", "stylized"  # in-flight statuses; rows end as ok or failed
+EMPTY = np.zeros((0, 0, 3), np.uint8)  # the pixels of a row that has none
+
+
+def build_dataset(
+    config: BulkConfig,
+    layout: RunLayout,
+    plan: Plan,
+    actors: ActorPlan,
+    digest: str,
+    models: list[ray.ObjectRef],
+) -> ray.data.Dataset:
+    """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
+    `models` hold the model file's bytes (and the --then model's)."""
+    options = config.storage_options.resolved()
+    # One block per key shard, read by a task of its own (read_parquet would merge small shards
+    # into one block), then cut into batches, so the decode work of a shard spreads over many
+    # tasks. The cut of a shard is one task that decoding waits for on a small cluster: the
+    # first shards are small (planner.FIRST_SHARD_KEYS), so the first outputs do not wait long.
+    ds = ray.data.from_items(
+        [{"shard": shard} for shard in plan.shards], override_num_blocks=len(plan.shards)
+    )
+    ds = ds.map_batches(
+        read_keys,
+        fn_kwargs={"options": options},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=actors.task_cpus,
+    )
+    ds = ds.repartition(target_num_rows_per_block=config.batch_size)
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={
+            "input_root": layout.input_root,
+            "options": options,
+            "decode": config.decode_options,
+            "timeout": config.decode_timeout,
+        },
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        num_cpus=actors.task_cpus,
+        memory=decode_memory(config, ray.cluster_resources()),
+    )
+    # Decode blocks are already model batches (the repartition above; decoding keeps every
+    # row). Decoding stays out of the actors, where it would run between model calls, because
+    # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
+    # when they are equal.
+    ds = ds.map_batches(
+        StylizeActor,
+        fn_constructor_kwargs={
+            "model": models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
+            "name": config.model,
+            "inference": config.inference_options,
+            "threads": None if actors.num_gpus else actors.threads,
+            "cpus": actors.num_cpus,
+        },
+        compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        num_cpus=actors.num_cpus,
+        num_gpus=actors.num_gpus,
+    )
+    ds = ds.map_batches(
+        write_batch,
+        fn_kwargs={
+            "layout": layout,
+            "options": options,
+            "quality": config.quality,
+            "digest": digest,
+        },
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        # No CPU reserved: Ray Data hands a small cluster's CPUs to the upstream stages first,
+        # so a write stage that needs one waited for every decode to finish. Writes run only
+        # as batches leave the actors, at most `writes_in_flight` at a time.
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=actors.writes_in_flight),
+    )
+    bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
+    return ds
+
+
+def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
+    """The key rows of the shard(s) named in `batch` (with storage's retries)."""
+    return pa.concat_tables(
+        [
+            pq.read_table(io.BytesIO(storage.read_bytes(str(shard), options)), schema=KEYS_SCHEMA)
+            for shard in batch.column("shard").to_pylist()
+        ]
+    )
+
+
+def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
+    """Bytes a decode task reserves: a batch of images at --max-pixels as uint8 RGB, all held
+    until the batch is returned, so Ray packs no more decode tasks onto a node than fit.
+    At most half the cluster's memory, so one task can always be scheduled."""
+    most = int(config.max_pixels * 3 * config.batch_size)
+    return min(most, int(resources.get("memory", most * 2) / 2))
+
+
+def decode_batch(
+    batch: dict[str, np.ndarray],
+    input_root: str,
+    options: storage.StorageOptions,
+    decode: images.DecodeOptions,
+    timeout: float = 120.0,
+) -> dict[str, np.ndarray]:
+    """Read and decode each input; a failure, or an input taking over `timeout` seconds, is
+    recorded on its row, never raised."""
+    n = len(batch["key"])
+    pixels = _objects([EMPTY] * n)
+    status, error = np.full(n, DECODED, dtype=object), np.full(n, "", dtype=object)
+    seconds = np.zeros(n, dtype=np.float64)
+    for i, key in enumerate(batch["key"]):
+        t0 = time.perf_counter()
+        location = storage.join(input_root, str(key))
+        try:
+            pixels[i] = _within(
+                timeout, lambda loc=location: images.decode(storage.read_bytes(loc, options), decode)
+            )
+        except Exception as e:
+            pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
+        seconds[i] = time.perf_counter() - t0
+    sizes = [p.shape[:2] for p in pixels]
+    return {
+        "key": batch["key"],
+        "output_key": batch["output_key"],
+        "input_bytes": batch["input_bytes"],
+        "status": status,
+        "error": error,
+        "width": np.array([w for _, w in sizes], dtype=np.int32),
+        "height": np.array([h for h, _ in sizes], dtype=np.int32),
+        "seconds": seconds,
+        "pixels": pixels,
+    }
+
+
+class DecodeTimeout(StylekitError):
+    """Reading and decoding one input took longer than --decode-timeout."""
+
+
+def _within(seconds: float, call: Callable[[], np.ndarray]) -> np.ndarray:
+    """`call()` in a helper thread, given up on after `seconds`. Python cannot stop a thread:
+    a hung decode is left behind as a daemon thread (it ends with the worker process), but
+    the batch, and the task, go on without it."""
+    result: list[np.ndarray] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name="stylekit-decode", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise DecodeTimeout(
+            f"reading and decoding took longer than {seconds:g} s (--decode-timeout); given up"
+        )
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _objects(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array of images of any sizes (Ray stores it as a variable-shape tensor
+    column); element-wise, as numpy would otherwise try to stack same-shape arrays."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
+class StylizeActor:
+    """Holds one model on one device (loaded once per actor) and stylizes decoded rows."""
+
+    def __init__(
+        self,
+        model: list[ray.ObjectRef],
+        name: str,
+        inference: InferenceOptions,
+        threads: int | None,
+        cpus: float = 1.0,
+    ):
+        import torch
+
+        from stylekit.files.modelio import load_model_bytes
+        from stylekit.infer import memory
+        from stylekit.infer.inference import Stylizer
+
+        setup_logging()
+        if threads:
+            torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, no more
+        if inference.max_memory is None:  # the actor's CPU share of what its node has free
+            free = memory.available_bytes()
+            if free is not None:
+                share = min(1.0, cpus / max(1, len(os.sched_getaffinity(0))))
+                budget = memory.resident_bytes() + int(free * memory.DEFAULT_SHARE * share)
+                inference = replace(inference, max_memory=budget)
+        loaded = load_model_bytes(ray.get(model[0]), name=name)
+        self.stylizer = Stylizer(loaded.model, inference)
+        # --then: a super-resolution model upscales each result (the controls are the first's).
+        plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
+        self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["key"])
+        todo = [i for i in range(n) if batch["status"][i] == DECODED]
+        t0 = time.perf_counter()
+        results = self._stylize([batch["pixels"][i] for i in todo])
+        share = (time.perf_counter() - t0) / max(1, len(todo))
+        pixels = _objects([EMPTY] * n)
+        status, error = np.array(batch["status"], dtype=object), np.array(batch["error"], dtype=object)
+        seconds = np.array(batch["seconds"], dtype=np.float64)
+        for i, result in zip(todo, results, strict=True):
+            seconds[i] += share
+            if isinstance(result, Exception):
+                status[i], error[i] = FAILED, f"stylizing failed: {describe(result)}"
+            else:
+                pixels[i], status[i] = result, STYLIZED
+        return {**batch, "status": status, "error": error, "seconds": seconds, "pixels": pixels}
+
+    def _stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        """All at once; if that fails (say, out of GPU memory), one by one, so only the images
+        that fail alone are marked failed."""
+        if not pixels:
+            return []
+        try:
+            out = self.stylizer.stylize(pixels)
+            return list(self.then.stylize(out) if self.then is not None else out)
+        except Exception as e:
+            if len(pixels) == 1:
+                return [e]
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return [self._stylize([p])[0] for p in pixels]
+
+
+def write_batch(
+    batch: dict[str, np.ndarray],
+    layout: RunLayout,
+    options: storage.StorageOptions,
+    quality: int,
+    digest: str,
+) -> pa.Table:
+    """Encode and atomically write each stylized row; returns the rows as manifest rows."""
+    n = len(batch["key"])
+    status, error = [str(s) for s in batch["status"]], [str(e) for e in batch["error"]]
+    out_bytes, seconds = [0] * n, [float(s) for s in batch["seconds"]]
+    for i in range(n):
+        if status[i] != STYLIZED:
+            continue
+        t0 = time.perf_counter()
+        out = str(batch["output_key"][i])
+        try:
+            data = images.encode(np.asarray(batch["pixels"][i]), images.format_of(out), quality)
+            storage.write_bytes(layout.output_uri(out), data, options)
+            status[i], out_bytes[i] = OK, len(data)
+        except Exception as e:
+            status[i], error[i] = FAILED, f"writing failed: {describe(e)}"
+        seconds[i] += time.perf_counter() - t0
+    ok = [s == OK for s in status]
+    columns = {
+        "key": [str(k) for k in batch["key"]],
+        "output_key": [str(k) for k in batch["output_key"]],
+        "status": status,
+        "error": error,
+        # Sizes of the stylized (= oriented, possibly --max-side scaled) image, of written rows.
+        "width": [int(w) if good else 0 for w, good in zip(batch["width"], ok, strict=True)],
+        "height": [int(h) if good else 0 for h, good in zip(batch["height"], ok, strict=True)],
+        "input_bytes": [int(b) for b in batch["input_bytes"]],
+        "output_bytes": out_bytes,
+        "seconds": seconds,
+    }
+    return manifest_table(columns, layout, digest)
