@@ -47,9 +47,11 @@ def test_bad_values_are_config_errors(tmp_path: Path, values: dict[str, float], 
 
 def test_a_settings_file_from_before_the_controls_matches_the_defaults(tmp_path: Path) -> None:
     old = {"model_digest": DIGEST, "max_side": None, "quality": 95}
-    assert settings_changes(old, output_settings(config(tmp_path), DIGEST)) == []
-    changed = settings_changes(old, output_settings(config(tmp_path, strength=0.5), DIGEST))
+    assert settings_changes(old, output_settings(config(tmp_path, style_scale=1.0), DIGEST)) == []
+    changed = settings_changes(old, output_settings(config(tmp_path, strength=0.5, style_scale=1.0), DIGEST))
     assert changed == ["strength 1.0 -> 0.5"]
+    # Made before the default stroke scale became the model's own: a plain rerun says so.
+    assert settings_changes(old, output_settings(config(tmp_path), DIGEST)) == ["style_scale 1.0 -> 'model'"]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,9 @@ def test_a_rerun_with_other_controls_is_refused_unless_overwrite(
     check_output_settings(first, layout, DIGEST, options)  # a first run records its settings
     recorded = json.loads(Path(layout.settings_file).read_text())
     assert (
-        recorded["strength"] == 1.0 and recorded["preserve_color"] is False and recorded["style_scale"] == 1.0
+        recorded["strength"] == 1.0
+        and recorded["preserve_color"] is False
+        and recorded["style_scale"] == "model"
     )
     check_output_settings(first, layout, DIGEST, options)  # the same settings: fine
     with pytest.raises(ConfigError, match=f"{name} .*--overwrite"):

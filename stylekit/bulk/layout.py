@@ -138,7 +138,8 @@ def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
         "quality": config.quality,
         "strength": config.strength,
         "preserve_color": config.preserve_color,
-        "style_scale": config.style_scale,
+        # None: the model's own stroke scale (a pyramid on large photos), recorded by name.
+        "style_scale": "model" if config.style_scale is None else config.style_scale,
         "stabilize": config.stabilize,
     }
 
@@ -166,9 +167,12 @@ def check_output_settings(
     if not changes or config.overwrite:
         return
     changed = ", ".join(changes)
+    hint = ""
+    if found.get("style_scale", 1.0) == 1.0 and wanted["style_scale"] == "model":
+        hint = " (or --style-scale 1 to keep the full-size strokes these were made with)"
     raise ConfigError(
         f"{layout.output_root} holds results made differently ({changed}); rerun with --overwrite "
-        "to restylize everything, or use another --output"
+        f"to restylize everything{hint}, or use another --output"
     )
 
 
