@@ -37,9 +37,9 @@ def test_compose_levels_keeps_each_levels_own_band() -> None:
 
 def test_paint_side_comes_from_the_model_file() -> None:
     assert paint_side_of({"paint_side": "300", "image_size": "128"}) == 300
-    assert paint_side_of({"image_size": "128"}) == 256
+    assert paint_side_of({"image_size": "128"}) == 512
     assert paint_side_of({"format": "reference-pth"}) is None
-    assert load_model("starry_night").model.paint_side == 256
+    assert load_model("starry_night").model.paint_side == 512
 
 
 def photo(h: int, w: int) -> np.ndarray:

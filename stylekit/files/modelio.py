@@ -112,10 +112,11 @@ def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
 
 def paint_side_of(metadata: dict[str, str]) -> int | None:
     """The shorter photo side a stylekit style model's strokes are sized for: its recorded
-    `paint_side`, else twice its training crops (`image_size`): the shipped 128 px models carry
-    their painting best on photos with a shorter side near 256 px (benchmarks/bench_stroke_scale.py).
+    `paint_side`, else four times its training crops (`image_size`): measured on the shipped
+    128 px models, a pyramid whose coarsest level has a shorter side of 384-512 px carries the
+    most painting and keeps the scene (benchmarks/bench_stroke_scale.py, RESULTS.md).
     None for a reference checkpoint, which keeps the reference example's pixels at any size."""
-    for key, factor in (("paint_side", 1), ("image_size", 2)):
+    for key, factor in (("paint_side", 1), ("image_size", 4)):
         value = metadata.get(key, "")
         if value.isdigit() and int(value) > 0:
             return int(value) * factor

@@ -485,9 +485,9 @@ def model_metadata(
         "training_data": config.data_description or config.data,
         "image_size": str(config.image_size),
         # The shorter photo side the strokes are sized for (inference paints larger photos as
-        # a pyramid from it, infer/controls.py): the crops are photos resized to image_size,
-        # and measured, the network carries its painting best at about twice that.
-        "paint_side": str(2 * config.image_size),
+        # a pyramid from it, infer/controls.py): measured on 128 px models, four times the
+        # training crops (files/modelio.paint_side_of).
+        "paint_side": str(4 * config.image_size),
         "style_size": str(config.style_size or "original"),
         "batch_size": str(config.batch_size),
         "num_workers": str(config.num_workers),
