@@ -34,6 +34,7 @@ from stylekit.files.modelio import save_model
 from stylekit.logs import setup_logging
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import init_ray
+from stylekit.redact import redact, root_cause
 from stylekit.train import previews, training
 from stylekit.train.board import Board, loss_scalars
 from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, save_checkpoint
@@ -113,7 +114,7 @@ def run_training(config: TrainConfig) -> str:
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
-        raise StylekitError(f"training failed: {_root_cause(e)}") from None
+        raise StylekitError(f"training failed: {root_cause(e)}") from None
     skipped, examples = ray.get(counter.summary.remote())
     if skipped:
         log.warning("skipped %d unreadable training image(s), e.g. %s", skipped, ", ".join(examples[:3]))
@@ -188,13 +189,6 @@ def _cpu_share(total_cpus: float, workers: int) -> float:
     machine with two workers cannot deadlock). Ray wants whole numbers above 1."""
     share = max(total_cpus - 1, 0.5) / workers
     return float(math.floor(share)) if share >= 1 else math.floor(share * 100) / 100 or 0.01
-
-
-def _root_cause(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
 
 
 # --- finding checkpoints in storage ---------------------------------------------------------
@@ -329,7 +323,7 @@ def _restore(state: training.TrainState, loop_config: dict[str, Any], config: Tr
         # as_directory shares one download among a node's processes by the checkpoint's uuid,
         # random per object: derive it from the location, so every worker here has the same.
         found._uuid = uuid.uuid5(uuid.NAMESPACE_URL, latest)
-        candidates.append((step, found, storage.redact(latest)))
+        candidates.append((step, found, redact(latest)))
     if not candidates:
         return
     step, checkpoint, origin = max(candidates, key=lambda c: c[0])

@@ -26,6 +26,7 @@ import numpy as np
 from stylekit.errors import ConfigError
 from stylekit.files import storage
 from stylekit.logs import format_duration
+from stylekit.redact import redact
 from stylekit.video import deps
 from stylekit.video.flicker import FlickerMeter
 from stylekit.video.media import CRF_CODECS, VideoError, VideoSink, VideoSource, to_rgb
@@ -242,7 +243,7 @@ def download(location: str, path: str, options: storage.StorageOptions) -> None:
     except FileNotFoundError:
         raise VideoError(f"{location}: not found") from None
     except OSError as e:
-        raise VideoError(f"cannot read {storage.redact(location)}: {str(e).splitlines()[0]}") from None
+        raise VideoError(f"cannot read {redact(location)}: {str(e).splitlines()[0]}") from None
 
 
 def upload(path: str, location: str, options: storage.StorageOptions) -> None:
@@ -253,4 +254,4 @@ def upload(path: str, location: str, options: storage.StorageOptions) -> None:
             while chunk := f.read(COPY_CHUNK):
                 out.write(chunk)
     except OSError as e:
-        raise VideoError(f"cannot write {storage.redact(location)}: {str(e).splitlines()[0]}") from None
+        raise VideoError(f"cannot write {redact(location)}: {str(e).splitlines()[0]}") from None
