@@ -99,8 +99,10 @@ def stylize_video(
     stylizer: Stylizer,
     options: VideoOptions = VideoOptions(),
     storage_options: storage.StorageOptions = storage.StorageOptions(),
+    then: Stylizer | None = None,
 ) -> VideoResult:
-    """Stylize the video at `source` (path or URI) into `target` (path or URI)."""
+    """Stylize the video at `source` (path or URI) into `target` (path or URI); `then`, a
+    super-resolution Stylizer, upscales each stylized (and stabilised) frame."""
     with tempfile.TemporaryDirectory(prefix="stylekit-video-") as tmp:
         local_in = source
         if storage.scheme_of(source) != "file":
@@ -121,7 +123,7 @@ def stylize_video(
             # Same folder, same extension (FFmpeg picks the container by it), hidden until renamed.
             local_out = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
         try:
-            result = stylize_local(local_in, local_out, stylizer, options)
+            result = stylize_local(local_in, local_out, stylizer, options, then)
             if remote_out:
                 upload(local_out, target, storage_options)
             else:
@@ -133,8 +135,12 @@ def stylize_video(
     return result
 
 
-def stylize_local(source: str, target: str, stylizer: Stylizer, options: VideoOptions) -> VideoResult:
-    """Stylize local file `source` into local file `target` (container from its extension)."""
+def stylize_local(
+    source: str, target: str, stylizer: Stylizer, options: VideoOptions, then: Stylizer | None = None
+) -> VideoResult:
+    """Stylize local file `source` into local file `target` (container from its extension).
+    The stabiliser and the flicker meter work at the stylized frames' size (the input's, which
+    their flow is computed on); `then` upscales the frames after them, before encoding."""
     started = time.perf_counter()
     stabilizer = Stabilizer(options.stabilize) if options.stabilize else None
     meter = FlickerMeter() if options.measure_flicker else None
@@ -156,12 +162,16 @@ def stylize_local(source: str, target: str, stylizer: Stylizer, options: VideoOp
         pending: list[tuple[Any, np.ndarray]] = []  # (input frame, its RGB pixels)
 
         def flush() -> None:
-            stylized = stylizer.stylize([pixels for _, pixels in pending])
-            for (frame, photo), out in zip(pending, stylized, strict=True):
+            stylized = list(stylizer.stylize([pixels for _, pixels in pending]))
+            for i, ((_, photo), out) in enumerate(zip(pending, stylized, strict=True)):
                 if stabilizer is not None:
                     out = stabilizer(photo, out)
                 if meter is not None:
                     meter.update(photo, out)
+                stylized[i] = out
+            if then is not None:
+                stylized = list(then.stylize(stylized))
+            for (frame, _), out in zip(pending, stylized, strict=True):
                 sink.write(out, frame)
             progress.update(len(pending))
             pending.clear()
