@@ -503,8 +503,8 @@ def stylekit_training(
     args: argparse.Namespace, workers: int, batch: int, use_gpu: bool | None, output: str, note: str
 ) -> Run:
     from stylekit.files.modelio import load_model
+    from stylekit.train.config import TrainConfig
     from stylekit.train.job import run_training
-    from stylekit.train.training import TrainConfig
 
     name = f"w{workers}b{batch}"
     config = TrainConfig(

@@ -746,6 +746,8 @@ def child_train_style(args: argparse.Namespace) -> int:
     from stylekit.files import images
     from stylekit.files.modelio import save_model
     from stylekit.train import training
+    from stylekit.train.config import TrainConfig
+    from stylekit.train.metadata import model_metadata
 
     stop = {"now": False}
 
@@ -758,7 +760,7 @@ def child_train_style(args: argparse.Namespace) -> int:
     dry = args.dry_run
     side, style_size, batch = (32, 64, 2) if dry else (PAPER_SIDE, PAPER_STYLE_SIZE, PAPER_BATCH)
     steps = 2 if dry else PAPER_STEPS
-    config = training.TrainConfig(
+    config = TrainConfig(
         style=str(EXAMPLES / "styles" / f"{args.style}.jpg"), data=args.data, data_description=args.data_description,
         output=tempfile.mkdtemp(prefix="gpu-run-train-"), name=args.style, max_steps=steps, batch_size=batch,
         image_size=side, style_size=style_size, vgg_weights="caffe", precision="auto",
@@ -788,7 +790,7 @@ def child_train_style(args: argparse.Namespace) -> int:
     )
 
     def save(step: int, seconds: float, why: str) -> None:
-        meta = training.model_metadata(config, step, loss_fn.vgg.source, recent)
+        meta = model_metadata(config, step, loss_fn.vgg.source, recent)
         meta.update({
             "trained_with": "benchmarks/gpu_run.py (train part): stylekit.train.training.train_step in a Ray-free loop, "
                             "the training crops held on the device, shuffled each epoch",
@@ -927,7 +929,8 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
          gpus=res.get("GPU", 0), seconds=round(time.time() - t0, 1))  # fmt: skip
 
     from stylekit.files.modelio import load_model
-    from stylekit.train import job, training
+    from stylekit.train import job
+    from stylekit.train.config import TrainConfig
 
     data, _ = training_data()
     if dry:
@@ -935,7 +938,7 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
     probe = tmp / "probe.json"
     job.train_loop_per_worker = nccl_checked_loop(str(probe))  # run_training hands this to Ray Train
     steps, batch, side = (1, 2, 32) if dry else (30, 16, PAPER_SIDE)
-    config = training.TrainConfig(
+    config = TrainConfig(
         style=str(EXAMPLES / "styles" / "starry_night.jpg"), data=data, output=str(tmp / "runs"), name="gpu-run",
         max_steps=steps, batch_size=batch, image_size=side, vgg_weights="random" if dry else "caffe",
         checkpoint_every=10**6, log_every=max(1, steps // 3), use_gpu=gpu, max_failures=0,

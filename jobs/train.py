@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
 from stylekit.logs import setup_logging
-from stylekit.train.training import TrainConfig
+from stylekit.train.config import TrainConfig
 
 
 def main() -> int:

@@ -13,14 +13,20 @@ import re
 from stylekit.errors import StylekitError, first_line
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_AZURE_SECRET = re.compile(r"((?:AccountKey|SharedAccessSignature|sig)=)[^;&\s]+", re.IGNORECASE)
+# Azure account keys and SAS signatures, and the signature, credential and session token of an
+# S3 presigned URL: the value after the "=" is the secret.
+_QUERY_SECRET = re.compile(
+    r"((?:AccountKey|SharedAccessSignature|sig|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)"
+    r"[^;&\s]+",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:
-    """`text` with any user:password@ of a URL removed and the AWS secrets of this process's
-    environment masked, so an error or endpoint can be logged or stored safely."""
+    """`text` with any user:password@ of a URL removed, signed-URL and Azure secrets masked, and
+    the AWS and Azure secrets of this process's environment masked, so an error or endpoint can be logged or stored safely."""
     text = _USERINFO.sub("***@", text)
-    text = _AZURE_SECRET.sub(r"\1***", text)
+    text = _QUERY_SECRET.sub(r"\1***", text)
     for var in (
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",

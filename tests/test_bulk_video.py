@@ -99,3 +99,24 @@ def test_video_output_keys() -> None:
     assert output_key("clips/a.webm", "jpg") == "clips/a.mp4"
     assert output_key("clips/a.avi", "same") == "clips/a.mp4"
     assert output_key("b.jpg", "png") == "b.png"
+
+
+def test_then_upscales_videos_as_it_does_photos(tmp_path: Path, model_file: Path, ray_2cpu: None) -> None:
+    """--then SR_MODEL: every video frame goes through the super-resolution model too (it was
+    ignored for videos while the run's digest covered both models)."""
+    from stylekit.bulk.driver import run_bulk
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    Image.fromarray(photo[:24, :32]).save(folder / "a.png")
+    write_clip(str(folder / "walk.mp4"), moving_scene(photo, 32, 24, 3), 8, audio=False)
+    config = BulkConfig(
+        model=str(model_file), input=str(folder), output=str(out), then="sr_x4", stabilize=0.5
+    )
+    summary = run_bulk(config)
+    assert (summary.ok, summary.failed) == (2, 0)
+    assert Image.open(out / "a.png").size == (128, 96)
+    with av.open(str(out / "walk.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and {f.shape for f in frames} == {(96, 128, 3)}

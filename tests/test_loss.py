@@ -195,7 +195,7 @@ def test_caffe_convention_read_from_file_metadata_or_prefix(tmp_path: Path) -> N
 
 def test_loss_weight_defaults_follow_the_loss_network() -> None:
     from stylekit.nn.vgg import default_loss_weights
-    from stylekit.train.training import TrainConfig
+    from stylekit.train.config import TrainConfig
 
     assert TrainConfig().vgg_weights == "caffe"
     caffe = TrainConfig()

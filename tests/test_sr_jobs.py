@@ -19,7 +19,7 @@ from conftest import PYTHON, REPO
 from stylekit.errors import ConfigError
 from stylekit.files.modelio import load_model
 from stylekit.nn.sr import SRNet
-from stylekit.train.training import TrainConfig
+from stylekit.train.config import TrainConfig
 
 pytestmark = pytest.mark.ray
 

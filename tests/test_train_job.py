@@ -138,8 +138,8 @@ def test_worker_killed_mid_run_is_replaced_and_the_run_finishes(
     import ray
     from ray.util.state import list_actors
 
+    from stylekit.train.config import TrainConfig
     from stylekit.train.job import run_training
-    from stylekit.train.training import TrainConfig
 
     config = TrainConfig(
         style=STYLE, data=str(tiny_train_dir), output=str(tmp_path / "runs"), vgg_weights="random",

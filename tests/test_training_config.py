@@ -11,21 +11,23 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files.modelio import load_model, save_model
 from stylekit.nn.model import TransformerNet
 from stylekit.train import training
+from stylekit.train.config import TrainConfig
 from stylekit.train.job import preflight
+from stylekit.train.metadata import model_metadata
 
 
 def test_max_steps_alone_is_not_capped_by_the_default_epochs() -> None:
-    assert training.TrainConfig().epochs == 2
-    assert training.TrainConfig(max_steps=500).epochs >= 500  # as many epochs as the steps need
-    assert training.TrainConfig(max_steps=500, epochs=3).epochs == 3  # both given: whichever first
+    assert TrainConfig().epochs == 2
+    assert TrainConfig(max_steps=500).epochs >= 500  # as many epochs as the steps need
+    assert TrainConfig(max_steps=500, epochs=3).epochs == 3  # both given: whichever first
 
 
 def test_content_warmup_zeroes_the_style_weight_then_restores_it() -> None:
-    config = training.TrainConfig(content_warmup=3)
+    config = TrainConfig(content_warmup=3)
     assert [training.style_weight_at(config, s) for s in range(5)] == [0.0, 0.0, 0.0, 5.0, 5.0]
-    assert training.style_weight_at(training.TrainConfig(), 0) == 5.0  # the paper: style from step 0
+    assert training.style_weight_at(TrainConfig(), 0) == 5.0  # the paper: style from step 0
     with pytest.raises(ConfigError, match="--content-warmup must be >= 0"):
-        training.TrainConfig(content_warmup=-1)
+        TrainConfig(content_warmup=-1)
 
 
 def test_content_only_loss_runs_vgg_to_relu2_2_only() -> None:
@@ -48,13 +50,11 @@ def test_init_from_starts_from_the_given_weights(tmp_path: Path) -> None:
     start = TransformerNet()
     path = tmp_path / "start.safetensors"
     save_model(str(path), start, {"format": "stylekit"})
-    config = training.TrainConfig(init_from=str(path))
+    config = TrainConfig(init_from=str(path))
     state = training.new_state(config, torch.device("cpu"))
     for k, v in start.state_dict().items():
         assert torch.equal(state.model.state_dict()[k], v)
-    meta = training.model_metadata(
-        config, 10, "caffe", {"loss": 1.5, "content": 1.0, "style": 0.4, "tv": 0.1}
-    )
+    meta = model_metadata(config, 10, "caffe", {"loss": 1.5, "content": 1.0, "style": 0.4, "tv": 0.1})
     assert meta["initialised_from"] == "start" and meta["final_loss"] == "1.5"
     assert meta["loss_network"].startswith("VGG-16") and "Caffe" in meta["loss_network"]
     assert meta["style_name"] == "starry_night" and meta["task"] == "style"
@@ -62,7 +62,7 @@ def test_init_from_starts_from_the_given_weights(tmp_path: Path) -> None:
 
 def test_a_bad_init_from_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(StylekitError, match="no_such_model"):
-        preflight(training.TrainConfig(init_from="no_such_model"))
+        preflight(TrainConfig(init_from="no_such_model"))
 
 
 def test_saved_models_record_and_check_a_weights_digest(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def run_bulk(config: BulkConfig) -> Summary:
                 dataset = build_dataset(config, layout, plan, actors, digest, refs)
                 _consume(dataset, manifest, plan, config.progress_every)
             if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-                videos = build_video_dataset(config, layout, plan, actors, digest, refs[0])
+                videos = build_video_dataset(config, layout, plan, actors, digest, refs)
                 consume_videos(videos, manifest, plan.videos)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,9 +42,15 @@ PROGRESS_EVERY = 60.0  # seconds between an actor's progress lines within one vi
 
 
 def build_video_dataset(
-    config: BulkConfig, layout: RunLayout, plan: Plan, actors: ActorPlan, digest: str, model: ray.ObjectRef
+    config: BulkConfig,
+    layout: RunLayout,
+    plan: Plan,
+    actors: ActorPlan,
+    digest: str,
+    models: list[ray.ObjectRef],
 ) -> ray.data.Dataset:
-    """The lazy Ray Dataset: video key shards -> one `VideoActor` call per video -> manifest rows."""
+    """The lazy Ray Dataset: video key shards -> one `VideoActor` call per video -> manifest rows.
+    `models` hold the model file's bytes (and the --then model's, which upscales every frame)."""
     from stylekit.video.transcode import VideoOptions
 
     options = config.storage_options.resolved()
@@ -55,7 +62,7 @@ def build_video_dataset(
     return ds.map_batches(
         VideoActor,
         fn_constructor_kwargs={
-            "model": [model],  # in a list: Ray resolves only top-level refs
+            "model": models,  # in a list: Ray resolves only top-level refs
             "name": config.model,
             "inference": config.inference_options,
             "video": video,
@@ -96,6 +103,9 @@ class VideoActor:
             torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, no more
         loaded = load_model_bytes(ray.get(model[0]), name=name)
         self.stylizer = Stylizer(loaded.model, inference)
+        # --then: a super-resolution model upscales each frame (the controls are the first's).
+        plain = replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
+        self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
         self.video, self.layout, self.options, self.digest = video, layout, options, digest
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -112,7 +122,9 @@ class VideoActor:
         t0 = time.perf_counter()
         target = self.layout.output_uri(out)
         try:
-            r = stylize_video(self.layout.input_uri(key), target, self.stylizer, self.video, self.options)
+            r = stylize_video(
+                self.layout.input_uri(key), target, self.stylizer, self.video, self.options, self.then
+            )
             written = storage.stat_keys(self.layout.output_root, [out], self.options)[out].size
         except Exception as e:
             error = describe(e)

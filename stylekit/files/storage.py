@@ -547,12 +547,6 @@ def list_folders(location: str, options: StorageOptions = StorageOptions()) -> l
     return sorted(_retry("list", location, ls))
 
 
-def download_folder(location: str, local_dir: str, options: StorageOptions = StorageOptions()) -> None:
-    """Copy every file below `location` into `local_dir` at the same relative paths."""
-    for key in list_files(location, options):
-        write_bytes(os.path.join(local_dir, *key.split("/")), read_bytes(join(location, key), options))
-
-
 @contextlib.contextmanager
 def local_copy(location: str, options: StorageOptions = StorageOptions()) -> Iterator[str]:
     """A local path holding `location`'s bytes, for readers that want a file (safetensors'

@@ -67,7 +67,6 @@ class InferenceOptions:
     nnpack: bool | None = None  # NNPACK convs on the CPU; None: on where it works (fp32 only)
     threads: int | None = None  # torch CPU threads (process-wide); None: leave as is
     tune_allocator: bool | None = None  # glibc: reuse large blocks (process-wide); None: on for CPU
-    cudnn_benchmark: bool | None = None  # None: on for CUDA (process-wide)
     cuda_graphs: bool = False  # with compile on CUDA: mode="reduce-overhead" (CUDA graphs)
     # Stylization controls (stylekit/infer/controls.py), applied by `Stylizer.stylize` only;
     # at these defaults the pixels are the network's own.
@@ -143,7 +142,7 @@ class InferenceOptions:
             cuda_graphs=self.cuda_graphs and self.compile and device.type == "cuda",
             threads=self.threads,
             tune_allocator=cpu if self.tune_allocator is None else self.tune_allocator and cpu,
-            cudnn_benchmark=(device.type == "cuda") if self.cudnn_benchmark is None else self.cudnn_benchmark,
+            cudnn_benchmark=device.type == "cuda",  # process-wide; fixed shapes gain from it
             per_image=cpu and fast,
         )
 

@@ -38,7 +38,6 @@ stage holds per output row (`_Node.cost`).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
@@ -496,9 +495,3 @@ def stylize_tiled(
         format_size(run.spilled),
     )  # fmt: skip
     return out
-
-
-def scratch_bytes(height: int, width: int) -> int:
-    """Peak scratch-file bytes of one tiled image (the 1/2-resolution 64-channel stores)."""
-    h, w = padded_size(height), padded_size(width)
-    return math.ceil(h / 2) * math.ceil(w / 2) * 64 * _F32 + (h // 4) * (w // 4) * 128 * _F32

@@ -71,7 +71,7 @@ class TransformerNet(nn.Module):
     """conv 9x9 -> two stride-2 convs -> five residual blocks -> two upsample convs -> conv 9x9."""
 
     # Not a weight: the shorter photo side the strokes were trained for, from the model file's
-    # metadata (files/modelio.paint_side_of); None paints at whatever size it is given.
+    # metadata (modelio.paint_side_of); None paints at whatever size it is given.
     paint_side: int | None = None
 
     def __init__(self) -> None:

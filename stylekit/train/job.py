@@ -34,9 +34,13 @@ from stylekit.files.modelio import save_model
 from stylekit.logs import setup_logging
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import init_ray
+from stylekit.redact import redact, root_cause
 from stylekit.train import previews, training
 from stylekit.train.board import Board, loss_scalars
+from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, save_checkpoint
+from stylekit.train.config import TrainConfig
 from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
+from stylekit.train.metadata import model_metadata
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ CHECKPOINTS_KEPT = 3
 RECENT_STEPS = 50  # the final losses recorded in a model are the mean over this many steps
 
 
-def run_training(config: training.TrainConfig) -> str:
+def run_training(config: TrainConfig) -> str:
     """Train one style end to end; returns the location of the finished model.safetensors."""
     opts = config.storage_options
     vgg_source = preflight(config)
@@ -110,7 +114,7 @@ def run_training(config: training.TrainConfig) -> str:
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
-        raise StylekitError(f"training failed: {_root_cause(e)}") from None
+        raise StylekitError(f"training failed: {root_cause(e)}") from None
     skipped, examples = ray.get(counter.summary.remote())
     if skipped:
         log.warning("skipped %d unreadable training image(s), e.g. %s", skipped, ", ".join(examples[:3]))
@@ -118,16 +122,16 @@ def run_training(config: training.TrainConfig) -> str:
         raise StylekitError("training ended without a checkpoint; see the log above")
     with result.checkpoint.as_directory() as directory:
         state = training.TrainState(*_blank_model_and_optimizer(config))
-        training.load_checkpoint(directory, state)
+        load_checkpoint(directory, state)
 
     final = {k: v for k, v in (result.metrics or {}).items() if k in ("loss", "content", "style", "tv")}
-    metadata = training.model_metadata(config, state.step, vgg_source, final)
+    metadata = model_metadata(config, state.step, vgg_source, final)
     save_model(config.model_path, state.model, metadata, opts)
     log.info("finished %d steps in %.0f s; model written", state.step, time.time() - started)
     return config.model_path
 
 
-def preflight(config: training.TrainConfig) -> str:
+def preflight(config: TrainConfig) -> str:
     """Fail fast, on the driver, with one line: the style image decodes and the VGG weights can
     be had (for "imagenet" this also fills this node's torchvision cache), every location is
     one Ray's workers can reach, and the run folder can be written. Returns the VGG weights'
@@ -152,13 +156,13 @@ def preflight(config: training.TrainConfig) -> str:
     return load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).source
 
 
-def _blank_model_and_optimizer(config: training.TrainConfig) -> tuple[Any, Any]:
+def _blank_model_and_optimizer(config: TrainConfig) -> tuple[Any, Any]:
     # A checkpoint is loaded into it next: no need to read --init-from's weights first.
     state = training.new_state(dataclasses.replace(config, init_from=None), torch.device("cpu"))
     return state.model, state.optimizer
 
 
-def _scaling_config(config: training.TrainConfig) -> ScalingConfig:
+def _scaling_config(config: TrainConfig) -> ScalingConfig:
     """GPUs when the cluster has them (unless forced); CPUs sized so data tasks keep one."""
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0)
@@ -185,13 +189,6 @@ def _cpu_share(total_cpus: float, workers: int) -> float:
     machine with two workers cannot deadlock). Ray wants whole numbers above 1."""
     share = max(total_cpus - 1, 0.5) / workers
     return float(math.floor(share)) if share >= 1 else math.floor(share * 100) / 100 or 0.01
-
-
-def _root_cause(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
 
 
 # --- finding checkpoints in storage ---------------------------------------------------------
@@ -221,7 +218,7 @@ def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | Non
     def size_of(name: str) -> int:
         return fs.get_file_info(f"{path}/{name}").size or -1
 
-    return training.checkpoint_is_complete(read_text, size_of)
+    return checkpoint_is_complete(read_text, size_of)
 
 
 # --- the per-worker loop --------------------------------------------------------------------
@@ -229,7 +226,7 @@ def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | Non
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     setup_logging()
-    config = training.TrainConfig(**loop_config["config"])
+    config = TrainConfig(**loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -304,9 +301,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         board.close()
 
 
-def _restore(
-    state: training.TrainState, loop_config: dict[str, Any], config: training.TrainConfig, rank: int
-) -> None:
+def _restore(state: training.TrainState, loop_config: dict[str, Any], config: TrainConfig, rank: int) -> None:
     """Resume from the newer of Ray's latest checkpoint (a replaced worker) and the newest
     complete checkpoint found in storage when the job started (a rerun). Steps are read in
     place; only the chosen checkpoint is fetched, through Ray's `as_directory`, which
@@ -328,12 +323,12 @@ def _restore(
         # as_directory shares one download among a node's processes by the checkpoint's uuid,
         # random per object: derive it from the location, so every worker here has the same.
         found._uuid = uuid.uuid5(uuid.NAMESPACE_URL, latest)
-        candidates.append((step, found, storage.redact(latest)))
+        candidates.append((step, found, redact(latest)))
     if not candidates:
         return
     step, checkpoint, origin = max(candidates, key=lambda c: c[0])
     with checkpoint.as_directory() as directory:
-        training.load_checkpoint(directory, state)
+        load_checkpoint(directory, state)
     if rank == 0:
         log.info("resumed from step %d (%s)", step, origin)
 
@@ -346,7 +341,7 @@ def _mean(rows: collections.abc.Iterable[dict[str, float]]) -> dict[str, float]:
 
 def _report(
     state: training.TrainState,
-    config: training.TrainConfig,
+    config: TrainConfig,
     rank: int,
     losses: dict[str, float] | None,
     board: Board | None = None,
@@ -363,7 +358,7 @@ def _report(
     directory = tempfile.mkdtemp(prefix="stylekit-ckpt-")
     try:
         preview = training.preview_pixels(state.model)
-        training.save_checkpoint(directory, state, config, preview)
+        save_checkpoint(directory, state, config, preview)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         log.info("checkpoint at step %d (with preview.jpg)", state.step)
     finally:

@@ -26,6 +26,7 @@ import numpy as np
 from stylekit.errors import ConfigError
 from stylekit.files import storage
 from stylekit.logs import format_duration
+from stylekit.redact import redact
 from stylekit.video import deps
 from stylekit.video.flicker import FlickerMeter
 from stylekit.video.media import CRF_CODECS, VideoError, VideoSink, VideoSource, to_rgb
@@ -98,8 +99,10 @@ def stylize_video(
     stylizer: Stylizer,
     options: VideoOptions = VideoOptions(),
     storage_options: storage.StorageOptions = storage.StorageOptions(),
+    then: Stylizer | None = None,
 ) -> VideoResult:
-    """Stylize the video at `source` (path or URI) into `target` (path or URI)."""
+    """Stylize the video at `source` (path or URI) into `target` (path or URI); `then`, a
+    super-resolution Stylizer, upscales each stylized (and stabilised) frame."""
     with tempfile.TemporaryDirectory(prefix="stylekit-video-") as tmp:
         local_in = source
         if storage.scheme_of(source) != "file":
@@ -120,7 +123,7 @@ def stylize_video(
             # Same folder, same extension (FFmpeg picks the container by it), hidden until renamed.
             local_out = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
         try:
-            result = stylize_local(local_in, local_out, stylizer, options)
+            result = stylize_local(local_in, local_out, stylizer, options, then)
             if remote_out:
                 upload(local_out, target, storage_options)
             else:
@@ -132,8 +135,12 @@ def stylize_video(
     return result
 
 
-def stylize_local(source: str, target: str, stylizer: Stylizer, options: VideoOptions) -> VideoResult:
-    """Stylize local file `source` into local file `target` (container from its extension)."""
+def stylize_local(
+    source: str, target: str, stylizer: Stylizer, options: VideoOptions, then: Stylizer | None = None
+) -> VideoResult:
+    """Stylize local file `source` into local file `target` (container from its extension).
+    The stabiliser and the flicker meter work at the stylized frames' size (the input's, which
+    their flow is computed on); `then` upscales the frames after them, before encoding."""
     started = time.perf_counter()
     stabilizer = Stabilizer(options.stabilize) if options.stabilize else None
     meter = FlickerMeter() if options.measure_flicker else None
@@ -155,12 +162,16 @@ def stylize_local(source: str, target: str, stylizer: Stylizer, options: VideoOp
         pending: list[tuple[Any, np.ndarray]] = []  # (input frame, its RGB pixels)
 
         def flush() -> None:
-            stylized = stylizer.stylize([pixels for _, pixels in pending])
-            for (frame, photo), out in zip(pending, stylized, strict=True):
+            stylized = list(stylizer.stylize([pixels for _, pixels in pending]))
+            for i, ((_, photo), out) in enumerate(zip(pending, stylized, strict=True)):
                 if stabilizer is not None:
                     out = stabilizer(photo, out)
                 if meter is not None:
                     meter.update(photo, out)
+                stylized[i] = out
+            if then is not None:
+                stylized = list(then.stylize(stylized))
+            for (frame, _), out in zip(pending, stylized, strict=True):
                 sink.write(out, frame)
             progress.update(len(pending))
             pending.clear()
@@ -242,7 +253,7 @@ def download(location: str, path: str, options: storage.StorageOptions) -> None:
     except FileNotFoundError:
         raise VideoError(f"{location}: not found") from None
     except OSError as e:
-        raise VideoError(f"cannot read {storage.redact(location)}: {str(e).splitlines()[0]}") from None
+        raise VideoError(f"cannot read {redact(location)}: {str(e).splitlines()[0]}") from None
 
 
 def upload(path: str, location: str, options: storage.StorageOptions) -> None:
@@ -253,4 +264,4 @@ def upload(path: str, location: str, options: storage.StorageOptions) -> None:
             while chunk := f.read(COPY_CHUNK):
                 out.write(chunk)
     except OSError as e:
-        raise VideoError(f"cannot write {storage.redact(location)}: {str(e).splitlines()[0]}") from None
+        raise VideoError(f"cannot write {redact(location)}: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,271 @@
+"""The training run's config: every flag of `jobs/train.py`, validated once, with the defaults
+that follow the loss network and the task."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stylekit.errors import ConfigError
+from stylekit.files import storage
+from stylekit.nn.sr import FACTORS
+from stylekit.nn.sr import MIN_SIDE as SR_MIN_SIDE
+from stylekit.nn.srloss import SR_LOSSES
+from stylekit.nn.vgg import WEIGHT_CHOICES, default_loss_weights
+
+EXAMPLES = resources.files("stylekit") / "examples"
+DEFAULT_STYLE = str(EXAMPLES / "styles" / "starry_night.jpg")
+DEFAULT_DATA = str(EXAMPLES / "content")
+DEFAULT_OUTPUT = "runs"
+PREVIEW_IMAGE = str(EXAMPLES / "content" / "chelsea.jpg")
+PREVIEW_SIDE = 256
+TASKS = ("style", "sr")
+
+
+def _help(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; `jobs/train.py` builds its flags from these fields."""
+
+    task: str = field(
+        default="style",
+        metadata=_help(
+            "style: a style-transfer network (--style); sr: a super-resolution network (--factor, --sr-loss; --style unused)",
+            choices=list(TASKS),
+        ),
+    )
+    factor: int = field(
+        default=4,
+        metadata=_help("--task sr: the upscaling factor, 4 or 8", choices=list(FACTORS)),
+    )
+    sr_loss: str = field(
+        default="feature",
+        metadata=_help(
+            "--task sr: 'feature' (the paper's VGG relu2_2 feature reconstruction loss + TV) or 'pixel' (per-pixel MSE, its baseline)",
+            choices=list(SR_LOSSES),
+        ),
+    )
+    style: str = field(
+        default=DEFAULT_STYLE,
+        metadata=_help(
+            "style image: local path or fsspec URL (s3://, gs://, az://, ...) (default: the bundled Starry Night)"
+        ),
+    )
+    data: str = field(
+        default=DEFAULT_DATA,
+        metadata=_help(
+            "training images: a folder or fsspec URL prefix (s3://, gs://, az://, ...), searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
+        ),
+    )
+    output: str = field(
+        default=DEFAULT_OUTPUT,
+        metadata=_help(
+            "where runs go: a local folder or fsspec URL prefix (not memory://); the run lives in OUTPUT/NAME"
+        ),
+    )
+    name: str = field(
+        default="",
+        metadata=_help("run name (default: the style file's stem; for --task sr, sr_xF or sr_xF_pixel)"),
+    )
+    epochs: int | None = field(
+        default=None,
+        metadata=_help(
+            "passes over the training data (default: 2, or as many as --max-steps needs when that is given)"
+        ),
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata=_help("optimizer steps to train for (with --epochs too, whichever ends first)"),
+    )
+    data_description: str = field(
+        default="",
+        metadata=_help(
+            "what the training data is, recorded in the model's metadata (default: the --data location)"
+        ),
+    )
+    batch_size: int = field(default=4, metadata=_help("images per step per worker"))
+    image_size: int = field(
+        default=256,
+        metadata=_help(
+            "training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop; --task sr: random windows at full resolution, a multiple of --factor)"
+        ),
+    )
+    lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
+    content_weight: float | None = field(
+        default=None,
+        metadata=_help(
+            "weight of the relu2_2 feature loss (default: the loss network's: 1 for caffe, 1e5 for imagenet)"
+        ),
+    )
+    style_weight: float | None = field(
+        default=None,
+        metadata=_help(
+            "weight of the Gram-matrix style loss (default: the loss network's: 5 for caffe, 1e10 for imagenet)"
+        ),
+    )
+    tv_weight: float | None = field(
+        default=None,
+        metadata=_help(
+            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4; --task sr: the same with the feature loss, 0 with the pixel loss)"
+        ),
+    )
+    style_size: int | None = field(
+        default=None, metadata=_help("resize the style image so its longest side is this (default: as is)")
+    )
+    vgg_weights: str = field(
+        default="caffe",
+        metadata=_help(
+            "loss network: 'caffe' (the paper's Caffe VGG-16, built in), 'imagenet' (torchvision's, via its cache), a local state-dict file (caffe:PATH or torchvision:PATH to say its input convention), or 'random' (seeded, untrained: tests only)"
+        ),
+    )
+    seed: int = field(default=42, metadata=_help("seed for weights, data order and a random VGG"))
+    checkpoint_every: int = field(
+        default=2000, metadata=_help("steps between checkpoints (one is always written at the end)")
+    )
+    log_every: int = field(default=20, metadata=_help("steps between progress lines"))
+    num_workers: int = field(default=1, metadata=_help("data-parallel training workers"))
+    use_gpu: bool | None = field(default=None, metadata={"cli": False})
+    cpus_per_worker: float | None = field(
+        default=None,
+        metadata=_help(
+            "CPUs reserved per worker (default: 1 with GPUs; on CPU-only clusters, what leaves one CPU for data loading)"
+        ),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=_help(
+            "auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16", choices=["auto", "fp32", "bf16"]
+        ),
+    )
+    max_failures: int = field(
+        default=3,
+        metadata=_help("worker failures to recover from (from the last checkpoint) before giving up"),
+    )
+    content_warmup: int = field(
+        default=0,
+        metadata=_help(
+            "train the first N steps on content and TV only, then add the style: the network (whose output starts black) first learns to reproduce the photo, so short runs keep recognisable content (0: the paper's schedule, style from the start)"
+        ),
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata=_help(
+            "start from this model's weights (a shipped name like starry_night, or a model file) instead of a random initialisation: a new style then needs far fewer steps, since the network already reproduces content; a resumed run continues from its checkpoint instead"
+        ),
+    )
+    s3_endpoint: str | None = field(
+        default=None, metadata=_help("S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)")
+    )
+
+    def __post_init__(self) -> None:
+        # Ray Train runs each worker in its own directory: local paths must not be relative.
+        if self.init_from and not storage.is_uri(self.init_from) and os.path.exists(self.init_from):
+            object.__setattr__(self, "init_from", os.path.abspath(self.init_from))
+        for name in ("style", "data", "output", "vgg_weights"):
+            value = getattr(self, name)
+            if name == "vgg_weights":
+                value = _absolute_vgg_weights(value)
+            elif not storage.is_uri(value):
+                value = os.path.abspath(value)
+            object.__setattr__(self, name, value)
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be style or sr (got {self.task!r})")
+        # Loss weights follow the loss network: its feature scale decides them (see nn/vgg.py).
+        defaults = default_loss_weights(self.vgg_weights)
+        for name, value in (
+            ("content_weight", defaults.content),
+            ("style_weight", defaults.style if self.task == "style" else 0.0),
+            ("tv_weight", defaults.tv if self.task == "style" else sr_tv_default(self.sr_loss, defaults.tv)),
+        ):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", 2 if self.max_steps is None else 1_000_000)
+        positive = ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every", "num_workers")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if self.image_size < 16:
+            raise ConfigError(f"--image-size must be >= 16 (got {self.image_size})")
+        if self.content_warmup < 0:
+            raise ConfigError(f"--content-warmup must be >= 0 (got {self.content_warmup})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1 (got {self.max_steps})")
+        if self.style_size is not None and self.style_size < 16:
+            raise ConfigError(f"--style-size must be >= 16 (got {self.style_size})")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0 (got {self.lr})")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            if getattr(self, name) < 0:  # type: ignore[operator]
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
+        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
+            raise ConfigError(f"--cpus-per-worker must be > 0 (got {self.cpus_per_worker})")
+        if self.max_failures < -1:
+            raise ConfigError("--max-failures must be >= 0, or -1 for no limit")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"--precision must be auto, fp32 or bf16 (got {self.precision!r})")
+        if self.task == "sr":
+            self._check_sr()
+        if not self.name:
+            object.__setattr__(self, "name", default_name(self))
+        if "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"--name {self.name!r} must be a plain name, not a path")
+        storage.StorageOptions(self.s3_endpoint)  # validates the endpoint
+
+    def _check_sr(self) -> None:
+        if self.factor not in FACTORS:
+            raise ConfigError(f"--factor must be 4 or 8 (got {self.factor})")
+        if self.sr_loss not in SR_LOSSES:
+            raise ConfigError(f"--sr-loss must be feature or pixel (got {self.sr_loss!r})")
+        if self.image_size % self.factor or self.image_size // self.factor < SR_MIN_SIDE:
+            raise ConfigError(
+                f"--image-size must be a multiple of --factor {self.factor} and at least "
+                f"{SR_MIN_SIDE * self.factor} (got {self.image_size})"
+            )
+        if self.content_warmup:
+            raise ConfigError("--content-warmup applies to style training only; drop it for --task sr")
+
+    @property
+    def run_dir(self) -> str:
+        return storage.join(self.output, self.name)
+
+    @property
+    def model_path(self) -> str:
+        return storage.join(self.run_dir, "model.safetensors")
+
+    @property
+    def storage_options(self) -> storage.StorageOptions:
+        return storage.StorageOptions(self.s3_endpoint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def sr_tv_default(sr_loss: str, feature_tv: float) -> float:
+    """TV weight for super-resolution: the style default with the feature loss (Johnson's
+    tv_strength 1e-6, whose scale the feature loss shares); none with the per-pixel loss, which
+    is the plain MSE baseline (SRCNN) and is itself a smoothing loss."""
+    return feature_tv if sr_loss == "feature" else 0.0
+
+
+def default_name(config: TrainConfig) -> str:
+    if config.task == "sr":
+        return f"sr_x{config.factor}" + ("_pixel" if config.sr_loss == "pixel" else "")
+    return Path(config.style.rstrip("/")).stem or "style"
+
+
+def _absolute_vgg_weights(value: str) -> str:
+    """Keep named sources; make local file paths absolute (Ray workers run elsewhere)."""
+    if value in WEIGHT_CHOICES:
+        return value
+    prefix, _, rest = value.partition(":")
+    if rest and prefix in ("caffe", "torchvision"):
+        return f"{prefix}:{rest if storage.is_uri(rest) else os.path.abspath(rest)}"
+    return value if storage.is_uri(value) else os.path.abspath(value)
