@@ -123,9 +123,9 @@ def main() -> int:
     import ray
     import torch
 
-    from stylekit.files.modelio import save_model
     from stylekit.logs import setup_logging
     from stylekit.nn.model import TransformerNet
+    from stylekit.nn.modelio import save_model
 
     setup_logging()
     rows = []

@@ -59,8 +59,9 @@ from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import storage, zoo
+from stylekit.files import storage
 from stylekit.logs import format_duration
+from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 from stylekit.redact import redact, root_cause
@@ -89,7 +90,7 @@ class Summary:
 
 def run_bulk(config: BulkConfig) -> Summary:
     """Stylize every image under config.input that is not done yet; returns the summary."""
-    from stylekit.files.modelio import load_model_bytes
+    from stylekit.nn.modelio import load_model_bytes
 
     started = time.time()
     options = config.storage_options.resolved()

@@ -220,9 +220,9 @@ class StylizeActor:
     ):
         import torch
 
-        from stylekit.files.modelio import load_model_bytes
         from stylekit.infer import memory
         from stylekit.infer.inference import Stylizer
+        from stylekit.nn.modelio import load_model_bytes
 
         setup_logging()
         if threads:
