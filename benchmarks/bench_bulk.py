@@ -119,9 +119,8 @@ def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) ->
         kwargs["format"] = args.format
     config = BulkConfig(**kwargs)  # type: ignore[arg-type]
     log_dir = tempfile.mkdtemp(prefix="bench-bulk-actors-")
-    bulk.StylizeActor = timed_actor_class(bulk.StylizeActor, log_dir)  # type: ignore[misc]
     t0 = time.perf_counter()
-    summary = bulk.run_bulk(config)
+    summary = bulk.run_bulk(config, bulk.Probes(actor=timed_actor_class(bulk.StylizeActor, log_dir)))
     wall = time.perf_counter() - t0
     ray_env.shutdown_ray()
     shares = wait_shares(log_dir)
