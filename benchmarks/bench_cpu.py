@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stylekit.infer import srmetrics
+
 REFERENCE_SCRIPT = textwrap.dedent(
     '''
     """The pytorch/examples fast_neural_style stylize(), over every file named on the command line."""
@@ -40,7 +42,7 @@ REFERENCE_SCRIPT = textwrap.dedent(
     from torchvision import transforms
     from PIL import Image
     sys.path.insert(0, sys.argv[1])
-    from common import RefTransformerNet as TransformerNet
+    from reference import RefTransformerNet as TransformerNet
 
     def load_image(filename):
         return Image.open(filename).convert("RGB")
@@ -197,7 +199,7 @@ def main() -> int:
                 # The reference network returns sides rounded up to a multiple of 4 (683 -> 684
                 # rows); the others return the input's size: compare the common part.
                 h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
-                scores[process].append(common.psnr(a[:h, :w], b[:h, :w]))
+                scores[process].append(srmetrics.psnr(a[:h, :w], b[:h, :w]))
     ref_wall = common.median(walls["reference"])
     sk_wall = common.median(walls["stylekit"])
     rows = []

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import bench_quality as bq
 import common
+import reference
 import torch
 
 from stylekit.nn.loss import PerceptualLoss
@@ -39,7 +40,7 @@ from stylekit.train.steps import train_step
 
 def reference_net(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
-    net = common.reference_net(TransformerNet(), torch.device("cpu")).train()
+    net = reference.reference_net(TransformerNet(), torch.device("cpu")).train()
     return net, torch.optim.Adam(net.parameters(), 1e-3)
 
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     style = bq.load_style(args.style, args.style_size)
     w = default_loss_weights("caffe")
     vgg = load_vgg("caffe")
-    style_grams = [common.gram_matrix(f) for f in vgg(style.repeat(4, 1, 1, 1))]
+    style_grams = [reference.gram_matrix(f) for f in vgg(style.repeat(4, 1, 1, 1))]
 
     ref, ref_opt = reference_net(args.seed)
     shuffled, shuffled_opt = reference_net(args.seed)

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import common
 import numpy as np
+import reference
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -430,7 +431,7 @@ def reference_step(
     content_loss = w.content * F.mse_loss(features_y[1], features_x[1])
     style_loss = 0.0
     for ft_y, gm_s in zip(features_y, gram_style, strict=True):
-        gm_y = common.gram_matrix(ft_y)
+        gm_y = reference.gram_matrix(ft_y)
         style_loss += F.mse_loss(gm_y, gm_s[:n_batch, :, :])
     style_loss *= w.style
     tv_loss = w.tv * (
@@ -449,13 +450,13 @@ def reference_training(args: argparse.Namespace, device: torch.device, style: to
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     init = TransformerNet()  # the same draws as stylekit.train.training.new_state
-    transformer = common.reference_net(init, device).train()
+    transformer = reference.reference_net(init, device).train()
     optimizer = torch.optim.Adam(transformer.parameters(), args.lr)
     vgg = load_vgg("caffe").to(device)
     batch = 4
     style = style.to(device).repeat(batch, 1, 1, 1)
     features_style = vgg(style)
-    gram_style = [common.gram_matrix(y) for y in features_style]
+    gram_style = [reference.gram_matrix(y) for y in features_style]
     data = FolderImages(args.data, args.image_size)
     loader = torch.utils.data.DataLoader(
         data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(args.seed)

@@ -39,8 +39,10 @@ from pathlib import Path
 
 import common
 import numpy as np
+import reference
 import torch
 
+from stylekit.infer import srmetrics
 from stylekit.infer.inference import InferenceOptions, Stylizer
 
 VARIANT_OPTIONS: dict[str, dict[str, object]] = {
@@ -80,8 +82,8 @@ def path_fn(
     name: str, model: torch.nn.Module, device: torch.device, max_batch: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "reference":
-        ref = common.reference_net(model, device)  # type: ignore[arg-type]
-        return partial(common.reference_stylize, ref, device=device)
+        ref = reference.reference_net(model, device)  # type: ignore[arg-type]
+        return partial(reference.reference_stylize, ref, device=device)
     return Stylizer(model, options_for(name, device, max_batch)).forward  # type: ignore[arg-type]
 
 
@@ -175,7 +177,7 @@ def run_gpu(args: argparse.Namespace, device: torch.device, sizes: list[tuple[in
             if name != "reference":
                 outs = [guarded(partial(f, host[i : i + 1]))() for i in range(len(target))]
                 scores = [
-                    common.psnr(o[0].numpy(), t[0].numpy())
+                    srmetrics.psnr(o[0].numpy(), t[0].numpy())
                     for o, t in zip(outs, target, strict=True)
                     if o is not None and t is not None
                 ]  # type: ignore[index]
@@ -263,7 +265,7 @@ def run_cpu(args: argparse.Namespace, sizes: list[tuple[int, int]], batches: lis
                 quality = "(target)"
                 if name != "reference":
                     out = np.load(saved[name])
-                    quality = f"{min(common.psnr(o, t) for o, t in zip(out, target, strict=True)):.1f}"
+                    quality = f"{min(srmetrics.psnr(o, t) for o, t in zip(out, target, strict=True)):.1f}"
                 rows.append(
                     row(f"{width}x{height}", name, results[name], results["reference"], mem[name], quality)
                 )

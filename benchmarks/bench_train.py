@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import common
 import numpy as np
+import reference
 import torch
 
 from stylekit.infer.fastpath import tune_cpu_allocator
@@ -119,7 +120,7 @@ def main() -> int:
     print(common.header(f"Training step, {side}x{side} px", device))
     model = common.calibrated_model(0)
     style = style_tensor(device)
-    ref_vgg = common.reference_vgg(0, device)
+    ref_vgg = reference.reference_vgg(0, device)
     rows = []
     plain_ref: dict[int, float] = {}
     for bs in sizes:
@@ -127,7 +128,7 @@ def main() -> int:
         batch_u8 = torch.from_numpy(pixels).to(device)
         batch_f = batch_u8.permute(0, 3, 1, 2).float().contiguous()
         try:
-            ref = common.ReferenceTrainer(model, ref_vgg, style, bs)
+            ref = reference.ReferenceTrainer(model, ref_vgg, style, bs)
             fns: dict[str, Callable[[], object]] = {"reference": lambda ref=ref, x=batch_f: ref.step(x)}
             if device.type == "cpu" and not plain_ref:
                 # Before stylekit tunes the (process-wide) allocator: the reference as a plain process runs it.

@@ -511,7 +511,7 @@ def child_bench(args: argparse.Namespace) -> int:
 def count_flops() -> dict[str, Any]:
     """FLOPs per image, counted on the meta device (no memory, no time): a stylekit and a
     reference training step at 256 px, and a forward pass at 1080p and 4K."""
-    import common
+    import reference
     import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
@@ -534,18 +534,18 @@ def count_flops() -> dict[str, Any]:
     loss = PerceptualLoss(
         load_vgg("random", seed=0).to(meta), x, 1.0, 1.0, 1.0
     )  # style Grams: once, not counted
-    ref_net = common.RefTransformerNet().to(meta).train()
+    ref_net = reference.RefTransformerNet().to(meta).train()
     with meta:  # torchvision's VGG-16 is 138M parameters: built on the meta device, its init costs nothing
-        ref_vgg = common.RefVgg16(vgg16(weights=None).features)
+        ref_vgg = reference.RefVgg16(vgg16(weights=None).features)
 
     def stylekit_step() -> None:
         loss(net(x), x).total.backward()
 
-    def reference_step() -> None:  # common.ReferenceTrainer.step's work (Adam aside)
-        fy, fx = ref_vgg(common.normalize_batch(ref_net(x))), ref_vgg(common.normalize_batch(x.clone()))
+    def reference_step() -> None:  # reference.ReferenceTrainer.step's work (Adam aside)
+        fy, fx = ref_vgg(reference.normalize_batch(ref_net(x))), ref_vgg(reference.normalize_batch(x.clone()))
         total = F.mse_loss(fy.relu2_2, fx.relu2_2)
         for f in fy:
-            g = common.gram_matrix(f)
+            g = reference.gram_matrix(f)
             total = total + F.mse_loss(g, torch.zeros_like(g))
         total.backward()
 
@@ -560,7 +560,7 @@ def count_flops() -> dict[str, Any]:
             x = torch.empty(1, 3, h, w, device=meta)
             fast = FastTransformer(TransformerNet(), nnpack=False).to(meta)
             flops["stylize"][f"{w}x{h}"] = counted(lambda x=x, fast=fast: fast(x))
-            flops["stylize_ref"][f"{w}x{h}"] = counted(lambda x=x: common.RefTransformerNet().to(meta)(x))
+            flops["stylize_ref"][f"{w}x{h}"] = counted(lambda x=x: reference.RefTransformerNet().to(meta)(x))
     return flops
 
 

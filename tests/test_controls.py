@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
+from reference import calibrated_model
 
 from conftest import PYTHON, REPO
 from stylekit.errors import ConfigError
@@ -20,26 +19,6 @@ from stylekit.nn.model import MIN_SIDE, TransformerNet
 from stylekit.nn.modelio import save_model
 
 H, W = 36, 52
-
-
-def calibrated_model(seed: int = 0) -> TransformerNet:
-    """A seeded TransformerNet whose output spans 0-255 (an untrained one outputs ~0, all black
-    after clamping): random instance-norm affines, last conv scaled to mean 128, std ~60 (as
-    benchmarks/common.py's `calibrated_model`)."""
-    torch.manual_seed(seed)
-    model = TransformerNet().eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.InstanceNorm2d):
-                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=gen))
-                m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=gen))
-        x = torch.rand(2, 3, 32, 32, generator=gen) * 255
-        conv = model.deconv3.conv2d
-        scale = 60.0 / float(model(x).std())
-        conv.weight.mul_(scale)
-        conv.bias.mul_(scale).add_(128.0 - float(model(x).mean()))
-    return model
 
 
 def smooth_photo(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_controls import calibrated_model, smooth_photo
+from reference import calibrated_model
+from test_controls import smooth_photo
 
 from conftest import PYTHON, REPO
 from stylekit.errors import StylekitError
 from stylekit.infer import export
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.infer.srmetrics import psnr
 from stylekit.nn.modelio import load_model, save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -29,11 +31,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "stylekit", *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")

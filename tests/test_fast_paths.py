@@ -28,10 +28,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from reference import calibrated_model
 
 from stylekit.infer import fastpath
 from stylekit.infer.fastpath import FastTransformer, nnpack_available, nnpack_conv2d, subpixel_weights
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.infer.srmetrics import psnr
 from stylekit.nn.loss import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import load_vgg
@@ -67,26 +69,10 @@ def to_uint8(y: torch.Tensor) -> np.ndarray:
     return y.float().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 @pytest.fixture(scope="module")
 def model() -> TransformerNet:
-    torch.manual_seed(0)
-    net = TransformerNet().eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.InstanceNorm2d):
-                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=gen))
-                m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=gen))
-        x = torch.cat([as_input(photo(64, 64, i)) for i in range(2)])
-        scale = 60.0 / float(net(x).std())
-        net.deconv3.conv2d.weight.mul_(scale)
-        net.deconv3.conv2d.bias.mul_(scale).add_(128.0 - float(net(x).mean()))
-    return net
+    """The shared calibrated model, calibrated on two of this file's photo-like images."""
+    return calibrated_model(0, torch.cat([as_input(photo(64, 64, i)) for i in range(2)]))
 
 
 # --- exact rewrites --------------------------------------------------------------------------

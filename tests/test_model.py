@@ -4,89 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from reference import RefTransformerNet  # the seed's network, verbatim in structure
 
 from stylekit.nn.model import TransformerNet, count_parameters, padded_size
 
 
-# --- the seed's network, verbatim in structure (../shared/seed), as the naive reference -----
-class SeedConvLayer(nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, stride):
-        super().__init__()
-        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
-        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-
-    def forward(self, x):
-        return self.conv2d(self.reflection_pad(x))
-
-
-class SeedResidualBlock(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.conv1 = SeedConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in1 = nn.InstanceNorm2d(channels, affine=True)
-        self.conv2 = SeedConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in2 = nn.InstanceNorm2d(channels, affine=True)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        residual = x
-        out = self.relu(self.in1(self.conv1(x)))
-        out = self.in2(self.conv2(out))
-        return out + residual
-
-
-class SeedUpsampleConvLayer(nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, stride, upsample=None):
-        super().__init__()
-        self.upsample = upsample
-        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
-        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-
-    def forward(self, x):
-        if self.upsample:
-            x = nn.functional.interpolate(x, mode="nearest", scale_factor=self.upsample)
-        return self.conv2d(self.reflection_pad(x))
-
-
-class SeedTransformerNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = SeedConvLayer(3, 32, kernel_size=9, stride=1)
-        self.in1 = nn.InstanceNorm2d(32, affine=True)
-        self.conv2 = SeedConvLayer(32, 64, kernel_size=3, stride=2)
-        self.in2 = nn.InstanceNorm2d(64, affine=True)
-        self.conv3 = SeedConvLayer(64, 128, kernel_size=3, stride=2)
-        self.in3 = nn.InstanceNorm2d(128, affine=True)
-        self.res1 = SeedResidualBlock(128)
-        self.res2 = SeedResidualBlock(128)
-        self.res3 = SeedResidualBlock(128)
-        self.res4 = SeedResidualBlock(128)
-        self.res5 = SeedResidualBlock(128)
-        self.deconv1 = SeedUpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
-        self.in4 = nn.InstanceNorm2d(64, affine=True)
-        self.deconv2 = SeedUpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
-        self.in5 = nn.InstanceNorm2d(32, affine=True)
-        self.deconv3 = SeedConvLayer(32, 3, kernel_size=9, stride=1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        y = self.relu(self.in1(self.conv1(x)))
-        y = self.relu(self.in2(self.conv2(y)))
-        y = self.relu(self.in3(self.conv3(y)))
-        y = self.res1(y)
-        y = self.res2(y)
-        y = self.res3(y)
-        y = self.res4(y)
-        y = self.res5(y)
-        y = self.relu(self.in4(self.deconv1(y)))
-        y = self.relu(self.in5(self.deconv2(y)))
-        return self.deconv3(y)
-
-
-def seeded_pair() -> tuple[SeedTransformerNet, TransformerNet]:
+def seeded_pair() -> tuple[RefTransformerNet, TransformerNet]:
     torch.manual_seed(0)
-    seed = SeedTransformerNet().eval()
+    seed = RefTransformerNet().eval()
     ours = TransformerNet().eval()
     ours.load_state_dict(seed.state_dict(), strict=True)
     return seed, ours
@@ -97,7 +22,7 @@ def test_parameter_count_is_the_papers_network() -> None:
 
 
 def test_state_dict_names_and_shapes_match_the_seed() -> None:
-    seed, ours = SeedTransformerNet().state_dict(), TransformerNet().state_dict()
+    seed, ours = RefTransformerNet().state_dict(), TransformerNet().state_dict()
     assert list(ours) == list(seed)
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in seed.items()}
     for name in ("conv1.conv2d.weight", "in1.weight", "res1.conv1.conv2d.weight", "deconv3.conv2d.weight"):

@@ -14,12 +14,8 @@ from stylekit.files import images
 from stylekit.infer import memory, tiles
 from stylekit.infer.fastpath import FastTransformer
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.infer.srmetrics import psnr
 from stylekit.nn.modelio import load_model
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ def shave(img: np.ndarray, border: int) -> np.ndarray:
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """Peak signal-to-noise ratio in dB of two same-shape float arrays (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    """Peak signal-to-noise ratio in dB of two same-shape arrays (inf when equal): float Y
+    channels here, uint8 images in the tests and benchmarks (anything np.asarray takes)."""
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
