@@ -127,7 +127,7 @@ def plan_memory(url: str, sizes: list[int]) -> list[dict[str, object]]:
             model="starry_night",
             input=f"s3://plan-{n}/in",
             output=f"s3://plan-{n}/out",
-            s3_endpoint=url,
+            storage_options=storage.StorageOptions(url),
             progress_every=3600,
         )
         layout = RunLayout.for_config(config)

@@ -19,17 +19,6 @@ from stylekit.train.config import TrainConfig
 def main() -> int:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, TrainConfig)
-    device = parser.add_mutually_exclusive_group()
-    device.add_argument(
-        "--gpu",
-        dest="use_gpu",
-        action="store_true",
-        default=None,
-        help="train on GPUs (fails if the cluster has none)",
-    )
-    device.add_argument(
-        "--cpu", dest="use_gpu", action="store_false", help="train on CPUs even if the cluster has GPUs"
-    )
     args = parser.parse_args()
     setup_logging()
     config = config_from_args(TrainConfig, args)

@@ -39,18 +39,44 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
+def nested_options(cls: type) -> dict[str, type]:
+    """The fields of dataclass `cls` that hold a whole option dataclass (`storage_options:
+    StorageOptions`): their fields become flags of their own, flattened into `cls`'s."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if dataclasses.is_dataclass(hints[f.name]) and f.metadata.get("cli", True)
+    }
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()) -> None:
     """Add one flag per field of dataclass `cls` (fields with metadata cli=False are skipped;
-    metadata required=True makes the flag mandatory)."""
+    metadata required=True makes the flag mandatory). A field holding an option dataclass
+    adds that dataclass's flags, by their own names, with their own defaults and help: each
+    option is written once, in the library's dataclass, whichever command shows it. Metadata
+    `switch` ({"--gpu": (True, help), "--cpu": (False, help)}) gives a tri-state field (None
+    by default) a pair of exclusive flags instead of one."""
     hints = typing.get_type_hints(cls)
     skip = set(exclude)
+    nested = nested_options(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        if f.name in nested:
+            add_config_arguments(parser, nested[f.name], exclude=(*skip, *f.metadata.get("exclude", ())))
             continue
         kind, _ = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "")
         names = [flag_name(f.name), *f.metadata.get("aliases", ())]
+        if "switch" in f.metadata:
+            group = parser.add_mutually_exclusive_group()
+            for flag, (value, text) in f.metadata["switch"].items():
+                group.add_argument(
+                    flag, dest=f.name, action="store_const", const=value, default=default, help=text
+                )
+            continue
         if kind is bool:
             parser.add_argument(
                 *names,
@@ -86,11 +112,13 @@ def _parser_for(kind: type, flag: str) -> Callable[[str], Any]:
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """Build (and so validate) a config from parsed flags; only fields of `cls` are read."""
+    """Build (and so validate) a config from parsed flags; only fields of `cls` are read, and
+    the option dataclasses it holds are built from their own flags the same way."""
+    nested = nested_options(cls)
     values = {
-        f.name: getattr(args, f.name)
+        f.name: config_from_args(nested[f.name], args) if f.name in nested else getattr(args, f.name)
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if hasattr(args, f.name)
+        if f.name in nested or hasattr(args, f.name)
     }
     values.update(overrides)
     return cls(**values)

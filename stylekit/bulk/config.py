@@ -144,9 +144,7 @@ class BulkConfig:
     )
     strict: bool = field(default=False, metadata=_help("exit with status 1 if any input failed"))
     progress_every: float = field(default=10.0, metadata=_help("seconds between progress lines"))
-    s3_endpoint: str | None = field(
-        default=None, metadata=_help("S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)")
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -181,7 +179,6 @@ class BulkConfig:
             raise ConfigError("--output must differ from --input (results would replace the photos)")
         self.actor_range  # noqa: B018 (validates)
         self.inference_options  # noqa: B018
-        self.storage_options  # noqa: B018
         try:
             self.decode_options  # noqa: B018
         except ValueError as e:
@@ -201,10 +198,6 @@ class BulkConfig:
         if not 1 <= lo <= hi:
             raise ConfigError(f"--actors needs 1 <= MIN <= MAX (got {self.actors!r})")
         return lo, hi
-
-    @property
-    def storage_options(self) -> storage.StorageOptions:
-        return storage.StorageOptions(self.s3_endpoint)
 
     @property
     def decode_options(self) -> images.DecodeOptions:

@@ -42,9 +42,7 @@ class ExportConfig:
             "choices": list(export.FORMATS),
         },
     )
-    s3_endpoint: str | None = field(
-        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -66,7 +64,7 @@ class ExportConfig:
 
 
 def export_file(config: ExportConfig) -> None:
-    opts = storage.StorageOptions(config.s3_endpoint)
+    opts = config.storage_options
     fmt = config.resolved_format or "onnx"  # validated: never None here
     storage.check_writable(config.output, opts, folder=False)  # before any work
     loaded = load_model(config.model, opts)

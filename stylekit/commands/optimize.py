@@ -84,9 +84,7 @@ class OptimizeConfig:
         metadata={"help": "refuse images with more pixels (decompression bombs)"},
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    s3_endpoint: str | None = field(
-        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         if not self.style:
@@ -191,7 +189,7 @@ def _progress(total: int, every: int) -> Callable[[IterationRecord], None]:
 def optimize_files(config: OptimizeConfig) -> None:
     """Optimise each content image against the style; write each result to its output. Every
     input is read and every output checked before the first (long) optimisation starts."""
-    opts = storage.StorageOptions(config.s3_endpoint)
+    opts = config.storage_options
     style = _decode(config.style, config.style_size, opts, config.max_pixels)
     contents = [_decode(s, config.size, opts, config.max_pixels) for s in config.inputs]
     outputs = [config.output_for(s) for s in config.inputs]

@@ -36,9 +36,7 @@ class SheetConfig:
         metadata={"help": "refuse photos with more pixels (decompression bombs)"},
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    s3_endpoint: str | None = field(
-        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -64,7 +62,7 @@ class SheetConfig:
 def make_sheet(config: SheetConfig) -> None:
     """Read every photo first (a bad one fails before any model is loaded), then the models,
     and write the sheet."""
-    opts = storage.StorageOptions(config.s3_endpoint)
+    opts = config.storage_options
     decode = images.DecodeOptions(config.max_pixels, config.cell)
     storage.check_writable(config.output, opts, folder=False)  # before any work
     photos = []

@@ -76,9 +76,7 @@ class StylizeConfig:
     precision: str = field(
         default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
     )
-    s3_endpoint: str | None = field(
-        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -119,7 +117,7 @@ def stylize_files(config: StylizeConfig) -> int:
     background threads while the network runs (both mostly release the GIL): remote storage's
     latency and the codecs hide behind the network. One input ahead and one output behind at
     most, so memory stays that of about three images."""
-    opts = storage.StorageOptions(config.s3_endpoint)
+    opts = config.storage_options
     outputs = [config.output_for(s) for s in config.inputs]
     if len(set(outputs)) != len(outputs):
         raise ConfigError("two inputs share a file name stem; stylize them into separate folders")

@@ -69,9 +69,7 @@ class VideoConfig:
         default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
     )
     progress_every: float = field(default=10.0, metadata={"help": "seconds between progress lines"})
-    s3_endpoint: str | None = field(
-        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL)"}
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -125,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(VideoConfig, args, input=args.input)
     options = config.video()
     options.check_codec()
-    storage_options = storage.StorageOptions(config.s3_endpoint)
+    storage_options = config.storage_options
     loaded = load_model(config.model, storage_options)
     stylizer = Stylizer(loaded.model, config.inference())
     result = stylize_video(config.input, config.output, stylizer, options, storage_options)

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -67,8 +67,10 @@ class StorageOptions:
     """How to reach object storage. `s3_endpoint` None means the environment's (or AWS);
     `s3_region` None means AWS_REGION / AWS_DEFAULT_REGION (else the bucket's own)."""
 
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
+    s3_endpoint: str | None = field(
+        default=None, metadata={"help": "S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)"}
+    )
+    s3_region: str | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         if self.s3_endpoint is not None and "://" not in self.s3_endpoint:

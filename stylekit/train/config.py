@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -131,7 +132,15 @@ class TrainConfig:
     )
     log_every: int = field(default=20, metadata=_help("steps between progress lines"))
     num_workers: int = field(default=1, metadata=_help("data-parallel training workers"))
-    use_gpu: bool | None = field(default=None, metadata={"cli": False})
+    use_gpu: bool | None = field(
+        default=None,
+        metadata={
+            "switch": {
+                "--gpu": (True, "train on GPUs (fails if the cluster has none)"),
+                "--cpu": (False, "train on CPUs even if the cluster has GPUs"),
+            }
+        },
+    )
     cpus_per_worker: float | None = field(
         default=None,
         metadata=_help(
@@ -160,9 +169,7 @@ class TrainConfig:
             "start from this model's weights (a shipped name like starry_night, or a model file) instead of a random initialisation: a new style then needs far fewer steps, since the network already reproduces content; a resumed run continues from its checkpoint instead"
         ),
     )
-    s3_endpoint: str | None = field(
-        default=None, metadata=_help("S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS)")
-    )
+    storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
         # Ray Train runs each worker in its own directory: local paths must not be relative.
@@ -217,7 +224,6 @@ class TrainConfig:
             object.__setattr__(self, "name", default_name(self))
         if "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"--name {self.name!r} must be a plain name, not a path")
-        storage.StorageOptions(self.s3_endpoint)  # validates the endpoint
 
     def _check_sr(self) -> None:
         if self.factor not in FACTORS:
@@ -240,12 +246,20 @@ class TrainConfig:
     def model_path(self) -> str:
         return storage.join(self.run_dir, "model.safetensors")
 
-    @property
-    def storage_options(self) -> storage.StorageOptions:
-        return storage.StorageOptions(self.s3_endpoint)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config `to_dict` gave (as Ray Train hands it to each worker): the option
+        dataclasses it holds come back as themselves."""
+        hints = typing.get_type_hints(cls)
+        return cls(
+            **{
+                k: hints[k](**v) if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict) else v
+                for k, v in values.items()
+            }
+        )
 
 
 def sr_tv_default(sr_loss: str, feature_tv: float) -> float:

@@ -226,7 +226,7 @@ def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | Non
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     setup_logging()
-    config = TrainConfig(**loop_config["config"])
+    config = TrainConfig.from_dict(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
