@@ -32,7 +32,7 @@ from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import storage
+from stylekit.files import images, storage
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
@@ -261,8 +261,10 @@ def test_nested_output_prefix_is_found(tmp_path: Path) -> None:
 def test_bad_values_are_config_errors(flags: dict[str, Any], message: str) -> None:
     values = {"model": "m.safetensors", "input": "in", "output": "out", **flags}
     with pytest.raises(StylekitError, match=message):
-        if "s3_endpoint" in values:  # an option of the storage options the config holds
+        if "s3_endpoint" in values:  # options of the option dataclasses the config holds
             values["storage_options"] = storage.StorageOptions(values.pop("s3_endpoint"))
+        if "quality" in values:
+            values["encode_options"] = images.EncodeOptions(values.pop("quality"))
         BulkConfig(**values)
 
 
@@ -538,7 +540,9 @@ def test_local_folders_default_format_and_output_inside_input(
         (src / key).parent.mkdir(parents=True, exist_ok=True)
         (src / key).write_bytes(data)
     out = src / "styled"  # inside the input: must not be read back as new inputs
-    first = _bulk(model=str(model_file), input=str(src), output=str(out), quality=90)
+    first = _bulk(
+        model=str(model_file), input=str(src), output=str(out), encode_options=images.EncodeOptions(90)
+    )
     assert (first.ok, first.failed, first.skipped) == (5, 1, 0)
     made = sorted(
         p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and "_manifest" not in p.parts
@@ -550,7 +554,9 @@ def test_local_folders_default_format_and_output_inside_input(
     stamps = {
         p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*.*") if "_manifest" not in p.parts
     }
-    again = _bulk(model=str(model_file), input=str(src), output=str(out), quality=90)
+    again = _bulk(
+        model=str(model_file), input=str(src), output=str(out), encode_options=images.EncodeOptions(90)
+    )
     assert (again.ok, again.failed, again.skipped) == (0, 1, 5)
     assert stamps == {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stamps}
     assert not list(out.rglob(".tmp-*"))

@@ -34,7 +34,7 @@ class BulkConfig:
     model: str = field(
         default=DEFAULT_MODEL,
         metadata=_help(
-            "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            zoo.MODEL_HELP,
             metavar="MODEL",
         ),
     )
@@ -60,7 +60,7 @@ class BulkConfig:
             "output format; 'same' keeps the input's (tif and bmp become png)", choices=list(FORMATS)
         ),
     )
-    quality: int = field(default=95, metadata=_help("JPEG/WebP quality, 1-100"))
+    encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     batch_size: int = field(
         default=8, metadata=_help("images per model call in an actor (same-size images share a pass)")
     )
@@ -159,8 +159,6 @@ class BulkConfig:
             object.__setattr__(self, "then", zoo.resolve_shipped(self.then))
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
-        if not 1 <= self.quality <= 100:
-            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
         if self.max_memory:
             memory.parse_size(self.max_memory)  # validates
         if self.limit is not None and self.limit < 1:

@@ -135,7 +135,7 @@ def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
     return {
         "model_digest": digest,
         "max_side": config.max_side,
-        "quality": config.quality,
+        "quality": config.encode_options.quality,
         "strength": config.strength,
         "preserve_color": config.preserve_color,
         # None: the model's own stroke scale (a pyramid on large photos), recorded by name.

@@ -101,7 +101,7 @@ def build_dataset(
         fn_kwargs={
             "layout": layout,
             "options": options,
-            "quality": config.quality,
+            "quality": config.encode_options.quality,
             "digest": digest,
         },
         batch_size=config.batch_size,

@@ -11,6 +11,7 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import storage
 from stylekit.infer import export
+from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 
 log = logging.getLogger("stylekit.export")
@@ -24,7 +25,7 @@ class ExportConfig:
     model: str = field(
         default="",
         metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)",
+            "help": zoo.MODEL_HELP,
             "required": True,
         },
     )

@@ -17,6 +17,7 @@ import torch
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
+from stylekit.infer.inference import InferenceOptions
 from stylekit.nn.gatys import GatysConfig, IterationRecord, optimize_image
 from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.vgg import default_loss_weights, load_vgg
@@ -40,15 +41,7 @@ class OptimizeConfig:
         metadata={"help": "output file (one content image) or folder (several)", "required": True},
     )
     inputs: tuple[str, ...] = field(default=(), metadata={"cli": False})
-    iterations: int = field(default=500, metadata={"help": "optimisation iterations per image"})
-    optimizer: str = field(
-        default="lbfgs", metadata={"help": "lbfgs (the paper's) or adam", "choices": ["lbfgs", "adam"]}
-    )
-    lr: float = field(default=10.0, metadata={"help": "Adam step size in 0-255 pixel units (Adam only)"})
-    init: str = field(
-        default="content",
-        metadata={"help": "start from the content image or white noise", "choices": ["content", "noise"]},
-    )
+    gatys: GatysConfig = field(default_factory=GatysConfig)  # --iterations, --optimizer, --lr, --init, --seed
     size: int = field(default=512, metadata={"help": "longest side of the content image it optimises at"})
     style_size: int | None = field(
         default=None, metadata={"help": "longest side of the style image; default its own size"}
@@ -69,7 +62,6 @@ class OptimizeConfig:
         default=None,
         metadata={"help": "total-variation weight; none: the loss network's default (caffe 0.4, else 10)"},
     )
-    seed: int = field(default=0, metadata={"help": "seed for noise init and random VGG weights"})
     log_every: int = field(default=50, metadata={"help": "log progress every N iterations (0: never)"})
     format: str | None = field(
         default=None,
@@ -78,7 +70,7 @@ class OptimizeConfig:
             "choices": ["png", "jpg", "webp"],
         },
     )
-    quality: int = field(default=95, metadata={"help": "JPEG/WebP quality, 1-100"})
+    encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     max_pixels: int = field(
         default=images.DEFAULT_MAX_PIXELS,
         metadata={"help": "refuse images with more pixels (decompression bombs)"},
@@ -93,7 +85,6 @@ class OptimizeConfig:
             raise ConfigError("--output is required: a file for one content image, a folder for several")
         if not self.inputs:
             raise ConfigError("give at least one content image")
-        self.gatys()  # validates iterations, optimizer, lr, init, seed
         if self.size < MIN_SIDE:
             raise ConfigError(f"--size must be >= {MIN_SIDE} (got {self.size})")
         if self.style_size is not None and self.style_size < MIN_SIDE:
@@ -104,16 +95,8 @@ class OptimizeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
         if self.log_every < 0:
             raise ConfigError(f"--log-every must be >= 0 (got {self.log_every})")
-        if not 1 <= self.quality <= 100:
-            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
+        InferenceOptions(device=self.device)  # validates --device as every command does
         images.DecodeOptions(self.max_pixels)  # validates
-
-    def gatys(self) -> GatysConfig:
-        return GatysConfig(
-            iterations=self.iterations, optimizer=self.optimizer, lr=self.lr, init=self.init, seed=self.seed
-        )
 
     def output_for(self, source: str) -> str:
         if len(self.inputs) == 1:
@@ -143,14 +126,6 @@ def _write(target: str, data: bytes, opts: storage.StorageOptions) -> None:
         storage.write_bytes(target, data, opts)
     except OSError as e:
         raise StylekitError(f"cannot write {target}: {e.strerror or e}") from None
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for, but no CUDA GPU is visible")
-    return torch.device(name)
 
 
 def _duration(seconds: float) -> str:
@@ -198,16 +173,16 @@ def optimize_files(config: OptimizeConfig) -> None:
     for target in outputs:
         storage.check_writable(target, opts, folder=False)
 
-    device = _device(config.device)
+    device = InferenceOptions(device=config.device).resolve_device()
     defaults = default_loss_weights(config.vgg_weights)
     weights = (
         defaults.content if config.content_weight is None else config.content_weight,
         defaults.style if config.style_weight is None else config.style_weight,
         defaults.tv if config.tv_weight is None else config.tv_weight,
     )
-    vgg = load_vgg(config.vgg_weights, seed=config.seed).to(device)
+    vgg = load_vgg(config.vgg_weights, seed=config.gatys.seed).to(device)
     loss_fn = PerceptualLoss(vgg, images.to_tensor(style).to(device), *weights)
-    gatys = config.gatys()
+    gatys = config.gatys
     log.info(
         "style %s (%dx%d); weights content %g, style %g, tv %g; %d %s iterations on %s",
         config.style,
@@ -226,7 +201,7 @@ def optimize_files(config: OptimizeConfig) -> None:
         with torch.no_grad():
             out = images.to_pixels(result.image[0].round())
         fmt = config.format or images.format_of(target)
-        _write(target, images.encode(out, fmt, config.quality), opts)
+        _write(target, images.encode(out, fmt, config.encode_options.quality), opts)
         f = result.final
         log.info(
             "%s -> %s in %s: loss %.4g (content %.4g, style %.4g, tv %.4g)",

@@ -12,6 +12,7 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.infer import sheet
 from stylekit.infer.inference import InferenceOptions
+from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 
 log = logging.getLogger("stylekit.sheet")
@@ -30,7 +31,7 @@ class SheetConfig:
         default=sheet.DEFAULT_CELL,
         metadata={"help": "cell size in px: photos are resized so their longest side is this"},
     )
-    quality: int = field(default=90, metadata={"help": "JPEG/WebP quality, 1-100"})
+    encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     max_pixels: int = field(
         default=images.DEFAULT_MAX_PIXELS,
         metadata={"help": "refuse photos with more pixels (decompression bombs)"},
@@ -49,8 +50,6 @@ class SheetConfig:
             raise ConfigError(f"--output {self.output!r} must end in .jpg, .jpeg, .png or .webp")
         if not sheet.MIN_CELL <= self.cell <= 4096:
             raise ConfigError(f"--cell must be {sheet.MIN_CELL}-4096 px (got {self.cell})")
-        if not 1 <= self.quality <= 100:
-            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
         images.DecodeOptions(self.max_pixels)  # validates
         InferenceOptions(device=self.device)  # validates
 
@@ -77,7 +76,9 @@ def make_sheet(config: SheetConfig) -> None:
         thumb = sheet.style_thumbnail(loaded.metadata, opts)
         rows.append(sheet.SheetModel(sheet.model_label(location), loaded.model, thumb))
     pixels = sheet.contact_sheet(photos, rows, config.cell, InferenceOptions(device=config.device))
-    storage.write_bytes(config.output, images.encode(pixels, config.format or "jpg", config.quality), opts)
+    storage.write_bytes(
+        config.output, images.encode(pixels, config.format or "jpg", config.encode_options.quality), opts
+    )
     log.info(
         "%d model(s) x %d photo(s) -> %s (%dx%d)",
         len(rows),
@@ -103,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="MODEL",
-        help="a model (.safetensors/.pth path or fsspec URL, or a shipped model name); repeat for more rows",
+        help=f"{zoo.MODEL_HELP}; repeat for more rows",
     )
     add_config_arguments(p, SheetConfig)
     p.add_argument(

@@ -17,6 +17,7 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.infer import memory
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 
 log = logging.getLogger("stylekit.stylize")
@@ -26,9 +27,7 @@ log = logging.getLogger("stylekit.stylize")
 class StylizeConfig:
     model: str = field(
         default="",
-        metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)"
-        },
+        metadata={"help": zoo.MODEL_HELP},
     )
     output: str = field(default="", metadata={"help": "output file (one input) or folder (several)"})
     inputs: tuple[str, ...] = field(default=(), metadata={"cli": False})
@@ -39,7 +38,7 @@ class StylizeConfig:
             "choices": ["png", "jpg", "webp"],
         },
     )
-    quality: int = field(default=95, metadata={"help": "JPEG/WebP quality, 1-100"})
+    encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     batch_size: int = field(default=8, metadata={"help": "images of one size per forward pass"})
     max_side: int | None = field(
         default=None, metadata={"help": "downscale inputs so the longest side is at most this"}
@@ -85,8 +84,6 @@ class StylizeConfig:
             raise ConfigError("--output is required: a file for one input, a folder for several")
         if not self.inputs:
             raise ConfigError("give at least one input image")
-        if not 1 <= self.quality <= 100:
-            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
         images.DecodeOptions(self.max_pixels, self.max_side)  # validates
         self.inference()  # validates, before any model is read
 
@@ -132,7 +129,7 @@ def stylize_files(config: StylizeConfig) -> int:
 
     def write(source: str, target: str, result: np.ndarray) -> None:
         fmt = config.format or images.format_of(target)
-        storage.write_bytes(target, images.encode(result, fmt, config.quality), opts)
+        storage.write_bytes(target, images.encode(result, fmt, config.encode_options.quality), opts)
         log.info("%s -> %s (%dx%d)", source, target, result.shape[1], result.shape[0])
 
     failed = 0

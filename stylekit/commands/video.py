@@ -10,6 +10,7 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import storage
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 from stylekit.video import deps
 from stylekit.video.transcode import VideoOptions, stylize_video
@@ -21,9 +22,7 @@ log = logging.getLogger("stylekit.video")
 class VideoConfig:
     model: str = field(
         default="",
-        metadata={
-            "help": "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference .pth/.model (path or s3:// URI)"
-        },
+        metadata={"help": zoo.MODEL_HELP},
     )
     output: str = field(
         default="",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from stylekit.errors import StylekitError
+from stylekit.errors import ConfigError, StylekitError
 
 if TYPE_CHECKING:
     import torch  # imported where used: decode/encode workers and --help stay free of torch
@@ -28,6 +28,17 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera, far below a bomb
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How a result is encoded: the JPEG/WebP quality every command writes with (PNG ignores it)."""
+
+    quality: int = field(default=95, metadata={"help": "JPEG/WebP quality, 1-100"})
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be 1-100 (got {self.quality})")
 
 
 class ImageError(StylekitError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,11 +43,17 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], LossTerms]
 class GatysConfig:
     """How to optimise: validated on creation."""
 
-    iterations: int = 500
-    optimizer: str = "lbfgs"  # "lbfgs" or "adam"
-    lr: float = 10.0  # Adam's step size in 0-255 pixel units; L-BFGS always takes lr 1
-    init: str = "content"  # start from the content image, or from white noise
-    seed: int = 0  # for the noise initialisation
+    iterations: int = field(default=500, metadata={"help": "optimisation iterations per image"})
+    optimizer: str = field(
+        default="lbfgs", metadata={"help": "lbfgs (the paper's) or adam", "choices": list(OPTIMIZERS)}
+    )
+    # L-BFGS always takes lr 1
+    lr: float = field(default=10.0, metadata={"help": "Adam step size in 0-255 pixel units (Adam only)"})
+    init: str = field(
+        default="content",
+        metadata={"help": "start from the content image or white noise", "choices": list(INITS)},
+    )
+    seed: int = field(default=0, metadata={"help": "seed for noise init and random VGG weights"})
 
     def __post_init__(self) -> None:
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:

@@ -20,6 +20,11 @@ from typing import Any
 from stylekit.errors import StylekitError
 
 INDEX = "index.json"
+# What a model location may be: every command's and job's --model says it in these words.
+MODEL_HELP = (
+    "a shipped model's name (e.g. starry_night), or a stylekit .safetensors or reference "
+    ".pth/.model (path or URL: s3://, gs://, az://, any fsspec protocol)"
+)
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
