@@ -65,6 +65,7 @@ from stylekit.logs import format_duration
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 from stylekit.redact import redact, root_cause
+from stylekit.report.build import write_report_quietly
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ def run_bulk(config: BulkConfig) -> Summary:
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
+    # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
+    write_report_quietly(layout.output_root, layout.run_id, options)
     return _summary(manifest, layout, digest, time.time() - started)
 
 
