@@ -93,6 +93,9 @@ def test_bulk_run_exports_its_counts_bytes_rate_and_busy_share(
     (src / "p3.png").write_bytes((src / "p0.png").read_bytes())  # one new input: a second night
     second = run_bulk(BulkConfig(model=str(model_file), input=str(src), output=str(out), batch_size=2))
     assert (second.ok, second.failed, second.skipped) == (1, 1, 3)
+    for summary in (first, second):  # each run wrote its morning report beside its manifest
+        report = out / "_manifest" / f"run={summary.run_id}" / "_report.html"
+        assert report.read_text().count('src="data:image/jpeg;base64,') == 2 * summary.ok
 
     wanted = {
         "stylekit_bulk_inputs_total",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -133,7 +134,9 @@ def summarize(output: str, run_id: str, options: storage.StorageOptions, samples
                 first = ms if first is None else min(first, ms)
                 last = ms if last is None else max(last, ms)
             digest = digest or (cols["model_digest"][i] or "")
-            input_root = input_root or cols["input"][i]
+            uri = cols["input"][i]
+            # Character-wise (URIs, not paths); cut at the last '/' by _common_root.
+            input_root = uri if not input_root else os.path.commonprefix([input_root, uri])  # noqa: RUF071
             if status == SKIPPED:
                 continue
             if ms is not None:
@@ -180,5 +183,6 @@ def summarize(output: str, run_id: str, options: storage.StorageOptions, samples
     )
 
 
-def _common_root(uri: str) -> str:
-    return uri.rsplit("/", 1)[0] if "/" in uri else uri
+def _common_root(prefix: str) -> str:
+    """The folder every input lies below: their common prefix, cut at its last '/'."""
+    return prefix.rsplit("/", 1)[0] if "/" in prefix else prefix

@@ -43,10 +43,11 @@ def thumbnail(data: bytes, side: int = THUMB_SIDE) -> str:
 
 
 def pairs(
-    samples: list[Sample], input_root: str, options: storage.StorageOptions, budget: int = BUDGET_BYTES
+    samples: list[Sample], input_root: str, options: storage.StorageOptions, budget: int | None = None
 ) -> list[Pair]:
-    """Thumbnails of each sample's input and output, until `budget` bytes of them are used;
-    a sample that cannot be read shows its reason instead."""
+    """Thumbnails of each sample's input and output, until `budget` bytes of them (default
+    BUDGET_BYTES) are used; a sample that cannot be read shows its reason instead."""
+    budget = BUDGET_BYTES if budget is None else budget
     out: list[Pair] = []
     used = 0
     for sample in samples:
