@@ -257,3 +257,10 @@ def test_report_in_headless_chromium(two_nights: Path, tmp_path: Path) -> None:
     assert (np.abs(pixels - [0x3B, 0x6F, 0xB6]).sum(axis=2) < 30).sum() > 500
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 40
     assert colourful[900:].sum() > 20_000, "no thumbnails painted in the lower half"
+
+
+def test_a_night_with_nothing_new(tmp_path: Path) -> None:
+    make_run(tmp_path, "20261203T013000Z-dddddd", [], {}, ["a.jpg", "b.jpg"], T0)
+    text = Path(build.build_report(str(tmp_path / "out"))).read_text()
+    assert "Nothing was stylized in this run." in text and "No photo was stylized in this run." in text
+    assert "No input failed." in text and '<td class="skipped">2</td>' in text and "<img" not in text
