@@ -54,6 +54,7 @@ import ray.data.exceptions
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
+from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import build_dataset
@@ -64,6 +65,7 @@ from stylekit.logs import format_duration
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 from stylekit.redact import redact, root_cause
+from stylekit.report.build import write_report_quietly
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,8 @@ def run_bulk(config: BulkConfig) -> Summary:
         redact(layout.output_root),
     )
     check_output_settings(config, layout, digest, options)
-    with ManifestWriter(layout.manifest_dir, options) as manifest:
+    run_metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
+    with ManifestWriter(layout.manifest_dir, options, on_rows=run_metrics.rows) as manifest:
         plan = plan_inputs(config, layout, manifest, digest)
         log.info(
             "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
@@ -132,6 +135,7 @@ def run_bulk(config: BulkConfig) -> Summary:
         )
         if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
             init_ray()
+            run_metrics.flush()  # the listing's rows, counted before Ray was up
             actors = plan_actors(config, ray.cluster_resources())
             log.info("stylizing with %s", actors.describe())
             # The actors get the very bytes checked here, through the object store: the same
@@ -139,22 +143,26 @@ def run_bulk(config: BulkConfig) -> Summary:
             refs = [ray.put(m) for m in models]
             if plan.todo > plan.videos:
                 dataset = build_dataset(config, layout, plan, actors, digest, refs)
-                _consume(dataset, manifest, plan, config.progress_every)
+                _consume(dataset, manifest, plan, config.progress_every, run_metrics)
             if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
                 videos = build_video_dataset(config, layout, plan, actors, digest, refs)
                 consume_videos(videos, manifest, plan.videos)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
+    # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
+    write_report_quietly(layout.output_root, layout.run_id, options)
     return _summary(manifest, layout, digest, time.time() - started)
 
 
 # --- the driver's side ------------------------------------------------------------------------
 
 
-def _consume(dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float) -> None:
+def _consume(
+    dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float, run_metrics: RunMetrics
+) -> None:
     """Stream the manifest rows to storage and log progress as they come."""
-    progress = _Progress(plan.todo - plan.videos, every)
+    progress = _Progress(plan.todo - plan.videos, every, run_metrics)
     try:
         for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             manifest.add(table)
@@ -169,8 +177,8 @@ class _Progress:
 
     FAILURES_SHOWN = 20
 
-    def __init__(self, total: int, every: float):
-        self.total, self.every = total, every
+    def __init__(self, total: int, every: float, run_metrics: RunMetrics | None = None):
+        self.total, self.every, self.metrics = total, every, run_metrics
         self.ok = self.failed = self.failures_shown = 0
         self.started = self.last = time.monotonic()
         self.logged = -1  # rows done at the last line
@@ -184,6 +192,9 @@ class _Progress:
             if self.failures_shown < self.FAILURES_SHOWN:
                 self.failures_shown += 1
                 log.warning("failed: %s: %s", row["input"], row["error"])
+        if self.metrics is not None:
+            done = self.ok + self.failed
+            self.metrics.progress(done / max(time.monotonic() - self.started, 1e-9), self.total - done)
         if time.monotonic() - self.last >= self.every:
             self.log_line()
 

@@ -27,7 +27,7 @@ from stylekit.bulk.sizing import ActorPlan
 from stylekit.errors import StylekitError
 from stylekit.files import images, storage
 from stylekit.logs import setup_logging
-from stylekit.redact import describe
+from stylekit.redact import describe, redact
 
 if TYPE_CHECKING:  # torch is imported by the actors, never by codec tasks
     from stylekit.infer.inference import InferenceOptions
@@ -87,6 +87,7 @@ def build_dataset(
             "inference": config.inference_options,
             "threads": None if actors.num_gpus else actors.threads,
             "cpus": actors.num_cpus,
+            "output": redact(layout.output_root),
         },
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
         batch_size=config.batch_size,
@@ -217,9 +218,11 @@ class StylizeActor:
         inference: InferenceOptions,
         threads: int | None,
         cpus: float = 1.0,
+        output: str = "",
     ):
         import torch
 
+        from stylekit.bulk.metrics import ActorMetrics
         from stylekit.files.modelio import load_model_bytes
         from stylekit.infer import memory
         from stylekit.infer.inference import Stylizer
@@ -238,13 +241,16 @@ class StylizeActor:
         # --then: a super-resolution model upscales each result (the controls are the first's).
         plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
         self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
+        self.metrics = ActorMetrics(output)  # the stage's busy share, on Ray's metrics endpoint
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["key"])
         todo = [i for i in range(n) if batch["status"][i] == DECODED]
         t0 = time.perf_counter()
         results = self._stylize([batch["pixels"][i] for i in todo])
-        share = (time.perf_counter() - t0) / max(1, len(todo))
+        busy = time.perf_counter() - t0
+        self.metrics.busy(busy)
+        share = busy / max(1, len(todo))
         pixels = _objects([EMPTY] * n)
         status, error = np.array(batch["status"], dtype=object), np.array(batch["error"], dtype=object)
         seconds = np.array(batch["seconds"], dtype=np.float64)

@@ -25,12 +25,13 @@ import ray.data.exceptions
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import RunLayout
 from stylekit.bulk.manifest import FAILED, OK, ROW_FIELDS, ManifestWriter, manifest_table
+from stylekit.bulk.metrics import ActorMetrics
 from stylekit.bulk.planner import Plan
 from stylekit.bulk.sizing import ActorPlan
 from stylekit.errors import StylekitError
 from stylekit.files import storage
 from stylekit.logs import setup_logging
-from stylekit.redact import describe, root_cause
+from stylekit.redact import describe, redact, root_cause
 
 if TYPE_CHECKING:
     from stylekit.infer.inference import InferenceOptions
@@ -107,12 +108,15 @@ class VideoActor:
         plain = replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
         self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
         self.video, self.layout, self.options, self.digest = video, layout, options, digest
+        self.metrics = ActorMetrics(redact(layout.output_root))  # a video's whole call is busy
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows: dict[str, list[Any]] = {name: [] for name in (*ROW_FIELDS, "frames", "duration")}
+        t0 = time.perf_counter()
         for key, out, size in zip(batch["key"], batch["output_key"], batch["input_bytes"], strict=True):
             for name, value in zip(rows, self._one(str(key), str(out), int(size)), strict=True):
                 rows[name].append(value)
+        self.metrics.busy(time.perf_counter() - t0)
         return manifest_table(rows, self.layout, self.digest)
 
     def _one(self, key: str, out: str, size: int) -> tuple[Any, ...]:

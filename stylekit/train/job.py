@@ -41,6 +41,7 @@ from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, s
 from stylekit.train.config import TrainConfig
 from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
 from stylekit.train.metadata import model_metadata
+from stylekit.train.metrics import TrainMetrics
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     total, per_epoch = loop_config["total_steps"], loop_config["steps_per_epoch"]
     meter = _Meter(config.batch_size * world)
+    step_metrics = TrainMetrics(config.name, config.batch_size * world) if rank == 0 else None
     recent: collections.deque[dict[str, float]] = collections.deque(maxlen=RECENT_STEPS)
     while state.step < total and state.epoch < config.epochs:
         budget = per_epoch - state.step_in_epoch
@@ -273,6 +275,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             budget -= 1
             meter.tick()
             recent.append(terms.as_floats())
+            if step_metrics is not None:
+                step_metrics.step(state.step, meter.rate(), recent[-1])
             if rank == 0 and (state.step % config.log_every == 0 or state.step == total):
                 values = terms.as_floats()
                 log.info(
