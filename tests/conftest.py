@@ -46,8 +46,8 @@ def tiny_train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded, untrained stylekit model (no training needed to test inference paths)."""
-    from stylekit.files.modelio import save_model
     from stylekit.nn.model import TransformerNet
+    from stylekit.nn.modelio import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.safetensors"

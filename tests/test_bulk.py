@@ -497,8 +497,8 @@ def test_another_model_is_refused_unless_overwrite(
 ) -> None:
     import torch
 
-    from stylekit.files.modelio import save_model
     from stylekit.nn.model import TransformerNet
+    from stylekit.nn.modelio import save_model
 
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from stylekit.bulk.layout import FORMATS, root_of
 from stylekit.errors import ConfigError
-from stylekit.files import images, storage, zoo
+from stylekit.files import images, storage
 from stylekit.infer import memory
+from stylekit.nn import zoo
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
     from stylekit.infer.inference import InferenceOptions

@@ -41,10 +41,13 @@ Incremental reruns, interrupted runs and the manifest's format are described in 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -57,11 +60,12 @@ from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
 from stylekit.bulk.sizing import plan_actors
-from stylekit.bulk.stages import build_dataset
+from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import storage, zoo
+from stylekit.files import storage
 from stylekit.logs import format_duration
+from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray
 from stylekit.redact import redact, root_cause
@@ -89,9 +93,20 @@ class Summary:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
-def run_bulk(config: BulkConfig) -> Summary:
+@dataclass(frozen=True)
+class Probes:
+    """Where a benchmark measures a run without patching the driver: `actor`, the photo stage's
+    class (a subclass of `StylizeActor` that times its model calls: bench_bulk.py), and
+    `around_photos`, a context manager entered while the photo pipeline's rows stream in
+    (bench_streaming.py: first output, object-store peak)."""
+
+    actor: type[StylizeActor] = StylizeActor
+    around_photos: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+
+
+def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     """Stylize every image under config.input that is not done yet; returns the summary."""
-    from stylekit.files.modelio import load_model_bytes
+    from stylekit.nn.modelio import load_model_bytes
 
     started = time.time()
     options = config.storage_options.resolved()
@@ -142,8 +157,9 @@ def run_bulk(config: BulkConfig) -> Summary:
             # model everywhere, and a local model file works on a multi-node cluster too.
             refs = [ray.put(m) for m in models]
             if plan.todo > plan.videos:
-                dataset = build_dataset(config, layout, plan, actors, digest, refs)
-                _consume(dataset, manifest, plan, config.progress_every, run_metrics)
+                dataset = build_dataset(config, layout, plan, actors, digest, refs, probes.actor)
+                with probes.around_photos():
+                    _consume(dataset, manifest, plan, config.progress_every, run_metrics)
             if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
                 videos = build_video_dataset(config, layout, plan, actors, digest, refs)
                 consume_videos(videos, manifest, plan.videos)

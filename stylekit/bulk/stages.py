@@ -43,9 +43,11 @@ def build_dataset(
     actors: ActorPlan,
     digest: str,
     models: list[ray.ObjectRef],
+    actor: type[StylizeActor] | None = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
-    `models` hold the model file's bytes (and the --then model's)."""
+    `models` hold the model file's bytes (and the --then model's); `actor` is the stylize
+    stage's class (`StylizeActor`, or a subclass a benchmark times)."""
     options = config.storage_options.resolved()
     # One block per key shard, read by a task of its own (read_parquet would merge small shards
     # into one block), then cut into batches, so the decode work of a shard spreads over many
@@ -80,7 +82,7 @@ def build_dataset(
     # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
     # when they are equal.
     ds = ds.map_batches(
-        StylizeActor,
+        actor or StylizeActor,
         fn_constructor_kwargs={
             "model": models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
             "name": config.model,
@@ -223,9 +225,9 @@ class StylizeActor:
         import torch
 
         from stylekit.bulk.metrics import ActorMetrics
-        from stylekit.files.modelio import load_model_bytes
         from stylekit.infer import memory
         from stylekit.infer.inference import Stylizer
+        from stylekit.nn.modelio import load_model_bytes
 
         setup_logging()
         if threads:

@@ -96,8 +96,8 @@ class VideoActor:
     ):
         import torch
 
-        from stylekit.files.modelio import load_model_bytes
         from stylekit.infer.inference import Stylizer
+        from stylekit.nn.modelio import load_model_bytes
 
         setup_logging()
         if threads:

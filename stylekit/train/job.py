@@ -30,8 +30,8 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from stylekit.errors import StylekitError
 from stylekit.files import storage
-from stylekit.files.modelio import save_model
 from stylekit.logs import setup_logging
+from stylekit.nn.modelio import save_model
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import init_ray
 from stylekit.redact import redact, root_cause
@@ -149,7 +149,7 @@ def preflight(config: TrainConfig) -> str:
     if config.task == "style":
         training.load_style_tensor(config)
     if config.init_from:
-        from stylekit.files.modelio import load_model
+        from stylekit.nn.modelio import load_model
 
         load_model(config.init_from, config.storage_options)  # a bad --init-from fails here
     if config.task == "sr" and config.sr_loss == "pixel":

@@ -59,7 +59,7 @@ def new_state(config: TrainConfig, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)
     model: TransformerNet | SRNet = SRNet(config.factor) if config.task == "sr" else TransformerNet()
     if config.init_from:
-        from stylekit.files.modelio import load_model
+        from stylekit.nn.modelio import load_model
 
         start = load_model(config.init_from, config.storage_options).model
         if type(start) is not type(model) or getattr(start, "scale", 1) != getattr(model, "scale", 1):
