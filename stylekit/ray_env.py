@@ -8,9 +8,19 @@ import copy
 import logging
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import ray
+
+from stylekit.logs import format_duration
+from stylekit.nodes import Node, NoNodeFits, describe_nodes, node_types_from_config, nodes_from_ray
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+WAIT_LINE_EVERY = 30.0  # seconds between "waiting for nodes" lines
 
 # Lines Ray logs as warnings that ask nothing of a user: (logger, start of the message).
 # Real warnings and errors, from these loggers too, still show.
@@ -97,3 +107,73 @@ def shutdown_ray() -> None:
     """Leave the cluster (stopping a local Ray we started), so that no late worker output
     follows a job's last line."""
     ray.shutdown()
+
+
+# --- the nodes that exist, and waiting for the autoscaler -------------------------------------
+
+
+def cluster_nodes() -> list[Node]:
+    """The alive nodes of the Ray this process joined."""
+    return nodes_from_ray(ray.nodes())
+
+
+def autoscaler_node_types() -> list[list[Node]] | None:
+    """What the cluster's autoscaler may add (from the config it publishes in the GCS), or
+    None when it publishes none (fixed nodes, a local Ray, an autoscaler that does not say)."""
+    try:
+        from ray._private.state import state
+
+        return node_types_from_config(state.get_cluster_config())
+    except Exception:  # another Ray layout, or no config: treat as unknown
+        return None
+
+
+def could_grow(plan: Callable[[list[Node]], object], nodes: list[Node]) -> bool:
+    """Whether waiting can help `plan`: a node type the autoscaler may add makes it fit, or,
+    with no autoscaler config to read, no node takes work yet (a 0-CPU head waiting for its
+    workers, which nothing but added nodes can serve)."""
+    types = autoscaler_node_types()
+    if types is None:
+        return not any(n.takes_work for n in nodes)
+    for group in types:
+        try:
+            plan([*nodes, *group])
+            return True
+        except NoNodeFits:
+            continue
+    return False
+
+
+def plan_on_nodes(
+    plan: Callable[[list[Node]], T],
+    wait_for_nodes: float,
+    poll: float = 2.0,
+    nodes: Callable[[], list[Node]] = cluster_nodes,
+) -> T:
+    """`plan(alive nodes)`; while it raises `NoNodeFits` on a cluster that could still add a
+    node that fits (`could_grow`), wait for the autoscaler up to `wait_for_nodes` seconds,
+    with a progress line, then give up with one line. A demand no node could ever meet
+    fails at once."""
+    deadline = time.monotonic() + wait_for_nodes
+    last_line = -float("inf")
+    while True:
+        alive = nodes()
+        try:
+            return plan(alive)
+        except NoNodeFits as e:
+            if not could_grow(plan, alive):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoNodeFits(
+                    f"{e} (no such node joined within --wait-for-nodes {wait_for_nodes:g} s)"
+                ) from None
+            if time.monotonic() - last_line >= WAIT_LINE_EVERY:
+                last_line = time.monotonic()
+                log.info(
+                    "waiting for the cluster to add a node (up: %s; %s left of --wait-for-nodes): %s",
+                    describe_nodes(alive),
+                    format_duration(left),
+                    e,
+                )
+            time.sleep(min(poll, max(left, 0.01)))

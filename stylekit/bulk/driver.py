@@ -62,7 +62,7 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import storage, zoo
 from stylekit.logs import format_duration
 from stylekit.nn.sr import output_scale
-from stylekit.ray_env import init_ray
+from stylekit.ray_env import init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def run_bulk(config: BulkConfig) -> Summary:
         )
         if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
             init_ray()
-            actors = plan_actors(config, ray.cluster_resources())
+            actors = plan_on_nodes(lambda nodes: plan_actors(config, nodes), config.wait_for_nodes)
             log.info("stylizing with %s", actors.describe())
             # The actors get the very bytes checked here, through the object store: the same
             # model everywhere, and a local model file works on a multi-node cluster too.

@@ -73,7 +73,7 @@ def build_dataset(
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=actors.task_cpus,
-        memory=decode_memory(config, ray.cluster_resources()),
+        memory=decode_memory(config, actors.node_memory),
     )
     # Decode blocks are already model batches (the repartition above; decoding keeps every
     # row). Decoding stays out of the actors, where it would run between model calls, because
@@ -93,6 +93,7 @@ def build_dataset(
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
+        **actors.ray_memory,
     )
     ds = ds.map_batches(
         write_batch,
@@ -124,12 +125,14 @@ def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
     )
 
 
-def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
+def decode_memory(config: BulkConfig, node_memory: float) -> int:
     """Bytes a decode task reserves: a batch of images at --max-pixels as uint8 RGB, all held
     until the batch is returned, so Ray packs no more decode tasks onto a node than fit.
-    At most half the cluster's memory, so one task can always be scheduled."""
+    At most half the largest node's memory (`node_memory`, 0 if unknown), so one task can
+    always be placed on one node."""
     most = int(config.max_pixels * 3 * config.batch_size)
-    return min(most, int(resources.get("memory", most * 2) / 2))
+    return min(most, int(node_memory / 2)) if node_memory > 0 else most
+
 
 
 def decode_batch(
