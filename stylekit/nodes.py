@@ -79,7 +79,7 @@ def node_types_from_config(config: Any, most_each: int = 16) -> list[list[Node]]
 
 
 def describe_nodes(nodes: Iterable[Node]) -> str:
-    """"2 nodes of 2 CPU, 1 node of 4 CPU + 1 GPU" (working nodes only), or "no working node"."""
+    """ "2 nodes of 2 CPU, 1 node of 4 CPU + 1 GPU" (working nodes only), or "no working node"."""
     counts: dict[str, int] = {}
     for n in nodes:
         if not n.takes_work:

@@ -275,7 +275,9 @@ def test_actor_pool_fits_a_two_cpu_machine_and_uses_gpus_when_present() -> None:
     assert big.num_cpus == 4 and big.min_size == big.max_size == 6  # 8 CPUs kept for codecs
     gpu = plan_actors(base, [Node(16.0, 4.0)])
     assert (gpu.min_size, gpu.max_size, gpu.num_gpus, gpu.num_cpus) == (1, 4, 1.0, 1.0)
-    half = plan_actors(BulkConfig(model="m", input="i", output="o", gpus_per_actor=0.5, actors="2-8"), [Node(16, 4)])
+    half = plan_actors(
+        BulkConfig(model="m", input="i", output="o", gpus_per_actor=0.5, actors="2-8"), [Node(16, 4)]
+    )
     assert (half.min_size, half.max_size, half.num_gpus) == (2, 8, 0.5)
     with pytest.raises(ConfigError, match="lower --actors"):
         plan_actors(BulkConfig(model="m", input="i", output="o", actors="2"), [Node(2.0)])

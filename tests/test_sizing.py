@@ -106,7 +106,9 @@ def test_waits_for_the_autoscaler_then_plans_on_the_new_node(
 def test_gives_up_after_the_bound_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray_env, "autoscaler_node_types", lambda: None)  # unknown: a bare head
     with pytest.raises(NoNodeFits, match=r"--wait-for-nodes 0\.2 s") as info:
-        ray_env.plan_on_nodes(lambda nodes: plan_actors(config(), nodes), 0.2, poll=0.05, nodes=lambda: [HEAD])
+        ray_env.plan_on_nodes(
+            lambda nodes: plan_actors(config(), nodes), 0.2, poll=0.05, nodes=lambda: [HEAD]
+        )
     assert "\n" not in str(info.value)
 
 

@@ -190,7 +190,9 @@ class BulkConfig:
         if self.wait_for_nodes < 0:
             raise ConfigError(f"--wait-for-nodes must be >= 0 seconds (got {self.wait_for_nodes})")
         if self.stall_timeout < 0:
-            raise ConfigError(f"--stall-timeout must be >= 0 seconds, 0 to disable (got {self.stall_timeout})")
+            raise ConfigError(
+                f"--stall-timeout must be >= 0 seconds, 0 to disable (got {self.stall_timeout})"
+            )
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if not 0 <= self.stabilize <= 1:

@@ -134,7 +134,6 @@ def decode_memory(config: BulkConfig, node_memory: float) -> int:
     return min(most, int(node_memory / 2)) if node_memory > 0 else most
 
 
-
 def decode_batch(
     batch: dict[str, np.ndarray],
     input_root: str,
