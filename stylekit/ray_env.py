@@ -177,3 +177,38 @@ def plan_on_nodes(
                     e,
                 )
             time.sleep(min(poll, max(left, 0.01)))
+
+
+def pending_demands() -> list[tuple[dict[str, float], int]]:
+    """What Ray has been asked for and cannot place yet (the autoscaler's "Pending Demands":
+    tasks, actors and placement groups), as (bundle, count); empty when unknown."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=10)
+        summary = status.resource_demands
+        demands = [*summary.ray_task_actor_demand, *summary.placement_group_demand]
+        return [(dict(b.bundle), int(b.count)) for d in demands for b in d.bundles_by_count]
+    except Exception:  # no autoscaler state in this Ray: say nothing rather than fail
+        return []
+
+
+def describe_pending(nodes: list[Node] | None = None) -> str:
+    """ "Ray cannot place 1 x {CPU: 4} (no node has that much: 2 nodes of 2 CPU)", or ""."""
+    demands = pending_demands()
+    if not demands:
+        return ""
+    nodes = cluster_nodes() if nodes is None else nodes
+    parts = []
+    for bundle, count in demands[:3]:
+        shape = {k: v for k, v in bundle.items() if not k.startswith("node:") and v}
+        text = f"{count} x {{{', '.join(f'{k}: {v:g}' for k, v in sorted(shape.items()))}}}"
+        never = not any(
+            all(_offers(n, k) >= v for k, v in shape.items() if k in ("CPU", "GPU", "memory")) for n in nodes
+        )
+        parts.append(text + (" (no node has that much)" if never else " (waiting for free resources)"))
+    return f"Ray cannot place {'; '.join(parts)}; nodes up: {describe_nodes(nodes)}"
+
+
+def _offers(node: Node, resource: str) -> float:
+    return {"CPU": node.cpus, "GPU": node.gpus, "memory": node.memory}[resource]

@@ -125,3 +125,52 @@ def test_no_wait_when_no_node_type_could_ever_fit(monkeypatch: pytest.MonkeyPatc
         ray_env.plan_on_nodes(
             lambda nodes: plan_actors(config(cpus_per_actor=4), nodes), 600, nodes=lambda: [HEAD, Node(2)]
         )
+
+
+# --- training workers --------------------------------------------------------------------------
+
+
+def train_config(**flags: object) -> object:
+    from stylekit.train.config import TrainConfig
+
+    return TrainConfig(vgg_weights="random", **flags)  # type: ignore[arg-type]
+
+
+def test_training_workers_fit_one_node_each() -> None:
+    from stylekit.train.sizing import plan_workers
+
+    plan = plan_workers(train_config(num_workers=1), [HEAD, Node(2), Node(2), Node(2)])
+    assert plan.cpus == 2 and plan.num_workers == 1  # the sum's share (5) fits no node
+    two = plan_workers(train_config(num_workers=2), [Node(2)])
+    assert (two.cpus, two.use_gpu) == (0.5, False)  # one machine: a CPU kept for data
+    elastic = plan_workers(train_config(num_workers="1-3"), [HEAD, Node(2), Node(2)])
+    assert elastic.num_workers == (1, 3) and elastic.cpus == 1
+    gpu = plan_workers(train_config(num_workers="2"), [HEAD, Node(4, 1), Node(4, 1)])
+    assert gpu.use_gpu and gpu.resources == {"CPU": 1.0, "GPU": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("flags", "nodes", "flag"),
+    [
+        ({"cpus_per_worker": 4}, [HEAD, Node(2), Node(2)], "--cpus-per-worker"),
+        ({"use_gpu": True}, [HEAD, Node(2)], "--gpu"),
+        ({"num_workers": "3", "use_gpu": True}, [Node(4, 1), Node(4, 1)], "--num-workers"),
+        ({}, [HEAD], "num_cpus=0"),
+    ],
+)
+def test_training_demands_no_node_meets_are_one_line(
+    flags: dict[str, object], nodes: list[Node], flag: str
+) -> None:
+    from stylekit.train.sizing import plan_workers
+
+    with pytest.raises(NoNodeFits) as info:
+        plan_workers(train_config(**flags), nodes)
+    assert flag in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "3-2", "a-b", "2-"])
+def test_bad_worker_ranges_are_config_errors(value: str) -> None:
+    from stylekit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--num-workers"):
+        train_config(num_workers=value)
