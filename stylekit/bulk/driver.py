@@ -58,6 +58,7 @@ from stylekit.bulk.planner import Plan, plan_inputs
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
+from stylekit.bulk.watch import start_clock, watched
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import storage, zoo
 from stylekit.logs import format_duration
@@ -137,12 +138,13 @@ def run_bulk(config: BulkConfig) -> Summary:
             # The actors get the very bytes checked here, through the object store: the same
             # model everywhere, and a local model file works on a multi-node cluster too.
             refs = [ray.put(m) for m in models]
+            clock = start_clock()  # the stall watchdog's (bulk/watch.py)
             if plan.todo > plan.videos:
-                dataset = build_dataset(config, layout, plan, actors, digest, refs)
-                _consume(dataset, manifest, plan, config.progress_every)
+                dataset = build_dataset(config, layout, plan, actors, digest, refs, clock)
+                _consume(dataset, manifest, plan, config, clock)
             if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-                videos = build_video_dataset(config, layout, plan, actors, digest, refs)
-                consume_videos(videos, manifest, plan.videos)
+                videos = build_video_dataset(config, layout, plan, actors, digest, refs, clock)
+                consume_videos(videos, manifest, plan.videos, config.stall_timeout, clock)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
@@ -152,11 +154,16 @@ def run_bulk(config: BulkConfig) -> Summary:
 # --- the driver's side ------------------------------------------------------------------------
 
 
-def _consume(dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float) -> None:
-    """Stream the manifest rows to storage and log progress as they come."""
-    progress = _Progress(plan.todo - plan.videos, every)
+def _consume(
+    dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, config: BulkConfig, clock: object
+) -> None:
+    """Stream the manifest rows to storage and log progress as they come; a pipeline that
+    stops moving for --stall-timeout ends the job with one line (bulk/watch.py)."""
+    progress = _Progress(plan.todo - plan.videos, config.progress_every)
+    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    settled = lambda: sum(manifest.counts.values())  # noqa: E731
     try:
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for table in watched(batches, config.stall_timeout, clock, settled):
             manifest.add(table)
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:

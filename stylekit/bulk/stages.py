@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,7 @@ from stylekit.bulk.layout import RunLayout
 from stylekit.bulk.manifest import FAILED, OK, manifest_table
 from stylekit.bulk.planner import KEYS_SCHEMA, Plan
 from stylekit.bulk.sizing import ActorPlan
+from stylekit.bulk.watch import tick
 from stylekit.errors import StylekitError
 from stylekit.files import images, storage
 from stylekit.logs import setup_logging
@@ -43,9 +44,11 @@ def build_dataset(
     actors: ActorPlan,
     digest: str,
     models: list[ray.ObjectRef],
+    clock: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
-    `models` hold the model file's bytes (and the --then model's)."""
+    `models` hold the model file's bytes (and the --then model's); each stage ticks `clock`
+    (bulk/watch.py's StageClock) with the rows it finished."""
     options = config.storage_options.resolved()
     # One block per key shard, read by a task of its own (read_parquet would merge small shards
     # into one block), then cut into batches, so the decode work of a shard spreads over many
@@ -69,6 +72,7 @@ def build_dataset(
             "options": options,
             "decode": config.decode_options,
             "timeout": config.decode_timeout,
+            "clock": clock,
         },
         batch_size=config.batch_size,
         batch_format="numpy",
@@ -87,6 +91,7 @@ def build_dataset(
             "inference": config.inference_options,
             "threads": None if actors.num_gpus else actors.threads,
             "cpus": actors.num_cpus,
+            "clock": clock,
         },
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
         batch_size=config.batch_size,
@@ -102,6 +107,7 @@ def build_dataset(
             "options": options,
             "quality": config.quality,
             "digest": digest,
+            "clock": clock,
         },
         batch_size=config.batch_size,
         batch_format="numpy",
@@ -140,6 +146,7 @@ def decode_batch(
     options: storage.StorageOptions,
     decode: images.DecodeOptions,
     timeout: float = 120.0,
+    clock: Any = None,
 ) -> dict[str, np.ndarray]:
     """Read and decode each input; a failure, or an input taking over `timeout` seconds, is
     recorded on its row, never raised."""
@@ -158,6 +165,7 @@ def decode_batch(
             pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
         seconds[i] = time.perf_counter() - t0
     sizes = [p.shape[:2] for p in pixels]
+    tick(clock, "decode", n)
     return {
         "key": batch["key"],
         "output_key": batch["output_key"],
@@ -219,6 +227,7 @@ class StylizeActor:
         inference: InferenceOptions,
         threads: int | None,
         cpus: float = 1.0,
+        clock: Any = None,
     ):
         import torch
 
@@ -240,6 +249,7 @@ class StylizeActor:
         # --then: a super-resolution model upscales each result (the controls are the first's).
         plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
         self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
+        self.clock = clock
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["key"])
@@ -256,6 +266,7 @@ class StylizeActor:
                 status[i], error[i] = FAILED, f"stylizing failed: {describe(result)}"
             else:
                 pixels[i], status[i] = result, STYLIZED
+        tick(self.clock, "stylize", n)
         return {**batch, "status": status, "error": error, "seconds": seconds, "pixels": pixels}
 
     def _stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
@@ -282,6 +293,7 @@ def write_batch(
     options: storage.StorageOptions,
     quality: int,
     digest: str,
+    clock: Any = None,
 ) -> pa.Table:
     """Encode and atomically write each stylized row; returns the rows as manifest rows."""
     n = len(batch["key"])
@@ -300,6 +312,7 @@ def write_batch(
             status[i], error[i] = FAILED, f"writing failed: {describe(e)}"
         seconds[i] += time.perf_counter() - t0
     ok = [s == OK for s in status]
+    tick(clock, "write", n)
     columns = {
         "key": [str(k) for k in batch["key"]],
         "output_key": [str(k) for k in batch["output_key"]],
