@@ -103,6 +103,17 @@ def init_ray() -> None:
     quiet_ray_notices()  # again: importing Ray Data sets up its console handler
 
 
+def leave_quietly() -> None:
+    """Before a job ends early (a stall) with Ray Data still running in a helper thread: its
+    thread's late errors, and Ray's reconnecting to the cluster for it, stay off the console."""
+    for name in ("ray.data", "ray._private.worker", "ray.train"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    with contextlib.suppress(ImportError, AttributeError):
+        import ray._private.auto_init_hook as hook
+
+        hook.enable_auto_connect = False
+
+
 def shutdown_ray() -> None:
     """Leave the cluster (stopping a local Ray we started), so that no late worker output
     follows a job's last line."""

@@ -28,7 +28,8 @@ def test_two_cpu_nodes_get_actors_that_fit_one_node_each() -> None:
     assert plan.num_cpus <= 2 and plan.task_cpus <= 2  # the sum (6) would have given 4 each
     assert plan.min_size * plan.num_cpus <= 6 - plan.task_cpus
     assert capacity(nodes, plan.num_cpus) >= plan.min_size
-    assert plan.describe() == "5 actor(s) of 1 CPU each"
+    assert plan.describe() == "3 actor(s) of 1 CPU each"  # one a node: each keeps a CPU to decode
+    assert plan.ray_args == {"scheduling_strategy": "SPREAD"}
 
 
 def test_one_cpu_nodes_get_half_cpu_actors_and_tasks() -> None:
@@ -67,7 +68,7 @@ def test_the_head_takes_no_work_and_a_cluster_of_only_a_head_is_no_node_fits() -
         plan_actors(config(), [HEAD])
     # The head's memory never sizes a worker's tasks.
     plan = plan_actors(config(max_memory="2G"), [HEAD, Node(2, memory=3 * GIB)])
-    assert plan.memory == 2 * GIB and plan.ray_memory == {"memory": 2 * GIB}
+    assert plan.memory == 2 * GIB and plan.ray_args == {"memory": 2 * GIB}  # one node: no SPREAD
     assert decode_memory(config(), plan.node_memory) <= 1.5 * GIB
 
 

@@ -29,6 +29,7 @@ class ActorPlan:
     task_cpus: float  # per decode / encode task
     memory: int = 0  # bytes each actor reserves with Ray (--max-memory), 0: none
     node_memory: float = 0.0  # the largest working node's schedulable memory (0: unknown)
+    spread: bool = False  # CPU actors over several nodes: Ray places them one node each first
 
     @property
     def writes_in_flight(self) -> int:
@@ -37,10 +38,15 @@ class ActorPlan:
         return max(2, 4 * self.max_size)
 
     @property
-    def ray_memory(self) -> dict[str, int]:
+    def ray_args(self) -> dict[str, int]:
         """The memory an actor reserves with Ray: --max-memory when given (a node has it,
-        plan_actors checked), else nothing (the actor sizes itself from its node's free memory)."""
-        return {"memory": self.memory} if self.memory else {}
+        plan_actors checked), else nothing (the actor sizes itself from its node's free memory);
+        with it, SPREAD scheduling for CPU actors on several nodes, so no node's actors take
+        the CPUs its decode tasks need."""
+        return {
+            **({"memory": self.memory} if self.memory else {}),
+            **({"scheduling_strategy": "SPREAD"} if self.spread else {}),
+        }
 
     @property
     def threads(self) -> int:
@@ -102,12 +108,13 @@ def plan_actors(config: BulkConfig, nodes: list[Node]) -> ActorPlan:
     spare = max(most_cpus - _codec_cpus(most_cpus), task_cpus)
     per_cpu = config.cpus_per_actor or max(min(float(MAX_CPU_THREADS), spare), task_cpus)
     fits = capacity(work, per_cpu, 0.0, mem)
-    room = total_cpus - _codec_cpus(total_cpus)  # the cluster's CPUs less a codec share
-    count = max(1, min(fits, math.floor(room / per_cpu + 1e-9)))
+    # Each node keeps its own codec share (the actors spread over the nodes, ActorPlan.spread):
+    # a cluster that loses a node still has CPUs to decode on where its actors are left.
+    count = max(1, min(fits, sum(math.floor((n.cpus - _codec_cpus(n.cpus)) / per_cpu + 1e-9) for n in work)))
     low, high = config.actor_range or (count, count)
     _check_count(low, fits, f"{per_cpu:g} CPU", work)
     _check_fits(low, per_cpu, total_cpus - task_cpus, "CPUs (one kept for decoding)")
-    return ActorPlan(low, high, per_cpu, 0.0, task_cpus, mem, node_memory)
+    return ActorPlan(low, high, per_cpu, 0.0, task_cpus, mem, node_memory, spread=len(work) > 1)
 
 
 def _codec_cpus(cpus: float) -> float:

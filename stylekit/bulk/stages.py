@@ -98,7 +98,7 @@ def build_dataset(
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
-        **actors.ray_memory,
+        **actors.ray_args,
     )
     ds = ds.map_batches(
         write_batch,

@@ -79,7 +79,7 @@ def build_video_dataset(
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
-        **actors.ray_memory,
+        **actors.ray_args,
     )
 
 

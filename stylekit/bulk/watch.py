@@ -23,7 +23,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stylekit.errors import StylekitError
-from stylekit.ray_env import describe_pending
+from stylekit.ray_env import describe_pending, leave_quietly
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def watched(
         except queue.Empty:
             idle = min(time.monotonic() - last, _stage_idle(clock))
             if idle > stall_timeout:
-                raise Stalled(stall_line(idle, stall_timeout, clock, settled())) from None
+                line = stall_line(idle, stall_timeout, clock, settled())
+                leave_quietly()
+                raise Stalled(line) from None
             continue
         if kind == "end":
             return

@@ -15,7 +15,7 @@ import ray
 
 from stylekit.errors import StylekitError
 from stylekit.nodes import NoNodeFits
-from stylekit.ray_env import describe_pending
+from stylekit.ray_env import describe_pending, leave_quietly
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ def fit_watched(
         except Exception:  # the clock is busy or gone for a moment: look again next time
             continue
         if idle > stall_timeout:
-            raise StylekitError(stall_line(step, idle, stall_timeout, check_nodes))
+            line = StylekitError(stall_line(step, idle, stall_timeout, check_nodes))
+            leave_quietly()
+            raise StylekitError(line)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
