@@ -175,3 +175,29 @@ def test_bad_worker_ranges_are_config_errors(value: str) -> None:
 
     with pytest.raises(ConfigError, match="--num-workers"):
         train_config(num_workers=value)
+
+
+def test_a_half_written_checkpoint_is_never_the_one_resumed_from(tmp_path: object) -> None:
+    """A node that dies while copying a checkpoint leaves files short or state.json missing:
+    the newest complete checkpoint is chosen."""
+    import json
+    from pathlib import Path
+
+    from stylekit.files.storage import StorageOptions
+    from stylekit.train.job import find_latest_checkpoint
+
+    run = Path(str(tmp_path)) / "run"
+
+    def checkpoint(name: str, step: int, sizes: dict[str, int], state: bool = True) -> None:
+        folder = run / name
+        folder.mkdir(parents=True)
+        for file, size in sizes.items():
+            (folder / file).write_bytes(b"x" * size)
+        if state:
+            files = {"model.safetensors": 10, "optimizer.safetensors": 20}
+            (folder / "state.json").write_text(json.dumps({"step": step, "files": files}))
+
+    checkpoint("checkpoint_000001", 2, {"model.safetensors": 10, "optimizer.safetensors": 20})
+    checkpoint("checkpoint_000002", 4, {"model.safetensors": 10, "optimizer.safetensors": 7})  # cut short
+    checkpoint("checkpoint_000003", 6, {"model.safetensors": 10}, state=False)  # state.json not yet
+    assert find_latest_checkpoint(str(run), StorageOptions()) == str(run / "checkpoint_000001")

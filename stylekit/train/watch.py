@@ -64,7 +64,7 @@ def fit_watched(
         except Exception:  # the clock is busy or gone for a moment: look again next time
             continue
         if idle > stall_timeout:
-            line = StylekitError(stall_line(step, idle, stall_timeout, check_nodes))
+            line = stall_line(step, idle, stall_timeout, check_nodes)
             leave_quietly()
             raise StylekitError(line)
     if "error" in outcome:
