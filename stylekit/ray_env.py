@@ -103,6 +103,17 @@ def init_ray() -> None:
     quiet_ray_notices()  # again: importing Ray Data sets up its console handler
 
 
+HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has this resource
+
+
+def on_head() -> dict[str, object]:
+    """Actor options that put a small bookkeeping actor (counters, the watchdogs' clocks) on
+    the head node, which lives as long as the cluster: never on a worker node that may vanish."""
+    if any(HEAD_RESOURCE in (n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")):
+        return {"resources": {HEAD_RESOURCE: 0.001}}
+    return {}
+
+
 def leave_quietly() -> None:
     """Before a job ends early (a stall) with Ray Data still running in a helper thread: its
     thread's late errors, and Ray's reconnecting to the cluster for it, stay off the console."""

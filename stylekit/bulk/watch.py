@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stylekit.errors import StylekitError
-from stylekit.ray_env import describe_pending, leave_quietly
+from stylekit.ray_env import describe_pending, leave_quietly, on_head
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +60,8 @@ class StageClock:
 
 
 def start_clock() -> Any:
-    """A StageClock on this (the driver's) node, which outlives any worker node."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return StageClock.options(scheduling_strategy=here).remote()
+    """A StageClock on the head node, which outlives any worker node."""
+    return StageClock.options(**on_head()).remote()
 
 
 def tick(clock: Any, stage: str, rows: int) -> None:

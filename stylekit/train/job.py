@@ -27,14 +27,13 @@ import ray.train
 import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stylekit.errors import StylekitError
 from stylekit.files import storage
 from stylekit.files.modelio import save_model
 from stylekit.logs import setup_logging
 from stylekit.nn.vgg import load_vgg
-from stylekit.ray_env import cluster_nodes, init_ray, plan_on_nodes
+from stylekit.ray_env import cluster_nodes, init_ray, on_head, plan_on_nodes
 from stylekit.redact import redact, root_cause
 from stylekit.train import previews, training
 from stylekit.train.board import Board, loss_scalars
@@ -93,9 +92,8 @@ def run_training(config: TrainConfig) -> str:
         steps_per_epoch,
         config.run_dir,
     )
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    counter = SkipCounter.options(scheduling_strategy=here).remote()  # on the driver's node,
-    clock = StepClock.options(scheduling_strategy=here).remote()  # which outlives worker nodes
+    counter = SkipCounter.options(**on_head()).remote()  # on the head, which outlives workers
+    clock = StepClock.options(**on_head()).remote()
     factor = config.factor if config.task == "sr" else None
     dataset = training_dataset(
         config.data, config.image_size, opts, counter=counter, seed=config.seed, factor=factor
