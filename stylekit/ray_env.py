@@ -32,6 +32,22 @@ NOTICES = (
 WARNINGS = (
     # The write pool's cap (bulk/stages.py) is above what a small input needs: no problem.
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
+    # An actor pool sized for the cluster meets a small input (a few photos): no problem.
+    (r"The minimum number of concurrent actors for '.*' is set to", UserWarning),
+)
+# Lines Ray's own processes (Ray Train's controller and workers, Ray Data's coordinators) print
+# to the driver's console that ask nothing of a user; Ray's log files under the session keep
+# them. Matched anywhere in a forwarded line; everything else (real errors) still shows.
+ROUTINE_WORKER_LINES = (
+    "Reporting training result",  # Ray Train, at every report
+    "Checkpoint successfully created at",
+    "Failed to query Ray Train Controller actor state",  # PlacementGroupCleaner after a node loss
+    "Starting execution of Dataset",  # Ray Data, every epoch of the training data
+    "Execution plan of Dataset",
+    "execution finished in",
+    "Registered dataset logger",
+    "`ExecutionOptions.exclude_resources` is deprecated",  # Ray Train's own ingest options
+    "has constructor arguments in the object store",
 )
 # Ray Data's info lines (execution plan, "execution finished", where its logs are): our own
 # progress lines replace them on the console; Ray Data's log file under the session keeps them.
@@ -59,6 +75,40 @@ def quiet_ray_notices() -> None:
         # The console handler only: Ray Data's file handler keeps its full debug log.
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(max(handler.level, RAY_DATA_CONSOLE_LEVEL))
+
+
+def routine_line(line: str) -> bool:
+    """Whether a line forwarded from a Ray process is one of ROUTINE_WORKER_LINES (or the
+    `warnings.warn(` source line Python prints under such a warning)."""
+    return line.strip() == "warnings.warn(" or any(text in line for text in ROUTINE_WORKER_LINES)
+
+
+def quiet_worker_lines() -> None:
+    """Filter what Ray forwards from its worker processes to this driver's console (on a
+    cluster this process joined too, whose workers' logging it cannot configure): routine
+    lines dropped, the rest printed as Ray would. Idempotent; a Ray without the hook is left
+    alone."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    with dispatcher._lock:
+        handlers = []
+        for name, handler in dispatcher.handlers:
+            if name == "ray_print_logs" and not getattr(handler, "stylekit_filtered", False):
+                handler = _filtered(handler)
+            handlers.append((name, handler))
+        dispatcher.handlers = handlers
+
+
+def _filtered(handler: Callable[[dict], None]) -> Callable[[dict], None]:
+    def emit(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if not routine_line(line)]
+        if lines:
+            handler({**data, "lines": lines})
+
+    emit.stylekit_filtered = True  # type: ignore[attr-defined]
+    return emit
 
 
 def quiet_ray_data_workers() -> None:
@@ -101,6 +151,7 @@ def init_ray() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     quiet_ray_notices()  # again: importing Ray Data sets up its console handler
+    quiet_worker_lines()
 
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has this resource
