@@ -613,6 +613,7 @@ def test_decoding_is_not_fused_into_the_actors(
     from stylekit.bulk.planner import KEYS_SCHEMA, Plan
     from stylekit.bulk.sizing import plan_actors
     from stylekit.bulk.stages import build_dataset
+    from stylekit.nodes import Node
 
     shard = tmp_path / "out" / "keys.parquet"
     shard.parent.mkdir()
@@ -624,7 +625,7 @@ def test_decoding_is_not_fused_into_the_actors(
     )
     config = BulkConfig(model=str(model_file), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
     layout = RunLayout.for_config(config)
-    plan, actors = Plan(shards=[str(shard)], todo=1), plan_actors(config, {"CPU": 2})
+    plan, actors = Plan(shards=[str(shard)], todo=1), plan_actors(config, [Node(2.0)])
     build_dataset(config, layout, plan, actors, "digest", [ray.put(b"model")]).explain()
     physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
     operators = [line.strip("+- ") for line in physical.splitlines() if "Operator[" in line]
