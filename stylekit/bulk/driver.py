@@ -62,12 +62,13 @@ from stylekit.bulk.planner import Plan, plan_inputs
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
+from stylekit.bulk.watch import start_clock, watched
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import storage
 from stylekit.logs import format_duration
 from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
-from stylekit.ray_env import init_ray
+from stylekit.ray_env import init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
 from stylekit.report.build import write_report_quietly
 
@@ -151,18 +152,21 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
             init_ray()
             run_metrics.flush()  # the listing's rows, counted before Ray was up
-            actors = plan_actors(config, ray.cluster_resources())
+            actors = plan_on_nodes(lambda nodes: plan_actors(config, nodes), config.wait_for_nodes)
             log.info("stylizing with %s", actors.describe())
             # The actors get the very bytes checked here, through the object store: the same
             # model everywhere, and a local model file works on a multi-node cluster too.
             refs = [ray.put(m) for m in models]
+            clock = start_clock()  # the stall watchdog's (bulk/watch.py)
             if plan.todo > plan.videos:
-                dataset = build_dataset(config, layout, plan, actors, digest, refs, probes.actor)
+                dataset = build_dataset(
+                    config, layout, plan, actors, digest, refs, actor=probes.actor, clock=clock
+                )
                 with probes.around_photos():
-                    _consume(dataset, manifest, plan, config.progress_every, run_metrics)
+                    _consume(dataset, manifest, plan, config, clock, run_metrics)
             if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-                videos = build_video_dataset(config, layout, plan, actors, digest, refs)
-                consume_videos(videos, manifest, plan.videos)
+                videos = build_video_dataset(config, layout, plan, actors, digest, refs, clock)
+                consume_videos(videos, manifest, plan.videos, config.stall_timeout, clock)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
@@ -175,12 +179,20 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
 
 
 def _consume(
-    dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float, run_metrics: RunMetrics
+    dataset: ray.data.Dataset,
+    manifest: ManifestWriter,
+    plan: Plan,
+    config: BulkConfig,
+    clock: object,
+    run_metrics: RunMetrics | None = None,
 ) -> None:
-    """Stream the manifest rows to storage and log progress as they come."""
-    progress = _Progress(plan.todo - plan.videos, every, run_metrics)
+    """Stream the manifest rows to storage and log progress as they come; a pipeline that
+    stops moving for --stall-timeout ends the job with one line (bulk/watch.py)."""
+    progress = _Progress(plan.todo - plan.videos, config.progress_every, run_metrics)
+    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    settled = lambda: sum(manifest.counts.values())  # noqa: E731
     try:
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for table in watched(batches, config.stall_timeout, clock, settled):
             manifest.add(table)
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
