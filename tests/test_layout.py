@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stylekit"
 FLOORS: list[set[str]] = [
     {"__init__", "errors", "logs"},
     {"redact"},
+    {"nodes"},
     {"files"},
     {"nn"},
     {"infer"},

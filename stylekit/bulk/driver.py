@@ -59,6 +59,7 @@ from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings,
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
+from stylekit.bulk.report.build import write_report_quietly
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
@@ -70,7 +71,6 @@ from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
-from stylekit.report.build import write_report_quietly
 
 log = logging.getLogger(__name__)
 
