@@ -439,8 +439,8 @@ def check_writable(location: str, options: StorageOptions = StorageOptions(), *,
     probe = join(target, f".stylekit-write-check-{uuid.uuid4().hex[:8]}")
     try:
         write_bytes(probe, b"", options)
-    except StylekitError as e:
-        raise StylekitError(f"cannot write to {redact(location)}: {e}") from None
+    except StylekitError as e:  # the same kind (a store that stopped answering: RunFailed)
+        raise type(e)(f"cannot write to {redact(location)}: {e}") from None
     fs, path = filesystem(probe, options)
     _retry("delete", probe, lambda: fs.rm_file(path))
 
