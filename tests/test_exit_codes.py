@@ -106,9 +106,7 @@ def test_a_signal_while_waiting_is_interrupted(tmp_path: Path, model_file: Path,
     inp, out = photos(tmp_path / "in"), tmp_path / "out"
     hold_lease(out)
     cmd = [PYTHON, JOB, "--model", str(model_file), "--input", str(inp), "--output", str(out)]
-    proc = subprocess.Popen(
-        [*cmd, "--lease-wait", "300"], env=job_env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([*cmd, "--lease-wait", "300"], env=job_env(), stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     waiting = threading.Event()
 
