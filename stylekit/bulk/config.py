@@ -54,6 +54,16 @@ class BulkConfig:
             metavar="OUT",
         ),
     )
+    keys: str = field(
+        default="",
+        metadata=_help(
+            "read the inputs from this list instead of listing IN (a bucket of millions of keys "
+            "is never listed): a Parquet or CSV file with a 'key' column, a text file of one key "
+            "per line (keys relative to IN), or an S3 Inventory report's manifest.json (CSV or "
+            "Parquet); a listed key missing from IN is a failed row",
+            metavar="LOCATION",
+        ),
+    )
     format: str = field(
         default="same",
         metadata=_help(

@@ -116,6 +116,8 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
         storage.require_shared(location, flag)
     storage.require_shared(config.model, "--model")
+    if config.keys:
+        storage.require_shared(config.keys, "--keys")
     # Before any work; the probe goes where the manifest will, not among the outputs.
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
     model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
