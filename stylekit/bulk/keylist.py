@@ -319,7 +319,7 @@ def _inventory(
             f"--keys {redact(location)}: an inventory in {manifest['fileFormat']} format; stylekit "
             "reads CSV and Parquet inventories (set the inventory's output format to one of them)"
         )
-    bucket, prefix = None, ""
+    bucket, prefix = source or None, ""  # a local copy: IN is the bucket's root
     if storage.scheme_of(input_root) in ("s3", "s3a"):
         parsed = urlparse(input_root)
         bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
