@@ -214,7 +214,7 @@ def complete_steps(run_dir: Path) -> list[int]:
 def test_elastic_training_loses_a_workers_node_and_goes_on_with_fewer(
     ray_cluster: Any, tiny_train_dir: Path, tmp_path: Path
 ) -> None:
-    from stylekit.files.modelio import load_model
+    from stylekit.nn.modelio import load_model
 
     # One 2-CPU worker per 3-CPU node, a CPU left on each for data loading.
     first, _ = add_workers(ray_cluster, 2, cpus=3)
