@@ -7,7 +7,9 @@ import contextlib
 import copy
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from typing import TypeVar
 
 import ray
 
+from stylekit import exitcodes
 from stylekit.logs import format_duration
 from stylekit.nodes import Node, NoNodeFits, describe_nodes, node_types_from_config, nodes_from_ray
 
@@ -154,7 +157,11 @@ def init_ray() -> None:
     quiet_ray_notices()
     if not ray.is_initialized():
         quiet_ray_data_workers()
+        main = threading.current_thread() is threading.main_thread()
+        own = signal.getsignal(signal.SIGTERM) if main else None
         ray.init(logging_level=logging.WARNING, log_to_driver=True)
+        if callable(own):  # the job's own (cli.interrupt_on_sigterm), not Ray's sys.exit(15)
+            signal.signal(signal.SIGTERM, own)
     # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
     # (and Ray's notice that they are off would only confuse).
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -226,6 +233,13 @@ def could_grow(plan: Callable[[list[Node]], object], nodes: list[Node]) -> bool:
     return False
 
 
+class NoNodeJoined(NoNodeFits):
+    """The autoscaler added no node the work fits on within --wait-for-nodes: the cluster's
+    fault, not the command's (a later run may find one)."""
+
+    exit_code = exitcodes.RUN_FAILED
+
+
 def plan_on_nodes(
     plan: Callable[[list[Node]], T],
     wait_for_nodes: float,
@@ -247,7 +261,7 @@ def plan_on_nodes(
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NoNodeFits(
+                raise NoNodeJoined(
                     f"{e} (no such node joined within --wait-for-nodes {wait_for_nodes:g} s)"
                 ) from None
             if time.monotonic() - last_line >= WAIT_LINE_EVERY:

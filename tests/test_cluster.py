@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, add_workers, cluster_env, stylekit_lines
+from stylekit import exitcodes
 
 pytestmark = pytest.mark.ray
 
@@ -182,7 +183,7 @@ def test_a_run_whose_nodes_are_all_gone_stalls_with_one_line_and_a_rerun_finishe
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, stderr[-3000:]
+    assert proc.returncode == exitcodes.STALLED, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "stalled" in errors[0] and "--stall-timeout 8" in errors[0], stderr[-3000:]
     assert "stage stopped" in errors[0] and "Ray cannot place" in errors[0]

@@ -56,6 +56,7 @@ import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.lease import OutputLease
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
@@ -64,7 +65,7 @@ from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.bulk.watch import start_clock, watched
-from stylekit.errors import ConfigError, StylekitError
+from stylekit.errors import ConfigError, RunFailed
 from stylekit.files import storage
 from stylekit.logs import format_duration
 from stylekit.nn import zoo
@@ -115,6 +116,8 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
         storage.require_shared(location, flag)
     storage.require_shared(config.model, "--model")
+    if config.keys:
+        storage.require_shared(config.keys, "--keys")
     # Before any work; the probe goes where the manifest will, not among the outputs.
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
     model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
@@ -138,6 +141,30 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         redact(layout.input_root),
         redact(layout.output_root),
     )
+    # One run per output at a time (bulk/lease.py): waits for, or refuses, a run that holds it.
+    lease = OutputLease(
+        layout.output_root,
+        layout.run_id,
+        options,
+        ttl=config.lease_ttl,
+        wait=config.lease_wait,
+        take=config.take_lease,
+        manifest_dir=MANIFEST_DIR,
+    )
+    with lease:
+        return _run_leased(config, probes, layout, options, models, digest, started)
+
+
+def _run_leased(
+    config: BulkConfig,
+    probes: Probes,
+    layout: RunLayout,
+    options: storage.StorageOptions,
+    models: list[bytes],
+    digest: str,
+    started: float,
+) -> Summary:
+    """The run itself, while it holds the output's lease."""
     check_output_settings(config, layout, digest, options)
     run_metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
     with ManifestWriter(layout.manifest_dir, options, on_rows=run_metrics.rows) as manifest:
@@ -196,7 +223,7 @@ def _consume(
             manifest.add(table)
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise StylekitError(f"the Ray pipeline failed: {root_cause(e)}") from None
+        raise RunFailed(f"the Ray pipeline failed: {root_cause(e)}") from None
     progress.log_line(final=True)
 
 
