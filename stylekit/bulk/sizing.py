@@ -21,6 +21,7 @@ class ActorPlan:
     num_cpus: float
     num_gpus: float
     task_cpus: float  # per decode / encode task
+    threads_each: int = 0  # torch threads per CPU actor (its CPUs and its codec share); 0: its CPUs
 
     @property
     def writes_in_flight(self) -> int:
@@ -30,7 +31,13 @@ class ActorPlan:
 
     @property
     def threads(self) -> int:
-        return max(1, int(self.num_cpus))
+        return self.threads_each or max(1, int(self.num_cpus))
+
+    @property
+    def codecs_inside(self) -> bool:
+        """CPU actors decode and encode in their own threads (stylekit/bulk/blocks.py); GPU
+        actors leave the codecs to CPU tasks, so the GPU never waits for them."""
+        return self.num_gpus == 0
 
     def describe(self) -> str:
         size = f"{self.min_size}" if self.min_size == self.max_size else f"{self.min_size}-{self.max_size}"
@@ -62,12 +69,20 @@ def plan_actors(config: BulkConfig, resources: dict[str, float]) -> ActorPlan:
     per_cpu = config.cpus_per_actor or max(min(float(MAX_CPU_THREADS), spare), task_cpus)
     low, high = config.actor_range or (max(1, math.floor(spare / per_cpu)),) * 2
     _check_fits(low, per_cpu, cpus - task_cpus, "CPUs (one kept for decoding)")
-    return ActorPlan(low, high, per_cpu, 0.0, task_cpus)
+    # The actors' codec threads run on the CPUs the actors leave (stylekit/bulk/blocks.py):
+    # each actor's torch threads are its share of all the CPUs (--cpus-per-actor: its own).
+    threads = 0 if config.cpus_per_actor else max(1, math.floor(cpus / max(high, 1) + 1e-9))
+    return ActorPlan(low, high, per_cpu, 0.0, task_cpus, threads)
 
 
 def _codec_cpus(cpus: float) -> float:
-    """CPUs kept for decode/encode tasks on a CPU-only cluster: a quarter, at least one."""
-    return max(1.0, math.floor(cpus / 4)) if cpus >= 2 else cpus / 2
+    """CPUs a CPU-only node keeps outside the stylizing actors: one for the tasks that read
+    the key shards (half of a 1-CPU node). The actors decode and encode in their own threads
+    (stylekit/bulk/blocks.py), as `python -m stylekit stylize` does, so no codec tasks need
+    CPUs of their own: on this 2-CPU machine a separate quarter (at least one CPU) left the
+    network one core of two, and the job at 0.43x the plain command (benchmarks/RESULTS.md,
+    "One node")."""
+    return 1.0 if cpus >= 2 else cpus / 2
 
 
 def _check_fits(actors: int, each: float, available: float, what: str) -> None:
