@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -91,7 +92,7 @@ class Summary:
 
 def run_bulk(config: BulkConfig) -> Summary:
     """Stylize every image under config.input that is not done yet; returns the summary."""
-    from stylekit.files.modelio import load_model_bytes
+    from stylekit.files.modelio import file_digest
 
     started = time.time()
     options = config.storage_options.resolved()
@@ -101,18 +102,11 @@ def run_bulk(config: BulkConfig) -> Summary:
     storage.require_shared(config.model, "--model")
     # Before any work; the probe goes where the manifest will, not among the outputs.
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
-    model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
-    loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
-    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
-        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
-    models, digest = [model_bytes], loaded.digest
+    models = [storage.read_bytes(zoo.resolve(config.model), options)]  # unknown names: one line
     if config.then:  # a two-model chain: the outputs depend on both models
-        then_bytes = storage.read_bytes(zoo.resolve(config.then), options)
-        then = load_model_bytes(then_bytes, name=config.then)
-        if output_scale(then.model) == 1:
-            raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
-        models.append(then_bytes)
-        digest = hashlib.sha256(f"{loaded.digest}+{then.digest}".encode()).hexdigest()[:16]
+        models.append(storage.read_bytes(zoo.resolve(config.then), options))
+    digests = [file_digest(m) for m in models]
+    digest = digests[0] if len(digests) == 1 else hashlib.sha256("+".join(digests).encode()).hexdigest()[:16]
     log.info(
         "run %s: model %s%s (digest %s), %s -> %s",
         layout.run_id,
@@ -122,37 +116,77 @@ def run_bulk(config: BulkConfig) -> Summary:
         redact(layout.input_root),
         redact(layout.output_root),
     )
-    check_output_settings(config, layout, digest, options)
-    run_metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
-    with ManifestWriter(layout.manifest_dir, options, on_rows=run_metrics.rows) as manifest:
-        plan = plan_inputs(config, layout, manifest, digest)
-        log.info(
-            "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
-            plan.listed,
-            plan.todo,
-            plan.skipped,
-            plan.failed,
-        )
-        if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
-            init_ray()
-            run_metrics.flush()  # the listing's rows, counted before Ray was up
-            actors = plan_actors(config, ray.cluster_resources())
-            log.info("stylizing with %s", actors.describe())
-            # The actors get the very bytes checked here, through the object store: the same
-            # model everywhere, and a local model file works on a multi-node cluster too.
-            refs = [ray.put(m) for m in models]
-            if plan.todo > plan.videos:
-                dataset = build_dataset(config, layout, plan, actors, digest, refs)
-                _consume(dataset, manifest, plan, config.progress_every, run_metrics)
-            if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-                videos = build_video_dataset(config, layout, plan, actors, digest, refs)
-                consume_videos(videos, manifest, plan.videos)
+    # The models are checked (torch imported, the networks built: seconds) in a helper thread,
+    # beside the listing and Ray's start; a bad model still ends the run before any output,
+    # and before a first run records its settings.
+    with ThreadPoolExecutor(1, "stylekit-model-check") as pool:
+        checked = pool.submit(_check_models, config, models)
+        first_run = check_output_settings(config, layout, digest, options, record=False)
+        run_metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
+        with ManifestWriter(layout.manifest_dir, options, on_rows=run_metrics.rows) as manifest:
+            plan = plan_inputs(config, layout, manifest, digest)
+            log.info(
+                "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
+                plan.listed,
+                plan.todo,
+                plan.skipped,
+                plan.failed,
+            )
+            if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
+                init_ray()
+            try:
+                checked.result()
+            except StylekitError:
+                storage.delete_tree(layout.keys_dir, options)
+                raise
+            if first_run:
+                record_output_settings(config, layout, digest, options)
+            if plan.todo:
+                _stylize(config, layout, plan, digest, models, manifest, run_metrics)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
     # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
     write_report_quietly(layout.output_root, layout.run_id, options)
     return _summary(manifest, layout, digest, time.time() - started)
+
+
+def _check_models(config: BulkConfig, models: list[bytes]) -> None:
+    """Load each model file as the actors will: a bad file, or a chain that cannot work, is
+    a one-line error here, before any Ray work."""
+    from stylekit.files.modelio import load_model_bytes
+
+    loaded = load_model_bytes(models[0], name=config.model)
+    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
+        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
+    if config.then:
+        then = load_model_bytes(models[1], name=config.then)
+        if output_scale(then.model) == 1:
+            raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
+
+
+def _stylize(
+    config: BulkConfig,
+    layout: RunLayout,
+    plan: Plan,
+    digest: str,
+    models: list[bytes],
+    manifest: ManifestWriter,
+    run_metrics: RunMetrics,
+) -> None:
+    """The Ray part: photos through the actor pool, then videos."""
+    run_metrics.flush()  # the listing's rows, counted before Ray was up
+    actors = plan_actors(config, ray.cluster_resources())
+    log.info("stylizing with %s", actors.describe())
+    # The actors get the very bytes checked here, through the object store: the same
+    # model everywhere, and a local model file works on a multi-node cluster too.
+    refs = [ray.put(m) for m in models]
+    if plan.todo > plan.videos:
+        dataset = build_dataset(config, layout, plan, actors, digest, refs)
+        _consume(dataset, manifest, plan, config.progress_every, run_metrics)
+    if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
+        videos = build_video_dataset(config, layout, plan, actors, digest, refs)
+        consume_videos(videos, manifest, plan.videos)
 
 
 # --- the driver's side ------------------------------------------------------------------------
