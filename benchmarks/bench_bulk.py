@@ -103,7 +103,6 @@ def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) ->
     try:
         from stylekit import ray_env
         from stylekit.bulk import driver as bulk
-        from stylekit.bulk import stages
         from stylekit.bulk.config import BulkConfig
     except ImportError as e:
         print(f"(stylekit.bulk.driver not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
@@ -120,10 +119,8 @@ def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) ->
         kwargs["format"] = args.format
     config = BulkConfig(**kwargs)  # type: ignore[arg-type]
     log_dir = tempfile.mkdtemp(prefix="bench-bulk-actors-")
-    # build_dataset looks the actor class up in stages' namespace: the timed one goes there
-    stages.StylizeActor = timed_actor_class(stages.StylizeActor, log_dir)  # type: ignore[misc]
     t0 = time.perf_counter()
-    summary = bulk.run_bulk(config)
+    summary = bulk.run_bulk(config, bulk.Probes(actor=timed_actor_class(bulk.StylizeActor, log_dir)))
     wall = time.perf_counter() - t0
     ray_env.shutdown_ray()
     shares = wait_shares(log_dir)

@@ -32,7 +32,7 @@ reference in percent (target: within 5%).
     python benchmarks/bench_quality.py --quick --model m.safetensors --parity   # smoke test
 
 Part 2 needs Ray (it starts a local Ray unless RAY_ADDRESS names a cluster); Part 1 only
-torch, torchvision, numpy, pillow, safetensors and pyarrow (stylekit.files.modelio).
+torch, torchvision, numpy, pillow, safetensors and pyarrow (stylekit.nn.modelio).
 """
 
 from __future__ import annotations
@@ -234,8 +234,8 @@ def side_by_side(panels: Sequence[tuple[str, np.ndarray]], path: Path) -> None:
 
 
 def part1(args: argparse.Namespace, device: torch.device) -> None:
-    from stylekit.files.modelio import load_model
     from stylekit.infer.inference import InferenceOptions, Stylizer
+    from stylekit.nn.modelio import load_model
 
     loaded = load_model(args.model)
     meta = loaded.metadata
@@ -502,7 +502,7 @@ def read_event_scalars(folder: Path, tag: str) -> dict[int, float]:
 def stylekit_training(
     args: argparse.Namespace, workers: int, batch: int, use_gpu: bool | None, output: str, note: str
 ) -> Run:
-    from stylekit.files.modelio import load_model
+    from stylekit.nn.modelio import load_model
     from stylekit.train.config import TrainConfig
     from stylekit.train.job import run_training
 

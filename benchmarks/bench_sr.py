@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import header, table  # noqa: E402
 
-from stylekit.files.modelio import load_model  # noqa: E402
 from stylekit.infer import srmetrics  # noqa: E402
 from stylekit.infer.degrade import imresize, modcrop  # noqa: E402
 from stylekit.infer.inference import InferenceOptions, Stylizer  # noqa: E402
+from stylekit.nn.modelio import load_model  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sr"
 # The literature's bicubic figures (PSNR, SSIM), MATLAB protocol (e.g. LapSRN, EDSR tables).

@@ -20,11 +20,13 @@ untrained (seeded) model. Reported per run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,21 +81,20 @@ def run_one(count: int, side: int, model: str, batch: int, work: Path) -> dict[s
     inputs, outputs = work / f"in{count}", work / f"out{count}"
     make_inputs(inputs, count, side)
     stamps: dict[str, float] = {}
-    consume = driver._consume
 
-    def timed_consume(*args: object, **kwargs: object) -> None:
+    @contextlib.contextmanager
+    def timed_photos() -> Iterator[None]:
         stamps["start"] = time.time()
         with StorePeak() as peak:
-            consume(*args, **kwargs)  # type: ignore[arg-type]
+            yield
         stamps["end"], stamps["peak"] = time.time(), peak.peak
 
-    driver._consume = timed_consume
     try:
         summary = driver.run_bulk(
-            BulkConfig(model=model, input=str(inputs), output=str(outputs), batch_size=batch)
+            BulkConfig(model=model, input=str(inputs), output=str(outputs), batch_size=batch),
+            driver.Probes(around_photos=timed_photos),
         )
     finally:
-        driver._consume = consume
         ray.shutdown()
     assert summary.ok == count, summary
     mtimes = sorted(
@@ -123,9 +124,9 @@ def main() -> int:
     import ray
     import torch
 
-    from stylekit.files.modelio import save_model
     from stylekit.logs import setup_logging
     from stylekit.nn.model import TransformerNet
+    from stylekit.nn.modelio import save_model
 
     setup_logging()
     rows = []

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_originals import STYLES, Yardstick, grain, load_rgb  # noqa: E402
 
-from stylekit.files.modelio import load_model  # noqa: E402
 from stylekit.infer import controls  # noqa: E402
 from stylekit.infer.inference import InferenceOptions, Stylizer  # noqa: E402
+from stylekit.nn.modelio import load_model  # noqa: E402
 
 PHOTOS = [
     REPO.parent / "shared" / "data" / "content" / "tubingen.jpg",

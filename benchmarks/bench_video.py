@@ -36,8 +36,8 @@ import common
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stylekit.files.modelio import load_model
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 from stylekit.video import deps
 from stylekit.video.flicker import FlickerMeter
 from stylekit.video.flow import FlowEstimator, warp

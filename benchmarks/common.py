@@ -276,7 +276,7 @@ def calibrated_model(seed: int = 0) -> TransformerNet:
 
 def load_model(path: str | None, seed: int = 0) -> tuple[TransformerNet, str]:
     """A stylekit .safetensors or a reference .pth state dict, else `calibrated_model`.
-    Only torch and safetensors: no stylekit.files.modelio (it needs pyarrow for URIs)."""
+    Only torch and safetensors: no stylekit.nn.modelio (it needs pyarrow for URIs)."""
     if not path:
         return calibrated_model(seed), f"calibrated random TransformerNet (seed {seed})"
     if path.endswith(".safetensors"):

@@ -744,7 +744,7 @@ def child_train_style(args: argparse.Namespace) -> int:
     import torch
 
     from stylekit.files import images
-    from stylekit.files.modelio import save_model
+    from stylekit.nn.modelio import save_model
     from stylekit.train import training
     from stylekit.train.config import TrainConfig
     from stylekit.train.metadata import model_metadata
@@ -928,7 +928,7 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
     emit(kind="ray", step="start", status="ok", version=ray.__version__, cpus=res.get("CPU", 0),
          gpus=res.get("GPU", 0), seconds=round(time.time() - t0, 1))  # fmt: skip
 
-    from stylekit.files.modelio import load_model
+    from stylekit.nn.modelio import load_model
     from stylekit.train import job
     from stylekit.train.config import TrainConfig
 

@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stylekit.files.modelio import load_model  # noqa: E402
 from stylekit.infer.inference import InferenceOptions, Stylizer  # noqa: E402
+from stylekit.nn.modelio import load_model  # noqa: E402
 
 SETTINGS = [
     ("photo", None),

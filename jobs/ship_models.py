@@ -3,7 +3,7 @@
 Each style is trained with `jobs/train.py` (its own run, its own local Ray or the cluster this
 is submitted to) at the schedule given by the flags; an interrupted run resumes when this is run
 again. Finished models are copied into `stylekit/models/` under the style's name and
-`stylekit/models/index.json` is rewritten with their sha256 (`stylekit.files.zoo`).
+`stylekit/models/index.json` is rewritten with their sha256 (`stylekit.nn.zoo`).
 
 Super-resolution models (`--sr-models sr_x4_pixel,sr_x4`) are trained the same way with
 `--task sr` (factor and loss from the name) into OUTPUT/NAME; when installed, their Set5 and
@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO))  # this checkout's stylekit first
 
 import torch  # noqa: E402
 
-from stylekit.files import zoo  # noqa: E402
-from stylekit.files.modelio import load_model, save_model  # noqa: E402
+from stylekit.nn import zoo  # noqa: E402
+from stylekit.nn.modelio import load_model, save_model  # noqa: E402
 
 STYLES = {
     "starry_night": "Vincent van Gogh, The Starry Night (1889)",

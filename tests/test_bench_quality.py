@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import PYTHON, REPO
-from stylekit.files.modelio import save_model
 from stylekit.nn.model import TransformerNet
+from stylekit.nn.modelio import save_model
 
 STYLE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
 CONTENT = REPO / "stylekit" / "examples" / "content"

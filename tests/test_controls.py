@@ -14,10 +14,10 @@ from torch import nn
 
 from conftest import PYTHON, REPO
 from stylekit.errors import ConfigError
-from stylekit.files.modelio import save_model
 from stylekit.infer import controls
 from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.nn.model import MIN_SIDE, TransformerNet
+from stylekit.nn.modelio import save_model
 
 H, W = 36, 52
 
@@ -208,7 +208,7 @@ def test_cli_flags_give_the_stylizers_pixels(
     result = run_cli("stylize", "--model", str(calibrated_file), "--output", str(out), *flags, str(src))
     assert result.returncode == 0, result.stderr
     got = np.asarray(Image.open(out))
-    from stylekit.files.modelio import load_model
+    from stylekit.nn.modelio import load_model
 
     loaded = load_model(str(calibrated_file)).model
     expected = stylize(loaded, photo, strength=0.6, preserve_color=True, style_scale=2.0)

@@ -188,8 +188,8 @@ def test_build_context_holds_what_copy_needs_and_no_caches(commands: list[Any]) 
     for src in sources:
         assert (REPO / src).exists(), src
         assert _included(src.rstrip("/"), patterns), f"{src} is excluded by {IGNORE.name}"
-    assert _included("stylekit/files/zoo.py", patterns)
-    assert not _included("stylekit/files/__pycache__/zoo.cpython-311.pyc", patterns)
+    assert _included("stylekit/nn/zoo.py", patterns)
+    assert not _included("stylekit/nn/__pycache__/zoo.cpython-311.pyc", patterns)
     assert not _included("tests/test_docker.py", patterns)
     assert not _included(".git/config", patterns)
 
@@ -254,7 +254,7 @@ def test_builder_commands_split_the_wheel_into_layers(commands: list[Any], tmp_p
     shutil.copytree(build / "data", merged)
     shutil.copytree(site, merged, dirs_exist_ok=True)
     check = (
-        "import stylekit, sys; from stylekit.files import zoo; from stylekit.files.modelio import load_model; "
+        "import stylekit, sys; from stylekit.nn import zoo; from stylekit.nn.modelio import load_model; "
         "from stylekit.nn.vgg import builtin_caffe_path; "
         f"assert stylekit.__file__.startswith({str(merged)!r}), stylekit.__file__; "
         "[load_model(n) for n in zoo.names()]; open(builtin_caffe_path(), 'rb').close()"

@@ -16,9 +16,9 @@ from test_controls import calibrated_model, smooth_photo
 
 from conftest import PYTHON, REPO
 from stylekit.errors import StylekitError
-from stylekit.files.modelio import load_model, save_model
 from stylekit.infer import export
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model, save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 

@@ -301,7 +301,7 @@ def test_head_is_invisible_to_a_plain_ray_init(ray_head: Head) -> None:
 
 
 def test_job_submit_trains_a_model(ray_head: Head, tiny_data: Path, tmp_path: Path) -> None:
-    from stylekit.files.modelio import load_model
+    from stylekit.nn.modelio import load_model
 
     output = tmp_path / "runs"
     submission = f"stylekit-test-{secrets.token_hex(4)}"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from stylekit.errors import StylekitError
-from stylekit.files.modelio import load_model, model_bytes, save_model
 from stylekit.nn.model import TransformerNet
+from stylekit.nn.modelio import load_model, model_bytes, save_model
 
 
 def seeded_model() -> TransformerNet:

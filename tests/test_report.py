@@ -1,4 +1,4 @@
-"""The morning report (stylekit/report/): its content from a manifest made here (no Ray), the
+"""The morning report (stylekit/bulk/report/): its content from a manifest made here (no Ray), the
 `python -m stylekit report` command on a local folder and over S3, the bulk job's one-warning
 failure mode, and the page in a real headless Chromium (screenshot, images loaded)."""
 
@@ -22,8 +22,8 @@ from PIL import Image
 from conftest import make_bucket, upload_dir
 from stylekit.bulk.layout import RunLayout
 from stylekit.bulk.manifest import ManifestWriter, manifest_table
+from stylekit.bulk.report import build, runs, thumbs
 from stylekit.files.storage import StorageOptions
-from stylekit.report import build, runs, thumbs
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.timezone.utc)
@@ -197,7 +197,7 @@ def test_the_manifest_stays_a_parquet_dataset(two_nights: Path) -> None:
 
 
 def test_a_report_failure_is_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="stylekit.report.build")
+    caplog.set_level(logging.INFO, logger="stylekit.bulk.report.build")
     assert (
         build.write_report_quietly(str(tmp_path / "nothing"), "20261201T000000Z-000000", StorageOptions())
         is None

@@ -12,10 +12,10 @@ from PIL import Image
 
 from conftest import PYTHON, REPO
 from stylekit.files import images
-from stylekit.files.modelio import load_model, save_model
 from stylekit.infer import sheet
 from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.nn.model import TransformerNet
+from stylekit.nn.modelio import load_model, save_model
 
 CELL = 32
 GAP = sheet.GAP

@@ -14,9 +14,9 @@ from PIL import Image
 
 from conftest import PYTHON, REPO
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files.modelio import load_model, load_model_bytes, model_bytes, save_model
 from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.nn.model import TransformerNet, count_parameters
+from stylekit.nn.modelio import load_model, load_model_bytes, model_bytes, save_model
 from stylekit.nn.sr import SRNet, output_scale
 
 

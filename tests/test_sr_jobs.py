@@ -17,7 +17,7 @@ from test_train_job import job_env
 
 from conftest import PYTHON, REPO
 from stylekit.errors import ConfigError
-from stylekit.files.modelio import load_model
+from stylekit.nn.modelio import load_model
 from stylekit.nn.sr import SRNet
 from stylekit.train.config import TrainConfig
 

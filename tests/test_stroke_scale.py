@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stylekit.files.modelio import load_model, paint_side_of
 from stylekit.infer import controls
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model, paint_side_of
 
 
 def test_pyramid_sides_are_octaves_down_to_the_paint_side() -> None:

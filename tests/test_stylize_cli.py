@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import PYTHON, REPO
-from stylekit.files.modelio import load_model
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,10 @@ import torch
 
 from stylekit.errors import ConfigError
 from stylekit.files import images
-from stylekit.files.modelio import load_model
 from stylekit.infer import memory, tiles
 from stylekit.infer.fastpath import FastTransformer
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, FlakyProxy, free_port, make_bucket, upload_dir
-from stylekit.files.modelio import load_model
+from stylekit.nn.modelio import load_model
 
 pytestmark = pytest.mark.ray
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files.modelio import load_model, save_model
 from stylekit.nn.model import TransformerNet
+from stylekit.nn.modelio import load_model, save_model
 from stylekit.train import training
 from stylekit.train.config import TrainConfig
 from stylekit.train.job import preflight

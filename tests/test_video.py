@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, make_bucket
 from stylekit.errors import StylekitError
-from stylekit.files.modelio import load_model
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")

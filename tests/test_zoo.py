@@ -11,9 +11,9 @@ import pytest
 
 from conftest import PYTHON, REPO
 from stylekit.errors import StylekitError
-from stylekit.files import zoo
-from stylekit.files.modelio import load_model
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn import zoo
+from stylekit.nn.modelio import load_model
 
 SHIPPED = zoo.names()
 STYLE_FIELDS = ("style", "steps", "image_size", "training_data", "vgg_weights", "loss_network",

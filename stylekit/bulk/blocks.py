@@ -66,8 +66,15 @@ class StageClock:
 class BlockRunner:
     """Runs blocks with `threads` reader and `threads` writer threads, kept for the actor's life."""
 
-    def __init__(self, context: BlockContext, stylize: StylizeFn, threads: int = 2):
+    def __init__(
+        self,
+        context: BlockContext,
+        stylize: StylizeFn,
+        threads: int = 2,
+        tick: Callable[[str, int], None] | None = None,
+    ):
         self.context, self.stylize, self.threads = context, stylize, max(1, threads)
+        self.tick = tick or (lambda stage, rows: None)  # the stall watchdog's clock (bulk/watch.py)
         self.readers = ThreadPoolExecutor(self.threads, "stylekit-read")
         self.writers = ThreadPoolExecutor(self.threads, "stylekit-write")
         self.clock = StageClock()
@@ -119,6 +126,7 @@ class BlockRunner:
         decoding: collections.deque[tuple[int, Future[np.ndarray]]] = collections.deque()
         writing: collections.deque[Future[None]] = collections.deque()
         following = iter(range(n))
+        settled = 0  # inputs read (or failed) since the last tick
         for i in following:  # prime the read-ahead
             decoding.append((i, self.readers.submit(decode, i)))
             if len(decoding) >= self.ahead:
@@ -130,16 +138,20 @@ class BlockRunner:
                 nxt = next(following, None)
                 if nxt is not None:
                     decoding.append((nxt, self.readers.submit(decode, nxt)))
+                settled += 1
                 try:
                     chunk.append((i, future.result()))
                 except Exception as e:
                     error[i] = describe(e)
+            self.tick("decode", settled)
+            settled = 0
             if not chunk:
                 continue
             t0, c0 = time.perf_counter(), time.thread_time()
             results = self.stylize([pixels for _, pixels in chunk])
             clock.stylize += time.thread_time() - c0
             share = (time.perf_counter() - t0) / len(chunk)
+            self.tick("stylize", len(chunk))
             for (i, _), result in zip(chunk, results, strict=True):
                 seconds[i] += share
                 if isinstance(result, Exception):
@@ -150,6 +162,7 @@ class BlockRunner:
                 writing.append(self.writers.submit(write, i, result))
         for future in writing:
             future.result()
+        self.tick("write", n)
         c0 = time.thread_time()
         columns = {
             "key": names,

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from stylekit.bulk.layout import FORMATS, root_of
 from stylekit.errors import ConfigError
-from stylekit.files import images, storage, zoo
+from stylekit.files import images, storage
 from stylekit.infer import memory
+from stylekit.nn import zoo
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
     from stylekit.infer.inference import InferenceOptions
@@ -128,6 +129,21 @@ class BulkConfig:
             "stuck read) the input fails and its batch goes on"
         ),
     )
+    wait_for_nodes: float = field(
+        default=600.0,
+        metadata=_help(
+            "seconds to wait for an autoscaling cluster to add a node the actors fit on (a 0-CPU "
+            "head whose workers are not up yet) before giving up with one line; 0: do not wait"
+        ),
+    )
+    stall_timeout: float = field(
+        default=1800.0,
+        metadata=_help(
+            "seconds with no input settling (ok or failed) before the job ends with one line "
+            "naming the stage that stopped; what settled is in the manifest and a rerun does the "
+            "rest (generous: a 100 MP photo or a long 4K video settles well within it); 0: never"
+        ),
+    )
     then: str = field(
         default="",
         metadata=_help(
@@ -172,6 +188,12 @@ class BulkConfig:
             raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
         if not self.decode_timeout > 0:
             raise ConfigError(f"--decode-timeout must be > 0 seconds (got {self.decode_timeout})")
+        if self.wait_for_nodes < 0:
+            raise ConfigError(f"--wait-for-nodes must be >= 0 seconds (got {self.wait_for_nodes})")
+        if self.stall_timeout < 0:
+            raise ConfigError(
+                f"--stall-timeout must be >= 0 seconds, 0 to disable (got {self.stall_timeout})"
+            )
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if not 0 <= self.stabilize <= 1:

@@ -12,26 +12,31 @@ Design, in the order data flows:
    of every done input through the pipeline. Ray is started (or joined) only if there is
    work. The listing completes before stylizing starts: a wait of a minute or two per million
    S3 keys, traded for a plain, restartable plan.
-2. The key shards, one read task and one block each (`read_keys`), cut into blocks of
-   --batch-size rows so that decoding spreads over the cluster's CPUs.
-3. Read + decode in CPU tasks (`decode_batch`): EXIF orientation, modes, 16-bit, --max-side and
-   --max-pixels through `images.decode`. A bad image becomes a row with status failed.
-4. Stylize in an actor pool (`StylizeActor`): each actor loads the model once (the bytes the
-   driver checked, through the object store) and runs the same `inference.Stylizer` as
-   `python -m stylekit stylize`, so pixels are the CLI's. Actors get
-   GPUs when the cluster has any, else a share of CPUs that leaves some to the codec tasks.
-   The decode tasks are kept out of the actor (Ray would otherwise fuse them into it), and Ray
-   queues several batches per actor, so the model does not wait for codec work.
+2. The key shards, one read task and one block each (`read_keys`), cut into blocks.
+3. On CPU-only nodes (stylekit/bulk/blocks.py): blocks of up to 256 inputs go to the
+   stylizing actors (`StylizeActor`), each of which reads and decodes a block's inputs in its
+   own threads, stylizes them with its share of the node's CPUs as torch threads, then encodes
+   and writes each result atomically in its own threads, and returns the block's manifest rows:
+   `python -m stylekit stylize`'s overlap of codecs and network, with one Ray call per block.
+   The actors load the model once (the bytes the driver checked, through the object store) and
+   run the same `inference.Stylizer` as `python -m stylekit stylize`, so pixels are the CLI's.
+4. With GPUs: blocks of --batch-size rows; read + decode in CPU tasks (`decode_batch`), stylize
+   in GPU actors, encode + atomic write in tasks (`write_batch`), so the GPU never waits for
+   codec work; the decode tasks are kept out of the actor (Ray would otherwise fuse them).
+   Decoding in either path: EXIF orientation, modes, 16-bit, --max-side and --max-pixels
+   through `images.decode`; a bad image becomes a row with status failed, and one that takes
+   longer than --decode-timeout fails alone.
    With --then SR_MODEL each actor also holds a super-resolution model and upscales every
    result in the same pass (stylize at a low resolution, then super-resolve: a 4K result for a
    fraction of the style network's cost at 4K); the run's digest covers both models.
-5. Encode + atomic write in tasks (`write_batch`), returning manifest rows.
-6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
+5. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
+   The models are checked on the driver in a helper thread while the listing runs and Ray
+   starts (a bad model is one line, before any output).
 
-Each stage runs at most a few batches ahead of the next (stylekit/bulk/backpressure.py), so
+Each stage runs at most a few blocks ahead of the next (stylekit/bulk/backpressure.py), so
 the first outputs are written within seconds of the actors' start and the object store holds
-a bounded number of decoded batches, whatever the number of inputs.
+a bounded number of blocks, whatever the number of inputs.
 
 Videos under IN take their own path after the photos: one video per actor call, decoded,
 stylized and encoded inside the actor (stylekit/bulk/video.py).
@@ -41,11 +46,14 @@ Incremental reruns, interrupted runs and the manifest's format are described in 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -57,16 +65,18 @@ from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings,
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
+from stylekit.bulk.report.build import write_report_quietly
 from stylekit.bulk.sizing import plan_actors
-from stylekit.bulk.stages import build_dataset
+from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
+from stylekit.bulk.watch import start_clock, watched
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import storage, zoo
+from stylekit.files import storage
 from stylekit.logs import format_duration
+from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
-from stylekit.ray_env import init_ray
+from stylekit.ray_env import init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
-from stylekit.report.build import write_report_quietly
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +100,20 @@ class Summary:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
-def run_bulk(config: BulkConfig) -> Summary:
+@dataclass(frozen=True)
+class Probes:
+    """Where a benchmark measures a run without patching the driver: `actor`, the photo stage's
+    class (a subclass of `StylizeActor` that times its model calls: bench_bulk.py), and
+    `around_photos`, a context manager entered while the photo pipeline's rows stream in
+    (bench_streaming.py: first output, object-store peak)."""
+
+    actor: type[StylizeActor] = StylizeActor
+    around_photos: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+
+
+def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     """Stylize every image under config.input that is not done yet; returns the summary."""
-    from stylekit.files.modelio import file_digest
+    from stylekit.nn.modelio import file_digest
 
     started = time.time()
     options = config.storage_options.resolved()
@@ -142,7 +163,7 @@ def run_bulk(config: BulkConfig) -> Summary:
             if first_run:
                 record_output_settings(config, layout, digest, options)
             if plan.todo:
-                _stylize(config, layout, plan, digest, models, manifest, run_metrics)
+                _stylize(config, layout, plan, digest, models, manifest, run_metrics, probes)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
@@ -154,7 +175,7 @@ def run_bulk(config: BulkConfig) -> Summary:
 def _check_models(config: BulkConfig, models: list[bytes]) -> None:
     """Load each model file as the actors will: a bad file, or a chain that cannot work, is
     a one-line error here, before any Ray work."""
-    from stylekit.files.modelio import load_model_bytes
+    from stylekit.nn.modelio import load_model_bytes
 
     loaded = load_model_bytes(models[0], name=config.model)
     if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
@@ -173,32 +194,43 @@ def _stylize(
     models: list[bytes],
     manifest: ManifestWriter,
     run_metrics: RunMetrics,
+    probes: Probes,
 ) -> None:
     """The Ray part: photos through the actor pool, then videos."""
     run_metrics.flush()  # the listing's rows, counted before Ray was up
-    actors = plan_actors(config, ray.cluster_resources())
+    actors = plan_on_nodes(lambda nodes: plan_actors(config, nodes), config.wait_for_nodes)
     log.info("stylizing with %s", actors.describe())
     # The actors get the very bytes checked here, through the object store: the same
     # model everywhere, and a local model file works on a multi-node cluster too.
     refs = [ray.put(m) for m in models]
+    clock = start_clock()  # the stall watchdog's (bulk/watch.py)
     if plan.todo > plan.videos:
-        dataset = build_dataset(config, layout, plan, actors, digest, refs)
-        _consume(dataset, manifest, plan, config.progress_every, run_metrics)
+        dataset = build_dataset(config, layout, plan, actors, digest, refs, actor=probes.actor, clock=clock)
+        with probes.around_photos():
+            _consume(dataset, manifest, plan, config, clock, run_metrics)
     if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-        videos = build_video_dataset(config, layout, plan, actors, digest, refs)
-        consume_videos(videos, manifest, plan.videos)
+        videos = build_video_dataset(config, layout, plan, actors, digest, refs, clock)
+        consume_videos(videos, manifest, plan.videos, config.stall_timeout, clock)
 
 
 # --- the driver's side ------------------------------------------------------------------------
 
 
 def _consume(
-    dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float, run_metrics: RunMetrics
+    dataset: ray.data.Dataset,
+    manifest: ManifestWriter,
+    plan: Plan,
+    config: BulkConfig,
+    clock: object,
+    run_metrics: RunMetrics | None = None,
 ) -> None:
-    """Stream the manifest rows to storage and log progress as they come."""
-    progress = _Progress(plan.todo - plan.videos, every, run_metrics)
+    """Stream the manifest rows to storage and log progress as they come; a pipeline that
+    stops moving for --stall-timeout ends the job with one line (bulk/watch.py)."""
+    progress = _Progress(plan.todo - plan.videos, config.progress_every, run_metrics)
+    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    settled = lambda: sum(manifest.counts.values())  # noqa: E731
     try:
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for table in watched(batches, config.stall_timeout, clock, settled):
             manifest.add(table)
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:

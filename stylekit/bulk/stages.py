@@ -14,7 +14,7 @@ import io
 import os
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Before torch loads its OpenMP runtime in an actor's process (this module is imported first
 # there, to unpickle the actor class): OpenMP workers that spin after each parallel region take
@@ -34,6 +34,7 @@ from stylekit.bulk.manifest import FAILED, OK, manifest_table
 from stylekit.bulk.planner import KEYS_SCHEMA, Plan
 from stylekit.bulk.sizing import ActorPlan
 from stylekit.bulk.timeouts import DecodeTimeout, run_within  # noqa: F401 (DecodeTimeout: its home before)
+from stylekit.bulk.watch import tick
 from stylekit.files import images, storage
 from stylekit.logs import setup_logging
 from stylekit.redact import describe, redact
@@ -52,9 +53,13 @@ def build_dataset(
     actors: ActorPlan,
     digest: str,
     models: list[ray.ObjectRef],
+    actor: type[StylizeActor] | None = None,
+    clock: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
-    `models` hold the model file's bytes (and the --then model's)."""
+    `models` hold the model file's bytes (and the --then model's); `actor` is the stylize
+    stage's class (`StylizeActor`, or a subclass a benchmark times); each stage ticks `clock`
+    (bulk/watch.py's StageClock) with the rows it finished."""
     options = config.storage_options.resolved()
     # One block per key shard, read by a task of its own (read_parquet would merge small shards
     # into one block), then cut into batches, so the decode work of a shard spreads over many
@@ -77,6 +82,7 @@ def build_dataset(
         "threads": None if actors.num_gpus else actors.threads,
         "cpus": actors.num_cpus,
         "output": redact(layout.output_root),
+        "clock": clock,
     }
     compute = ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size)
     if actors.codecs_inside:
@@ -92,12 +98,13 @@ def build_dataset(
             batch_size=config.batch_size,
         )
         ds = ds.map_batches(
-            StylizeActor,
+            actor or StylizeActor,
             fn_constructor_kwargs={**actor_args, "block": block},
             compute=compute,
             batch_size=rows,
             batch_format="pyarrow",
             num_cpus=actors.num_cpus,
+            **actors.ray_args,
         )
         bound_backlogs(ds.context)
         return ds
@@ -109,24 +116,26 @@ def build_dataset(
             "options": options,
             "decode": config.decode_options,
             "timeout": config.decode_timeout,
+            "clock": clock,
         },
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=actors.task_cpus,
-        memory=decode_memory(config, ray.cluster_resources()),
+        memory=decode_memory(config, actors.node_memory),
     )
     # Decode blocks are already model batches (the repartition above; decoding keeps every
     # row). Decoding stays out of the actors, where it would run between model calls, because
     # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
     # when they are equal.
     ds = ds.map_batches(
-        StylizeActor,
+        actor or StylizeActor,
         fn_constructor_kwargs=actor_args,
         compute=compute,
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
+        **actors.ray_args,
     )
     ds = ds.map_batches(
         write_batch,
@@ -135,6 +144,7 @@ def build_dataset(
             "options": options,
             "quality": config.quality,
             "digest": digest,
+            "clock": clock,
         },
         batch_size=config.batch_size,
         batch_format="numpy",
@@ -171,12 +181,13 @@ def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
     )
 
 
-def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
+def decode_memory(config: BulkConfig, node_memory: float) -> int:
     """Bytes a decode task reserves: a batch of images at --max-pixels as uint8 RGB, all held
     until the batch is returned, so Ray packs no more decode tasks onto a node than fit.
-    At most half the cluster's memory, so one task can always be scheduled."""
+    At most half the largest node's memory (`node_memory`, 0 if unknown), so one task can
+    always be placed on one node."""
     most = int(config.max_pixels * 3 * config.batch_size)
-    return min(most, int(resources.get("memory", most * 2) / 2))
+    return min(most, int(node_memory / 2)) if node_memory > 0 else most
 
 
 def decode_batch(
@@ -185,6 +196,7 @@ def decode_batch(
     options: storage.StorageOptions,
     decode: images.DecodeOptions,
     timeout: float = 120.0,
+    clock: Any = None,
 ) -> dict[str, np.ndarray]:
     """Read and decode each input; a failure, or an input taking over `timeout` seconds, is
     recorded on its row, never raised."""
@@ -203,6 +215,7 @@ def decode_batch(
             pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
         seconds[i] = time.perf_counter() - t0
     sizes = [p.shape[:2] for p in pixels]
+    tick(clock, "decode", n)
     return {
         "key": batch["key"],
         "output_key": batch["output_key"],
@@ -238,14 +251,15 @@ class StylizeActor:
         threads: int | None,
         cpus: float = 1.0,
         output: str = "",
+        clock: Any = None,
         block: BlockContext | None = None,
     ):
         import torch
 
         from stylekit.bulk.metrics import ActorMetrics
-        from stylekit.files.modelio import load_model_bytes
         from stylekit.infer import memory
         from stylekit.infer.inference import Stylizer
+        from stylekit.nn.modelio import load_model_bytes
 
         setup_logging()
         if threads:
@@ -262,13 +276,21 @@ class StylizeActor:
         plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
         self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
         self.metrics = ActorMetrics(output)  # the stage's busy share, on Ray's metrics endpoint
+        self.clock = clock
         # Codec threads: at least two, so a read or write waiting on storage hides behind another.
-        self.blocks = BlockRunner(block, self._timed_stylize, threads=max(2, threads or 1)) if block else None
+        self.blocks = (
+            BlockRunner(block, self._timed_stylize, threads=max(2, threads or 1), tick=self._tick)
+            if block
+            else None
+        )
 
     def __call__(self, batch: dict[str, np.ndarray] | pa.Table) -> dict[str, np.ndarray] | pa.Table:
         if self.blocks is not None:
             return self.blocks(batch)  # type: ignore[arg-type]
         return self._stylize_rows(batch)  # type: ignore[arg-type]
+
+    def _tick(self, stage: str, rows: int) -> None:
+        tick(self.clock, stage, rows)
 
     def _timed_stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
         t0 = time.perf_counter()
@@ -294,6 +316,7 @@ class StylizeActor:
                 status[i], error[i] = FAILED, f"stylizing failed: {describe(result)}"
             else:
                 pixels[i], status[i] = result, STYLIZED
+        tick(self.clock, "stylize", n)
         return {**batch, "status": status, "error": error, "seconds": seconds, "pixels": pixels}
 
     def _stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
@@ -320,6 +343,7 @@ def write_batch(
     options: storage.StorageOptions,
     quality: int,
     digest: str,
+    clock: Any = None,
 ) -> pa.Table:
     """Encode and atomically write each stylized row; returns the rows as manifest rows."""
     n = len(batch["key"])
@@ -338,6 +362,7 @@ def write_batch(
             status[i], error[i] = FAILED, f"writing failed: {describe(e)}"
         seconds[i] += time.perf_counter() - t0
     ok = [s == OK for s in status]
+    tick(clock, "write", n)
     columns = {
         "key": [str(k) for k in batch["key"]],
         "output_key": [str(k) for k in batch["output_key"]],

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import storage
-from stylekit.files.modelio import load_model
 from stylekit.infer import export
+from stylekit.nn.modelio import load_model
 
 log = logging.getLogger("stylekit.export")
 

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylekit.report.build import build_report
+    from stylekit.bulk.report.build import build_report
 
     config = config_from_args(ReportConfig, args)
     location = build_report(

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
-from stylekit.files.modelio import load_model
 from stylekit.infer import sheet
 from stylekit.infer.inference import InferenceOptions
+from stylekit.nn.modelio import load_model
 
 log = logging.getLogger("stylekit.sheet")
 

@@ -15,9 +15,9 @@ import numpy as np
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
-from stylekit.files.modelio import load_model
 from stylekit.infer import memory
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 
 log = logging.getLogger("stylekit.stylize")
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import storage
-from stylekit.files.modelio import load_model
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 from stylekit.video import deps
 from stylekit.video.transcode import VideoOptions, stylize_video
 

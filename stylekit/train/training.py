@@ -8,6 +8,7 @@ train/metadata.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -53,13 +54,15 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
+    # [first step, workers] for each worker-group size the run has had (elastic runs vary).
+    worker_counts: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 def new_state(config: TrainConfig, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)
     model: TransformerNet | SRNet = SRNet(config.factor) if config.task == "sr" else TransformerNet()
     if config.init_from:
-        from stylekit.files.modelio import load_model
+        from stylekit.nn.modelio import load_model
 
         start = load_model(config.init_from, config.storage_options).model
         if type(start) is not type(model) or getattr(start, "scale", 1) != getattr(model, "scale", 1):

@@ -25,7 +25,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from stylekit.errors import StylekitError, first_line
-from stylekit.files import storage, zoo
+from stylekit.files import storage
+from stylekit.nn import zoo
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.sr import FACTORS, SRNet
 

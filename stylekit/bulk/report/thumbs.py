@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from stylekit.bulk.report.runs import Sample
 from stylekit.files import storage
 from stylekit.redact import describe, redact
-from stylekit.report.runs import Sample
 
 log = logging.getLogger(__name__)
 

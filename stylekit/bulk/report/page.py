@@ -7,10 +7,10 @@ import datetime as dt
 import html
 
 from stylekit import __version__
+from stylekit.bulk.report.charts import throughput_svg
+from stylekit.bulk.report.runs import STATUSES, RunSummary
+from stylekit.bulk.report.thumbs import Pair
 from stylekit.redact import redact
-from stylekit.report.charts import throughput_svg
-from stylekit.report.runs import STATUSES, RunSummary
-from stylekit.report.thumbs import Pair
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}

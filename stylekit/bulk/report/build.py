@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from stylekit.bulk.report import page, runs, thumbs
 from stylekit.errors import StylekitError
 from stylekit.files import storage
 from stylekit.redact import describe, redact
-from stylekit.report import page, runs, thumbs
 
 log = logging.getLogger(__name__)
 
