@@ -159,10 +159,11 @@ def build_dataset(
 
 
 # Inputs per block on CPU actors: many, so Ray's cost per block (a task, its object-store
-# round trips, a manifest table) spreads over them; few enough that every actor gets several
-# blocks (MIN_BLOCKS_PER_ACTOR), so a small night still spreads over the pool.
+# round trips, a manifest table) spreads over them; few enough that every actor gets many
+# blocks (MIN_BLOCKS_PER_ACTOR), so a small night still spreads over the pool and its manifest
+# rows (progress, what a stalled or killed run has settled) come in often.
 MAX_BLOCK_ROWS = 256
-MIN_BLOCKS_PER_ACTOR = 4
+MIN_BLOCKS_PER_ACTOR = 16
 
 
 def block_rows(config: BulkConfig, plan: Plan, actors: ActorPlan) -> int:
