@@ -82,7 +82,7 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     from stylekit.bulk.sizing import plan_actors
     from stylekit.bulk.stages import MAX_BLOCK_ROWS
     from stylekit.files import images, storage
-    from stylekit.files.modelio import load_model
+    from stylekit.nn.modelio import load_model
     from stylekit.infer.inference import Stylizer
 
     src = files[0].parent
@@ -165,6 +165,38 @@ def codec_ceiling(count: int, width: int, height: int, quality: int) -> dict[str
     return {"decode": (t1 - t0) / count, "encode": (t2 - t1) / count, "mp": width * height / 1e6}
 
 
+def print_codec_ceiling(args: argparse.Namespace, pipeline: float | None) -> None:
+    """The codec table: decode + encode CPU per JPEG, images/s per CPU, CPUs for the target."""
+    import common
+
+    w, h = common.parse_sizes(args.codec_size)[0]
+    codec = codec_ceiling(args.codec_count, w, h, 95)
+    per = codec["decode"] + codec["encode"]
+    print(
+        common.table(
+            [
+                "JPEG",
+                "decode ms",
+                "encode ms (q95)",
+                "codec ms / image",
+                "images/s per CPU",
+                "CPUs for 1,000 images/s",
+            ],
+            [
+                [
+                    f"{w}x{h} ({codec['mp']:.2f} MP)",
+                    f"{1000 * codec['decode']:.1f}",
+                    f"{1000 * codec['encode']:.1f}",
+                    f"{1000 * per:.1f}",
+                    f"{1 / per:.1f}",
+                    f"{TARGET * per:.1f}"
+                    + ("" if pipeline is None else f" (+ {TARGET * pipeline:.1f} for the pipeline)"),
+                ]
+            ],
+        )
+    )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--counts", type=int, nargs=2, default=[500, 2000], metavar=("N1", "N2"))
@@ -174,13 +206,18 @@ def main() -> int:
     p.add_argument("--codec-count", type=int, default=12)
     p.add_argument("--codec-size", default="1280x800")
     p.add_argument("--work", default=None)
+    p.add_argument("--codec-only", action="store_true", help="only the codec ceiling (benchmarks/gpu_run.py)")
     args = p.parse_args()
     import common
     import torch
 
-    from stylekit.files import zoo
+    from stylekit.nn import zoo
 
     model = str(zoo.resolve(args.model)) if zoo.is_name(args.model) else args.model
+    if args.codec_only:
+        print(common.header("The codec ceiling per CPU (Pillow)", torch.device("cpu")))
+        print_codec_ceiling(args, None)
+        return 0
     print(common.header("The bulk pipeline's own CPU per image, and the codec ceiling", torch.device("cpu")))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     n1, n2 = args.counts
@@ -224,32 +261,8 @@ def main() -> int:
         f"\n(runs: {n1} images {runs[n1]['total']:.1f} CPU s in {runs[n1]['wall']:.1f} s; "
         f"{n2} images {runs[n2]['total']:.1f} CPU s in {runs[n2]['wall']:.1f} s)"
     )
-    w, h = common.parse_sizes(args.codec_size)[0]
-    codec = codec_ceiling(args.codec_count, w, h, 95)
-    per = codec["decode"] + codec["encode"]
     print()
-    print(
-        common.table(
-            [
-                "JPEG",
-                "decode ms",
-                "encode ms (q95)",
-                "codec ms / image",
-                "images/s per CPU",
-                "CPUs for 1,000 images/s",
-            ],
-            [
-                [
-                    f"{w}x{h} ({codec['mp']:.2f} MP)",
-                    f"{1000 * codec['decode']:.1f}",
-                    f"{1000 * codec['encode']:.1f}",
-                    f"{1000 * per:.1f}",
-                    f"{1 / per:.1f}",
-                    f"{TARGET * per:.0f} (+ the pipeline's {TARGET * pipeline:.1f})",
-                ]
-            ],
-        )
-    )
+    print_codec_ceiling(args, pipeline)
     print(f"\n(load average at end {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     return 0
 
