@@ -82,12 +82,13 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     from stylekit.bulk.sizing import plan_actors
     from stylekit.bulk.stages import MAX_BLOCK_ROWS
     from stylekit.files import images, storage
-    from stylekit.nn.modelio import load_model
     from stylekit.infer.inference import Stylizer
+    from stylekit.nn.modelio import load_model
+    from stylekit.nodes import Node
 
     src = files[0].parent
     config = BulkConfig(model=model, input=str(src), output=str(work / "stage-out"))
-    actors = plan_actors(config, {"CPU": float(os.cpu_count() or 1)})
+    actors = plan_actors(config, [Node(float(os.cpu_count() or 1))])
     torch.set_num_threads(actors.threads)
     layout = RunLayout.for_config(config)
     options = config.storage_options
