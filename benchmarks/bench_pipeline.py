@@ -47,7 +47,7 @@ from bench_onenode import TreeCPU, make_tiny  # noqa: E402
 TARGET = 1000.0  # images/s a GPU node should reach (the issue's target)
 
 
-def job_cpu(model: str, src: Path, out: Path) -> dict[str, float]:
+def job_cpu(model: str, src: Path, out: Path, engine: str) -> dict[str, float]:
     """One whole job over `src`: CPU seconds of its process tree and of the driver alone."""
     import secrets
 
@@ -58,6 +58,7 @@ def job_cpu(model: str, src: Path, out: Path) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_ADDRESS="local", PYTHONPATH=str(REPO), **{MARKER: marker})
     cmd = [sys.executable, "jobs/stylize.py", "--model", model, "--input", str(src), "--output", str(out)]
+    cmd += ["--engine", engine]
     t0 = time.time()
     with TreeCPU(marker) as cpu:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -223,19 +224,29 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     n1, n2 = args.counts
     sets = {n: make_tiny(work / f"tiny{n}", n, args.side) for n in (n1, n2)}
-    runs = {n: job_cpu(model, sets[n][0].parent, work / f"out{n}") for n in (n1, n2)}
-    marginal = (runs[n2]["total"] - runs[n1]["total"]) / (n2 - n1)
-    driver = (runs[n2]["driver"] - runs[n1]["driver"]) / (n2 - n1)
+    runs = {
+        (e, n): job_cpu(model, sets[n][0].parent, work / f"out{n}", e)
+        for e in ("ray", "local")
+        for n in (n1, n2)
+    }
+    marginal = (runs["ray", n2]["total"] - runs["ray", n1]["total"]) / (n2 - n1)
+    driver = (runs["ray", n2]["driver"] - runs["ray", n1]["driver"]) / (n2 - n1)
+    local = (runs["local", n2]["total"] - runs["local", n1]["total"]) / (n2 - n1)
     stages = stage_costs(model, sets[n1], work, args.batch_size)
     excluded = stages["decode"] + stages["network"] + stages["encode"]
     own = ["read", "write", "manifest rows", "block runner"]
     ray_rest = marginal - driver - sum(stages[k] for k in own) - excluded
     rows = [
         [
-            f"job, whole process tree ({n1} and {n2} images)",
+            f"job on Ray, process tree ({n1} and {n2} images)",
             f"{1000 * marginal:.1f}",
             "marginal: fixed cost cancelled",
-        ]
+        ],
+        [
+            f"job, --engine local ({n1} and {n2} images)",
+            f"{1000 * local:.1f}",
+            "marginal: fixed cost cancelled",
+        ],
     ]
     for name, note in (
         ("decode", "codec (not the pipeline's)"),
@@ -247,20 +258,24 @@ def main() -> int:
         ("block runner", "bulk/blocks.py: threads, read-ahead, timeouts"),
     ):
         rows.append([f"actor: {name}", f"{1000 * stages[name]:.2f}", note])
-    rows.append(["driver", f"{1000 * driver:.2f}", "manifest parts, progress, Ray Data's executor"])
+    rows.append(["driver (on Ray)", f"{1000 * driver:.2f}", "manifest parts, progress, Ray Data's executor"])
     rows.append(["Ray", f"{1000 * ray_rest:.2f}", "the rest: raylet, GCS, object store, calls, key reads"])
     pipeline = marginal - excluded
     rows.append(
         [
-            "**the pipeline's own (all but decode, network, encode)**",
+            "**the pipeline's own, on Ray (all but decode, network, encode)**",
             f"**{1000 * pipeline:.2f}**",
             "target <= 5 ms",
         ]
     )
+    rows.append(
+        ["**the pipeline's own, --engine local**", f"**{1000 * (local - excluded):.2f}**", "target <= 5 ms"]
+    )
     print(common.table(["stage", "CPU ms / image", "what"], rows))
     print(
-        f"\n(runs: {n1} images {runs[n1]['total']:.1f} CPU s in {runs[n1]['wall']:.1f} s; "
-        f"{n2} images {runs[n2]['total']:.1f} CPU s in {runs[n2]['wall']:.1f} s)"
+        "\n(runs: "
+        + "; ".join(f"{e} {n}: {r['total']:.1f} CPU s in {r['wall']:.1f} s" for (e, n), r in runs.items())
+        + ")"
     )
     print()
     print_codec_ceiling(args, pipeline)

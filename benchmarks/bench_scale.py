@@ -17,7 +17,8 @@ whole `jobs/stylize.py` process on a fresh local Ray:
    manifest has every input once, ok or skipped.
 
 The job runs through `benchmarks/bench_scale.py --child`, which calls `run_bulk` as
-`jobs/stylize.py` does, with the store poller beside it.
+`jobs/stylize.py` does, with the store poller beside it; on Ray (`--engine ray`, the default:
+the pool of actors, as on a cluster) or `--engine local` (no Ray: the store column is 0).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "STYLEKIT_BENCH_MARKER"
+ENGINE = ["ray"]  # the job's --engine (main sets it from the flag)
 
 
 def make_inputs(folder: Path, count: int, side: int) -> None:
@@ -96,7 +98,8 @@ def child(args: argparse.Namespace) -> int:
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
-    summary = driver.run_bulk(BulkConfig(model=args.model, input=args.child[0], output=args.child[1]))
+    config = BulkConfig(model=args.model, input=args.child[0], output=args.child[1], engine=args.engine)
+    summary = driver.run_bulk(config)
     stop.set()
     thread.join(5)
     shutdown_ray()
@@ -112,7 +115,7 @@ def job(model: str, src: Path, out: Path) -> tuple[list[str], dict[str, str], st
     marker = secrets.token_hex(6)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_ADDRESS="local", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **{MARKER: marker})
-    cmd = [sys.executable, __file__, "--model", model, "--child", str(src), str(out)]
+    cmd = [sys.executable, __file__, "--model", model, "--engine", ENGINE[0], "--child", str(src), str(out)]
     return cmd, env, marker
 
 
@@ -200,10 +203,12 @@ def main() -> int:
     p.add_argument("--model", default="starry_night")
     p.add_argument("--work", default=None, help="inputs (kept) and outputs; default a temp folder")
     p.add_argument("--redo", type=float, default=0.1, help="share of outputs deleted for the kill test")
+    p.add_argument("--engine", default="ray", choices=["ray", "local"], help="the job's --engine")
     p.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
+    ENGINE[0] = args.engine
     import tempfile
 
     import ray

@@ -181,5 +181,6 @@ class BlockRunner:
         return table
 
     def close(self) -> None:
-        self.readers.shutdown(wait=False)
-        self.writers.shutdown(wait=False)
+        """Let the threads go (a decode past its timeout lives on in its own daemon thread)."""
+        self.readers.shutdown()
+        self.writers.shutdown()

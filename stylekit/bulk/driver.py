@@ -52,7 +52,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
@@ -62,6 +62,7 @@ import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.local import LOCAL_MAX_CPUS, machine_cpus, stylize_here
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
@@ -75,7 +76,7 @@ from stylekit.files import storage
 from stylekit.logs import format_duration
 from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
-from stylekit.ray_env import init_ray, plan_on_nodes
+from stylekit.ray_env import cluster_to_join, init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
 
 log = logging.getLogger(__name__)
@@ -153,17 +154,30 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
                 plan.skipped,
                 plan.failed,
             )
-            if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
-                init_ray()
             try:
+                # Ray only when there is work (a night with nothing new starts nothing), and
+                # only where it pays: a small machine with no cluster runs it here (bulk/local.py).
+                engine = _engine(config, plan, checked) if plan.todo else "none"
+                if engine == "ray":
+                    init_ray()
                 checked.result()
             except StylekitError:
                 storage.delete_tree(layout.keys_dir, options)
                 raise
             if first_run:
                 record_output_settings(config, layout, digest, options)
-            if plan.todo:
+            if engine == "ray":
                 _stylize(config, layout, plan, digest, models, manifest, run_metrics, probes)
+            elif engine == "local":
+                progress = _Progress(plan.todo, config.progress_every)
+
+                def rows(table: pa.Table) -> None:
+                    manifest.add(table)
+                    progress.update(table)
+
+                with probes.around_photos():
+                    stylize_here(config, layout, plan, digest, models, rows)
+                progress.log_line(final=True)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
@@ -172,9 +186,26 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     return _summary(manifest, layout, digest, time.time() - started)
 
 
-def _check_models(config: BulkConfig, models: list[bytes]) -> None:
+def _engine(config: BulkConfig, plan: Plan, checked: Future[bool]) -> str:
+    """--engine, with auto decided: local on a small machine (at most LOCAL_MAX_CPUS CPUs, no
+    GPU) with no Ray cluster to join and no videos in the night; else ray."""
+    if config.engine == "local":
+        if plan.videos:
+            raise ConfigError(
+                f"--engine local stylizes photos only, and this night has {plan.videos} video(s); "
+                "use --engine ray (or auto)"
+            )
+        return "local"
+    if config.engine == "ray" or plan.videos or cluster_to_join() or machine_cpus() > LOCAL_MAX_CPUS:
+        return "ray"
+    return "ray" if checked.result() else "local"  # the model check says whether CUDA is here
+
+
+def _check_models(config: BulkConfig, models: list[bytes]) -> bool:
     """Load each model file as the actors will: a bad file, or a chain that cannot work, is
-    a one-line error here, before any Ray work."""
+    a one-line error here, before any Ray work. True when this machine has a CUDA GPU."""
+    import torch
+
     from stylekit.nn.modelio import load_model_bytes
 
     loaded = load_model_bytes(models[0], name=config.model)
@@ -184,6 +215,7 @@ def _check_models(config: BulkConfig, models: list[bytes]) -> None:
         then = load_model_bytes(models[1], name=config.then)
         if output_scale(then.model) == 1:
             raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
+    return torch.cuda.is_available()
 
 
 def _stylize(

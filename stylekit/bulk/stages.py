@@ -9,11 +9,9 @@ a failed row, never a failed job:
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 # Before torch loads its OpenMP runtime in an actor's process (this module is imported first
@@ -255,27 +253,13 @@ class StylizeActor:
         clock: Any = None,
         block: BlockContext | None = None,
     ):
-        import torch
-
         from stylekit.bulk.metrics import ActorMetrics
-        from stylekit.infer import memory
-        from stylekit.infer.inference import Stylizer
-        from stylekit.nn.modelio import load_model_bytes
+        from stylekit.bulk.models import BulkModels
 
         setup_logging()
-        if threads:
-            torch.set_num_threads(threads)  # the actor's share of its node's CPUs, no more
-        if inference.max_memory is None:  # the actor's CPU share of what its node has free
-            free = memory.available_bytes()
-            if free is not None:
-                share = min(1.0, cpus / max(1, len(os.sched_getaffinity(0))))
-                budget = memory.resident_bytes() + int(free * memory.DEFAULT_SHARE * share)
-                inference = replace(inference, max_memory=budget)
-        loaded = load_model_bytes(ray.get(model[0]), name=name)
-        self.stylizer = Stylizer(loaded.model, inference)
-        # --then: a super-resolution model upscales each result (the controls are the first's).
-        plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
-        self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
+        # `threads`: the actor's share of its node's CPUs, no more.
+        self.models = BulkModels([ray.get(m) for m in model], name, inference, threads, cpus)
+        self.stylizer, self.then = self.models.stylizer, self.models.then
         self.metrics = ActorMetrics(output)  # the stage's busy share, on Ray's metrics endpoint
         self.clock = clock
         # Codec threads: at least two, so a read or write waiting on storage hides behind another.
@@ -321,21 +305,7 @@ class StylizeActor:
         return {**batch, "status": status, "error": error, "seconds": seconds, "pixels": pixels}
 
     def _stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """All at once; if that fails (say, out of GPU memory), one by one, so only the images
-        that fail alone are marked failed."""
-        if not pixels:
-            return []
-        try:
-            out = self.stylizer.stylize(pixels)
-            return list(self.then.stylize(out) if self.then is not None else out)
-        except Exception as e:
-            if len(pixels) == 1:
-                return [e]
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return [self._stylize([p])[0] for p in pixels]
+        return self.models.stylize(pixels)
 
 
 def write_batch(
