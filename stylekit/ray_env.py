@@ -151,6 +151,19 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def cluster_to_join() -> bool:
+    """Whether `init_ray` would join a running Ray (this process's, RAY_ADDRESS, a `ray start`
+    on this machine) rather than start one; RAY_ADDRESS=local counts as asking for Ray."""
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return True
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is not None
+    except Exception:  # another Ray's internals: assume a cluster, as ray.init would look for one
+        return True
+
+
 def init_ray() -> None:
     """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
     with neither, start a local Ray for this process."""
