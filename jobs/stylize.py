@@ -54,4 +54,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, fast_exit=True)  # after a run without Ray: no torch teardown (cli.exit_now)

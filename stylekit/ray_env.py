@@ -37,12 +37,21 @@ WARNINGS = (
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
     # An actor pool sized for the cluster meets a small input (a few photos): no problem.
     (r"The minimum number of concurrent actors for '.*' is set to", UserWarning),
+    # Ray 2.60 names `memory` but not `scheduling_strategy` among map_batches' parameters, so
+    # SPREAD for CPU actors (bulk/sizing.py) can only go through **ray_remote_args, which warns.
+    (r"`ray_remote_args` is deprecated", DeprecationWarning),
 )
 # Lines Ray's own processes (Ray Train's controller and workers, Ray Data's coordinators) print
 # to the driver's console that ask nothing of a user; Ray's log files under the session keep
 # them. Matched anywhere in a forwarded line; everything else (real errors) still shows.
 ROUTINE_WORKER_LINES = (
     "Reporting training result",  # Ray Train, at every report
+    "Requesting resources:",  # Ray Train's controller, at every (re)start of the worker group
+    "Attempting to start training worker group",
+    "Started training worker group of size",
+    ") world_rank=",  # the worker list that follows it
+    "Setting up process group for",
+    "Found multiple active Ray instances",  # a Ray helper process on a machine with two Rays
     "Checkpoint successfully created at",
     "Failed to query Ray Train Controller actor state",  # PlacementGroupCleaner after a node loss
     "Starting execution of Dataset",  # Ray Data, every epoch of the training data
@@ -140,6 +149,19 @@ def quiet_ray_data_workers() -> None:
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def cluster_to_join() -> bool:
+    """Whether `init_ray` would join a running Ray (this process's, RAY_ADDRESS, a `ray start`
+    on this machine) rather than start one; RAY_ADDRESS=local counts as asking for Ray."""
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return True
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is not None
+    except Exception:  # another Ray's internals: assume a cluster, as ray.init would look for one
+        return True
 
 
 def init_ray() -> None:

@@ -139,6 +139,16 @@ class BulkConfig:
             "stuck read) the input fails and its batch goes on"
         ),
     )
+    engine: str = field(
+        default="auto",
+        metadata=_help(
+            "where photos are stylized: ray (an actor pool on the Ray cluster), local (blocks in "
+            "this process, no Ray: a small machine, where Ray's start costs more than it gives), or "
+            "auto: local when there is no Ray cluster to join (no RAY_ADDRESS, no `ray start` here), "
+            "the machine has at most 5 CPUs and no GPU, and the night holds no videos; else ray",
+            choices=["auto", "ray", "local"],
+        ),
+    )
     wait_for_nodes: float = field(
         default=600.0,
         metadata=_help(
@@ -220,6 +230,8 @@ class BulkConfig:
             raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
         if not self.decode_timeout > 0:
             raise ConfigError(f"--decode-timeout must be > 0 seconds (got {self.decode_timeout})")
+        if self.engine not in ("auto", "ray", "local"):
+            raise ConfigError(f"--engine must be auto, ray or local (got {self.engine!r})")
         if self.wait_for_nodes < 0:
             raise ConfigError(f"--wait-for-nodes must be >= 0 seconds (got {self.wait_for_nodes})")
         if self.stall_timeout < 0:

@@ -30,6 +30,7 @@ class ActorPlan:
     memory: int = 0  # bytes each actor reserves with Ray (--max-memory), 0: none
     node_memory: float = 0.0  # the largest working node's schedulable memory (0: unknown)
     spread: bool = False  # CPU actors over several nodes: Ray places them one node each first
+    threads_each: int = 0  # torch threads per CPU actor (its CPUs and its codec share); 0: its CPUs
 
     @property
     def writes_in_flight(self) -> int:
@@ -50,7 +51,13 @@ class ActorPlan:
 
     @property
     def threads(self) -> int:
-        return max(1, int(self.num_cpus))
+        return self.threads_each or max(1, int(self.num_cpus))
+
+    @property
+    def codecs_inside(self) -> bool:
+        """CPU actors decode and encode in their own threads (stylekit/bulk/blocks.py); GPU
+        actors leave the codecs to CPU tasks, so the GPU never waits for them."""
+        return self.num_gpus == 0
 
     def describe(self) -> str:
         size = f"{self.min_size}" if self.min_size == self.max_size else f"{self.min_size}-{self.max_size}"
@@ -114,12 +121,23 @@ def plan_actors(config: BulkConfig, nodes: list[Node]) -> ActorPlan:
     low, high = config.actor_range or (count, count)
     _check_count(low, fits, f"{per_cpu:g} CPU", work)
     _check_fits(low, per_cpu, total_cpus - task_cpus, "CPUs (one kept for decoding)")
-    return ActorPlan(low, high, per_cpu, 0.0, task_cpus, mem, node_memory, spread=len(work) > 1)
+    # The actors' codec threads run on the CPUs the actors leave (stylekit/bulk/blocks.py):
+    # each actor's torch threads are its share of its node's CPUs (--cpus-per-actor: its own).
+    on_largest = max(1, math.floor((most_cpus - _codec_cpus(most_cpus)) / per_cpu + 1e-9))
+    threads = 0 if config.cpus_per_actor else max(1, math.floor(most_cpus / on_largest + 1e-9))
+    return ActorPlan(
+        low, high, per_cpu, 0.0, task_cpus, mem, node_memory, spread=len(work) > 1, threads_each=threads
+    )
 
 
 def _codec_cpus(cpus: float) -> float:
-    """CPUs kept for decode/encode tasks on a CPU-only cluster: a quarter, at least one."""
-    return max(1.0, math.floor(cpus / 4)) if cpus >= 2 else cpus / 2
+    """CPUs a CPU-only node keeps outside the stylizing actors: one for the tasks that read
+    the key shards (half of a 1-CPU node). The actors decode and encode in their own threads
+    (stylekit/bulk/blocks.py), as `python -m stylekit stylize` does, so no codec tasks need
+    CPUs of their own: on this 2-CPU machine a separate quarter (at least one CPU) left the
+    network one core of two, and the job at 0.43x the plain command (benchmarks/RESULTS.md,
+    "One node")."""
+    return 1.0 if cpus >= 2 else cpus / 2
 
 
 def _check_count(actors: int, fits: int, each: str, nodes: list[Node]) -> None:
