@@ -404,6 +404,7 @@ def child_tests(args: argparse.Namespace) -> int:
 def bench_items(dry: bool, gpu: bool, out: str) -> list[tuple[str, str, list[str], float]]:
     """(name, kind, command, cap in seconds), most valuable first."""
     t, s, b = "benchmarks/bench_train.py", "benchmarks/bench_stylize.py", "benchmarks/bench_bulk.py"
+    codec = ["benchmarks/bench_pipeline.py", "--codec-only"]  # decode + encode CPU per 1 MP JPEG
     me = [str(Path(__file__).resolve()), "--child", "profile", "--out", out]
     if dry:
         return [
@@ -415,6 +416,7 @@ def bench_items(dry: bool, gpu: bool, out: str) -> list[tuple[str, str, list[str
                                                       "--codec-threads", "2"], DRY_CAP),
             *([("bulk, local, nvJPEG, 1 photo", "bulk", [b, "--engine", "local", "--codec", "nvjpeg", "--count", "1",
                                                          "--batch-size", "1"], DRY_CAP)] if gpu else []),
+            ("codec ceiling, 64x48", "codec", [*codec, "--codec-count", "1", "--codec-size", "64x48"], DRY_CAP),
             ("profile", "profile", [*me, "--dry-run"], DRY_CAP),
         ]  # fmt: skip
 
@@ -457,6 +459,7 @@ def bench_items(dry: bool, gpu: bool, out: str) -> list[tuple[str, str, list[str
         stylize("1920x1080", "1,4,8,16", "auto,fp16", 70),
         stylize("3840x2160", "1,2,4,8", "auto,fp16", 80),
         ("bulk, local, nvJPEG, 2000 photos", "bulk", [*bulk, "--codec", "nvjpeg"], 100),
+        ("codec ceiling per CPU, ~1 MP JPEGs (Pillow)", "codec", [*codec, "--codec-count", "24"], 40),
         ("profile", "profile", me, 60),
         train(16),
         train(32),
@@ -1180,6 +1183,16 @@ def target_rows(f: Findings, dry: bool) -> list[list[str]]:
                      if wait is not None and wait < 0.10 else why])  # fmt: skip
     if not bulk:
         rows.append(["bulk: >= 1000 photos/s, model waits < 10%", "-", "not measured", ""])
+    for headers, table_rows, _ in f.tables("codec"):  # bench_pipeline.py --codec-only
+        for row in table_rows:
+            cells = dict(zip(headers, row, strict=False))
+            per_cpu, cpus = (
+                num(cells.get("images/s per CPU", "")),
+                num(cells.get("CPUs for 1,000 images/s", "")),
+            )
+            rows.append([f"codec ceiling ({cells.get('JPEG', '?')}, Pillow): CPUs for 1000 photos/s",
+                         f"{per_cpu:.0f}/s per CPU" if per_cpu else "-",
+                         f"{cpus:.0f} CPUs" if cpus else "-", "decode + encode on the node's CPUs bound a GPU node"])  # fmt: skip
     return rows
 
 

@@ -7,10 +7,23 @@ import contextlib
 import copy
 import logging
 import os
+import signal
 import tempfile
+import threading
+import time
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import ray
+
+from stylekit import exitcodes
+from stylekit.logs import format_duration
+from stylekit.nodes import Node, NoNodeFits, describe_nodes, node_types_from_config, nodes_from_ray
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+WAIT_LINE_EVERY = 30.0  # seconds between "waiting for nodes" lines
 
 # Lines Ray logs as warnings that ask nothing of a user: (logger, start of the message).
 # Real warnings and errors, from these loggers too, still show.
@@ -22,6 +35,31 @@ NOTICES = (
 WARNINGS = (
     # The write pool's cap (bulk/stages.py) is above what a small input needs: no problem.
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
+    # An actor pool sized for the cluster meets a small input (a few photos): no problem.
+    (r"The minimum number of concurrent actors for '.*' is set to", UserWarning),
+    # Ray 2.60 names `memory` but not `scheduling_strategy` among map_batches' parameters, so
+    # SPREAD for CPU actors (bulk/sizing.py) can only go through **ray_remote_args, which warns.
+    (r"`ray_remote_args` is deprecated", DeprecationWarning),
+)
+# Lines Ray's own processes (Ray Train's controller and workers, Ray Data's coordinators) print
+# to the driver's console that ask nothing of a user; Ray's log files under the session keep
+# them. Matched anywhere in a forwarded line; everything else (real errors) still shows.
+ROUTINE_WORKER_LINES = (
+    "Reporting training result",  # Ray Train, at every report
+    "Requesting resources:",  # Ray Train's controller, at every (re)start of the worker group
+    "Attempting to start training worker group",
+    "Started training worker group of size",
+    ") world_rank=",  # the worker list that follows it
+    "Setting up process group for",
+    "Found multiple active Ray instances",  # a Ray helper process on a machine with two Rays
+    "Checkpoint successfully created at",
+    "Failed to query Ray Train Controller actor state",  # PlacementGroupCleaner after a node loss
+    "Starting execution of Dataset",  # Ray Data, every epoch of the training data
+    "Execution plan of Dataset",
+    "execution finished in",
+    "Registered dataset logger",
+    "`ExecutionOptions.exclude_resources` is deprecated",  # Ray Train's own ingest options
+    "has constructor arguments in the object store",
 )
 # Ray Data's info lines (execution plan, "execution finished", where its logs are): our own
 # progress lines replace them on the console; Ray Data's log file under the session keeps them.
@@ -49,6 +87,40 @@ def quiet_ray_notices() -> None:
         # The console handler only: Ray Data's file handler keeps its full debug log.
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(max(handler.level, RAY_DATA_CONSOLE_LEVEL))
+
+
+def routine_line(line: str) -> bool:
+    """Whether a line forwarded from a Ray process is one of ROUTINE_WORKER_LINES (or the
+    `warnings.warn(` source line Python prints under such a warning)."""
+    return line.strip() == "warnings.warn(" or any(text in line for text in ROUTINE_WORKER_LINES)
+
+
+def quiet_worker_lines() -> None:
+    """Filter what Ray forwards from its worker processes to this driver's console (on a
+    cluster this process joined too, whose workers' logging it cannot configure): routine
+    lines dropped, the rest printed as Ray would. Idempotent; a Ray without the hook is left
+    alone."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    with dispatcher._lock:
+        handlers = []
+        for name, handler in dispatcher.handlers:
+            if name == "ray_print_logs" and not getattr(handler, "stylekit_filtered", False):
+                handler = _filtered(handler)
+            handlers.append((name, handler))
+        dispatcher.handlers = handlers
+
+
+def _filtered(handler: Callable[[dict], None]) -> Callable[[dict], None]:
+    def emit(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if not routine_line(line)]
+        if lines:
+            handler({**data, "lines": lines})
+
+    emit.stylekit_filtered = True  # type: ignore[attr-defined]
+    return emit
 
 
 def quiet_ray_data_workers() -> None:
@@ -79,21 +151,173 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def cluster_to_join() -> bool:
+    """Whether `init_ray` would join a running Ray (this process's, RAY_ADDRESS, a `ray start`
+    on this machine) rather than start one; RAY_ADDRESS=local counts as asking for Ray."""
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return True
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is not None
+    except Exception:  # another Ray's internals: assume a cluster, as ray.init would look for one
+        return True
+
+
 def init_ray() -> None:
     """Join the cluster we were submitted to (RAY_ADDRESS, or a `ray start` on this machine);
     with neither, start a local Ray for this process."""
     quiet_ray_notices()
     if not ray.is_initialized():
         quiet_ray_data_workers()
+        main = threading.current_thread() is threading.main_thread()
+        own = signal.getsignal(signal.SIGTERM) if main else None
         ray.init(logging_level=logging.WARNING, log_to_driver=True)
+        if callable(own):  # the job's own (cli.interrupt_on_sigterm), not Ray's sys.exit(15)
+            signal.signal(signal.SIGTERM, own)
     # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
     # (and Ray's notice that they are off would only confuse).
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     quiet_ray_notices()  # again: importing Ray Data sets up its console handler
+    quiet_worker_lines()
+
+
+HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has this resource
+
+
+def on_head() -> dict[str, object]:
+    """Actor options that put a small bookkeeping actor (counters, the watchdogs' clocks) on
+    the head node, which lives as long as the cluster: never on a worker node that may vanish."""
+    if any(HEAD_RESOURCE in (n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")):
+        return {"resources": {HEAD_RESOURCE: 0.001}}
+    return {}
+
+
+def leave_quietly() -> None:
+    """Before a job ends early (a stall) with Ray Data still running in a helper thread: its
+    thread's late errors, and Ray's reconnecting to the cluster for it, stay off the console."""
+    for name in ("ray.data", "ray._private.worker", "ray.train"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    with contextlib.suppress(ImportError, AttributeError):
+        import ray._private.auto_init_hook as hook
+
+        hook.enable_auto_connect = False
 
 
 def shutdown_ray() -> None:
     """Leave the cluster (stopping a local Ray we started), so that no late worker output
     follows a job's last line."""
     ray.shutdown()
+
+
+# --- the nodes that exist, and waiting for the autoscaler -------------------------------------
+
+
+def cluster_nodes() -> list[Node]:
+    """The alive nodes of the Ray this process joined."""
+    return nodes_from_ray(ray.nodes())
+
+
+def autoscaler_node_types() -> list[list[Node]] | None:
+    """What the cluster's autoscaler may add (from the config it publishes in the GCS), or
+    None when it publishes none (fixed nodes, a local Ray, an autoscaler that does not say)."""
+    try:
+        from ray._private.state import state
+
+        return node_types_from_config(state.get_cluster_config())
+    except Exception:  # another Ray layout, or no config: treat as unknown
+        return None
+
+
+def could_grow(plan: Callable[[list[Node]], object], nodes: list[Node]) -> bool:
+    """Whether waiting can help `plan`: a node type the autoscaler may add makes it fit, or,
+    with no autoscaler config to read, no node takes work yet (a 0-CPU head waiting for its
+    workers, which nothing but added nodes can serve)."""
+    types = autoscaler_node_types()
+    if types is None:
+        return not any(n.takes_work for n in nodes)
+    for group in types:
+        try:
+            plan([*nodes, *group])
+            return True
+        except NoNodeFits:
+            continue
+    return False
+
+
+class NoNodeJoined(NoNodeFits):
+    """The autoscaler added no node the work fits on within --wait-for-nodes: the cluster's
+    fault, not the command's (a later run may find one)."""
+
+    exit_code = exitcodes.RUN_FAILED
+
+
+def plan_on_nodes(
+    plan: Callable[[list[Node]], T],
+    wait_for_nodes: float,
+    poll: float = 2.0,
+    nodes: Callable[[], list[Node]] = cluster_nodes,
+) -> T:
+    """`plan(alive nodes)`; while it raises `NoNodeFits` on a cluster that could still add a
+    node that fits (`could_grow`), wait for the autoscaler up to `wait_for_nodes` seconds,
+    with a progress line, then give up with one line. A demand no node could ever meet
+    fails at once."""
+    deadline = time.monotonic() + wait_for_nodes
+    last_line = -float("inf")
+    while True:
+        alive = nodes()
+        try:
+            return plan(alive)
+        except NoNodeFits as e:
+            if not could_grow(plan, alive):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoNodeJoined(
+                    f"{e} (no such node joined within --wait-for-nodes {wait_for_nodes:g} s)"
+                ) from None
+            if time.monotonic() - last_line >= WAIT_LINE_EVERY:
+                last_line = time.monotonic()
+                log.info(
+                    "waiting for the cluster to add a node (up: %s; %s left of --wait-for-nodes): %s",
+                    describe_nodes(alive),
+                    format_duration(left),
+                    e,
+                )
+            time.sleep(min(poll, max(left, 0.01)))
+
+
+def pending_demands() -> list[tuple[dict[str, float], int]]:
+    """What Ray has been asked for and cannot place yet (the autoscaler's "Pending Demands":
+    tasks, actors and placement groups), as (bundle, count); empty when unknown."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=10)
+        summary = status.resource_demands
+        demands = [*summary.ray_task_actor_demand, *summary.placement_group_demand]
+        return [(dict(b.bundle), int(b.count)) for d in demands for b in d.bundles_by_count]
+    except Exception:  # no autoscaler state in this Ray: say nothing rather than fail
+        return []
+
+
+def describe_pending(nodes: list[Node] | None = None) -> str:
+    """ "Ray cannot place 1 x {CPU: 4} (no node has that much: 2 nodes of 2 CPU)", or ""."""
+    demands = pending_demands()
+    if not demands:
+        return ""
+    nodes = cluster_nodes() if nodes is None else nodes
+    parts = []
+    for bundle, count in demands[:3]:
+        shape = {k: v for k, v in bundle.items() if not k.startswith("node:") and v}
+        text = f"{count} x {{{', '.join(f'{k}: {v:g}' for k, v in sorted(shape.items()))}}}"
+        never = not any(
+            all(_offers(n, k) >= v for k, v in shape.items() if k in ("CPU", "GPU", "memory")) for n in nodes
+        )
+        parts.append(text + (" (no node has that much)" if never else " (waiting for free resources)"))
+    return f"Ray cannot place {'; '.join(parts)}; nodes up: {describe_nodes(nodes)}"
+
+
+def _offers(node: Node, resource: str) -> float:
+    return {"CPU": node.cpus, "GPU": node.gpus, "memory": node.memory}[resource]

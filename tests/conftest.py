@@ -10,6 +10,7 @@ import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -313,3 +314,55 @@ def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | Non
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[Any]:
+    """A multi-node Ray on this machine (`ray.cluster_utils.Cluster`: each node its own raylet
+    and object store), with a head that takes no work (num_cpus=0, as in cluster.yaml); a test
+    adds worker nodes with `add_workers` and points jobs at `cluster.address` (RAY_ADDRESS).
+    Generous start timeouts: node start is slow on a loaded 2-core machine."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # A raylet registers with the GCS within 30 s by default; on a loaded 2-core machine it
+    # can take longer, and the node then fails to start.
+    wait_var = "RAY_raylet_start_wait_time_s"  # Ray's config names are case-sensitive
+    before = os.environ.get(wait_var)
+    os.environ[wait_var] = "120"
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}, connect=False
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        if before is None:
+            os.environ.pop(wait_var, None)
+        else:
+            os.environ[wait_var] = before
+
+
+def add_workers(cluster: Any, count: int, cpus: float) -> list[Any]:
+    """Add `count` worker nodes of `cpus` CPUs each and wait until they are up."""
+    nodes = [cluster.add_node(num_cpus=cpus, wait=False) for _ in range(count)]
+    cluster.wait_for_nodes(timeout=180)
+    return nodes
+
+
+def cluster_env(cluster: Any, **extra: str) -> dict[str, str]:
+    """The environment of a job submitted to `cluster` (never someone's own Ray)."""
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("RAY_AUTH_MODE", None)
+    return env
+
+
+# Routine lines Ray prints that a test counting lines must not count.
+RAY_ROUTINE = ("Found multiple active Ray instances", "Connecting to existing Ray cluster", "[repeated")
+
+
+def stylekit_lines(text: str) -> list[str]:
+    """The lines of a job's output that are not Ray's routine notices."""
+    return [line for line in text.splitlines() if line.strip() and not any(r in line for r in RAY_ROUTINE)]

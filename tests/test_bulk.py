@@ -270,22 +270,25 @@ def test_bad_values_are_config_errors(flags: dict[str, Any], message: str) -> No
 
 def test_actor_pool_fits_a_two_cpu_machine_and_uses_gpus_when_present() -> None:
     from stylekit.bulk.sizing import plan_actors
+    from stylekit.nodes import Node
 
     base = BulkConfig(model="m", input="i", output="o")
-    two = plan_actors(base, {"CPU": 2.0})
+    two = plan_actors(base, [Node(2.0)])
     assert (two.min_size, two.max_size, two.num_cpus, two.num_gpus, two.task_cpus) == (1, 1, 1.0, 0.0, 1.0)
-    big = plan_actors(base, {"CPU": 32.0})
-    assert big.num_cpus == 4 and big.min_size == big.max_size == 6  # 8 CPUs kept for codecs
-    gpu = plan_actors(base, {"CPU": 16.0, "GPU": 4.0})
+    assert two.threads == 2 and two.codecs_inside  # the codecs run in the actor's own threads
+    big = plan_actors(base, [Node(32.0)])
+    assert big.num_cpus == 4 and big.min_size == big.max_size == 7  # 1 CPU kept for the key reads
+    assert big.threads == 4
+    gpu = plan_actors(base, [Node(16.0, 4.0)])
     assert (gpu.min_size, gpu.max_size, gpu.num_gpus, gpu.num_cpus) == (1, 4, 1.0, 1.0)
     half = plan_actors(
-        BulkConfig(model="m", input="i", output="o", gpus_per_actor=0.5, actors="2-8"), {"CPU": 16, "GPU": 4}
+        BulkConfig(model="m", input="i", output="o", gpus_per_actor=0.5, actors="2-8"), [Node(16, 4)]
     )
     assert (half.min_size, half.max_size, half.num_gpus) == (2, 8, 0.5)
     with pytest.raises(ConfigError, match="lower --actors"):
-        plan_actors(BulkConfig(model="m", input="i", output="o", actors="2"), {"CPU": 2.0})
+        plan_actors(BulkConfig(model="m", input="i", output="o", actors="2"), [Node(2.0)])
     with pytest.raises(ConfigError, match="has 0 GPUs"):
-        plan_actors(BulkConfig(model="m", input="i", output="o", gpus_per_actor=1), {"CPU": 8.0})
+        plan_actors(BulkConfig(model="m", input="i", output="o", gpus_per_actor=1), [Node(8.0)])
 
 
 def test_stat_keys_on_s3_lists_a_range_and_falls_back_to_heads(
@@ -613,7 +616,7 @@ def test_a_cloud_bucket_end_to_end(
     assert (again.ok, again.failed, again.skipped) == (0, 0, 5)
 
 
-def test_decoding_is_not_fused_into_the_actors(
+def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     local_ray: None, model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import pyarrow as pa
@@ -622,6 +625,7 @@ def test_decoding_is_not_fused_into_the_actors(
     from stylekit.bulk.planner import KEYS_SCHEMA, Plan
     from stylekit.bulk.sizing import plan_actors
     from stylekit.bulk.stages import build_dataset
+    from stylekit.nodes import Node
 
     shard = tmp_path / "out" / "keys.parquet"
     shard.parent.mkdir()
@@ -633,12 +637,21 @@ def test_decoding_is_not_fused_into_the_actors(
     )
     config = BulkConfig(model=str(model_file), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
     layout = RunLayout.for_config(config)
-    plan, actors = Plan(shards=[str(shard)], todo=1), plan_actors(config, {"CPU": 2})
-    build_dataset(config, layout, plan, actors, "digest", [ray.put(b"model")]).explain()
-    physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
-    operators = [line.strip("+- ") for line in physical.splitlines() if "Operator[" in line]
-    assert "ActorPoolMapOperator[MapBatches(StylizeActor)]" in operators  # the model alone
-    assert [op for op in operators if op.startswith("TaskPoolMapOperator[MapBatches(decode_batch)")]
+    plan = Plan(shards=[str(shard)], todo=1)
+
+    def operators(node: Node) -> list[str]:
+        actors = plan_actors(config, [node])
+        build_dataset(config, layout, plan, actors, "digest", [ray.put(b"model")]).explain()
+        physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
+        return [line.strip("+- ") for line in physical.splitlines() if "Operator[" in line]
+
+    gpu = operators(Node(2.0, 1.0))
+    assert "ActorPoolMapOperator[MapBatches(StylizeActor)]" in gpu  # the model alone
+    assert [op for op in gpu if op.startswith("TaskPoolMapOperator[MapBatches(decode_batch)")]
+    assert [op for op in gpu if op.startswith("TaskPoolMapOperator[MapBatches(write_batch)")]
+    cpu = operators(Node(2.0))  # codecs inside the actor: no decode or write tasks
+    assert "ActorPoolMapOperator[MapBatches(StylizeActor)]" in cpu
+    assert not [op for op in cpu if "decode_batch" in op or "write_batch" in op]
 
 
 def _atime_tracks_first_read(folder: Path) -> bool:

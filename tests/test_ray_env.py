@@ -90,3 +90,21 @@ def test_ray_data_workers_get_its_own_config_with_a_quieter_console(monkeypatch:
     monkeypatch.setenv("RAY_DATA_LOGGING_CONFIG", "/the/users/own.yaml")
     quiet_ray_data_workers()
     assert os.environ["RAY_DATA_LOGGING_CONFIG"] == "/the/users/own.yaml"
+
+
+def test_routine_lines_of_ray_processes_are_dropped_and_real_errors_reach_the_console() -> None:
+    from stylekit.ray_env import _filtered, routine_line
+
+    seen: list[dict] = []
+    emit = _filtered(seen.append)
+    emit({"lines": ["Reporting training result 3: TrainingReport(...)", "  warnings.warn("], "pid": 1})
+    emit({"lines": ["(PlacementGroupCleaner) Failed to query Ray Train Controller actor state"], "pid": 2})
+    emit(
+        {
+            "lines": ["Checkpoint successfully created at: Checkpoint(...)", "RuntimeError: disk full"],
+            "pid": 3,
+        }
+    )
+    assert [d["lines"] for d in seen] == [["RuntimeError: disk full"]]
+    assert routine_line("Starting execution of Dataset train_1_0. Full logs are in /tmp/ray/...")
+    assert not routine_line("ERROR stylekit.train.job: training failed")

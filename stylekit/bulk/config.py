@@ -54,6 +54,16 @@ class BulkConfig:
             metavar="OUT",
         ),
     )
+    keys: str = field(
+        default="",
+        metadata=_help(
+            "read the inputs from this list instead of listing IN (a bucket of millions of keys "
+            "is never listed): a Parquet or CSV file with a 'key' column, a text file of one key "
+            "per line (keys relative to IN), or an S3 Inventory report's manifest.json (CSV or "
+            "Parquet); a listed key missing from IN is a failed row",
+            metavar="LOCATION",
+        ),
+    )
     format: str = field(
         default="same",
         metadata=_help(
@@ -129,6 +139,53 @@ class BulkConfig:
             "stuck read) the input fails and its batch goes on"
         ),
     )
+    engine: str = field(
+        default="auto",
+        metadata=_help(
+            "where photos are stylized: ray (an actor pool on the Ray cluster), local (blocks in "
+            "this process, no Ray: a small machine, where Ray's start costs more than it gives), or "
+            "auto: local when there is no Ray cluster to join (no RAY_ADDRESS, no `ray start` here), "
+            "the machine has at most 5 CPUs and no GPU, and the night holds no videos; else ray",
+            choices=["auto", "ray", "local"],
+        ),
+    )
+    wait_for_nodes: float = field(
+        default=600.0,
+        metadata=_help(
+            "seconds to wait for an autoscaling cluster to add a node the actors fit on (a 0-CPU "
+            "head whose workers are not up yet) before giving up with one line; 0: do not wait"
+        ),
+    )
+    stall_timeout: float = field(
+        default=1800.0,
+        metadata=_help(
+            "seconds with no input settling (ok or failed) before the job ends with one line "
+            "naming the stage that stopped; what settled is in the manifest and a rerun does the "
+            "rest (generous: a 100 MP photo or a long 4K video settles well within it); 0: never"
+        ),
+    )
+    lease_wait: float = field(
+        default=600.0,
+        metadata=_help(
+            "seconds to wait for another run that holds the output's lease (the night before, "
+            "still running) before refusing with one line naming it (exit status 5); a lease "
+            "whose run died expires within --lease-ttl"
+        ),
+    )
+    lease_ttl: float = field(
+        default=90.0,
+        metadata=_help(
+            "seconds the output's lease lives without renewal (renewed every third of it): "
+            "how long a rerun after a crash waits for the dead run's lease"
+        ),
+    )
+    take_lease: bool = field(
+        default=False,
+        metadata=_help(
+            "take over the output's lease whatever its state, for an operator who knows the run "
+            "holding it is gone"
+        ),
+    )
     then: str = field(
         default="",
         metadata=_help(
@@ -169,6 +226,18 @@ class BulkConfig:
             raise ConfigError(f"--cpus-per-actor must be > 0 (got {self.cpus_per_actor})")
         if not self.decode_timeout > 0:
             raise ConfigError(f"--decode-timeout must be > 0 seconds (got {self.decode_timeout})")
+        if self.engine not in ("auto", "ray", "local"):
+            raise ConfigError(f"--engine must be auto, ray or local (got {self.engine!r})")
+        if self.wait_for_nodes < 0:
+            raise ConfigError(f"--wait-for-nodes must be >= 0 seconds (got {self.wait_for_nodes})")
+        if self.stall_timeout < 0:
+            raise ConfigError(
+                f"--stall-timeout must be >= 0 seconds, 0 to disable (got {self.stall_timeout})"
+            )
+        if self.lease_wait < 0:
+            raise ConfigError(f"--lease-wait must be >= 0 seconds (got {self.lease_wait})")
+        if not self.lease_ttl >= 2:
+            raise ConfigError(f"--lease-ttl must be >= 2 seconds (got {self.lease_ttl})")
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if not 0 <= self.stabilize <= 1:

@@ -12,26 +12,31 @@ Design, in the order data flows:
    of every done input through the pipeline. Ray is started (or joined) only if there is
    work. The listing completes before stylizing starts: a wait of a minute or two per million
    S3 keys, traded for a plain, restartable plan.
-2. The key shards, one read task and one block each (`read_keys`), cut into blocks of
-   --batch-size rows so that decoding spreads over the cluster's CPUs.
-3. Read + decode in CPU tasks (`decode_batch`): EXIF orientation, modes, 16-bit, --max-side and
-   --max-pixels through `images.decode`. A bad image becomes a row with status failed.
-4. Stylize in an actor pool (`StylizeActor`): each actor loads the model once (the bytes the
-   driver checked, through the object store) and runs the same `inference.Stylizer` as
-   `python -m stylekit stylize`, so pixels are the CLI's. Actors get
-   GPUs when the cluster has any, else a share of CPUs that leaves some to the codec tasks.
-   The decode tasks are kept out of the actor (Ray would otherwise fuse them into it), and Ray
-   queues several batches per actor, so the model does not wait for codec work.
+2. The key shards, one read task and one block each (`read_keys`), cut into blocks.
+3. On CPU-only nodes (stylekit/bulk/blocks.py): blocks of up to 256 inputs go to the
+   stylizing actors (`StylizeActor`), each of which reads and decodes a block's inputs in its
+   own threads, stylizes them with its share of the node's CPUs as torch threads, then encodes
+   and writes each result atomically in its own threads, and returns the block's manifest rows:
+   `python -m stylekit stylize`'s overlap of codecs and network, with one Ray call per block.
+   The actors load the model once (the bytes the driver checked, through the object store) and
+   run the same `inference.Stylizer` as `python -m stylekit stylize`, so pixels are the CLI's.
+4. With GPUs: blocks of --batch-size rows; read + decode in CPU tasks (`decode_batch`), stylize
+   in GPU actors, encode + atomic write in tasks (`write_batch`), so the GPU never waits for
+   codec work; the decode tasks are kept out of the actor (Ray would otherwise fuse them).
+   Decoding in either path: EXIF orientation, modes, 16-bit, --max-side and --max-pixels
+   through `images.decode`; a bad image becomes a row with status failed, and one that takes
+   longer than --decode-timeout fails alone.
    With --then SR_MODEL each actor also holds a super-resolution model and upscales every
    result in the same pass (stylize at a low resolution, then super-resolve: a 4K result for a
    fraction of the style network's cost at 4K); the run's digest covers both models.
-5. Encode + atomic write in tasks (`write_batch`), returning manifest rows.
-6. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
+5. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
    under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
+   The models are checked on the driver in a helper thread while the listing runs and Ray
+   starts (a bad model is one line, before any output).
 
-Each stage runs at most a few batches ahead of the next (stylekit/bulk/backpressure.py), so
+Each stage runs at most a few blocks ahead of the next (stylekit/bulk/backpressure.py), so
 the first outputs are written within seconds of the actors' start and the object store holds
-a bounded number of decoded batches, whatever the number of inputs.
+a bounded number of blocks, whatever the number of inputs.
 
 Videos under IN take their own path after the photos: one video per actor call, decoded,
 stylized and encoded inside the actor (stylekit/bulk/video.py).
@@ -47,6 +52,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
@@ -56,17 +62,22 @@ import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.lease import OutputLease
+from stylekit.bulk.local import LOCAL_MAX_CPUS, machine_cpus, stylize_here
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
+from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
+from stylekit.bulk.report.build import write_report_quietly
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
-from stylekit.errors import ConfigError, StylekitError
+from stylekit.bulk.watch import start_clock, watched
+from stylekit.errors import ConfigError, RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import format_duration
 from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
-from stylekit.ray_env import init_ray
+from stylekit.ray_env import cluster_to_join, init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
 
 log = logging.getLogger(__name__)
@@ -104,7 +115,7 @@ class Probes:
 
 def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     """Stylize every image under config.input that is not done yet; returns the summary."""
-    from stylekit.nn.modelio import load_model_bytes
+    from stylekit.nn.modelio import file_digest
 
     started = time.time()
     options = config.storage_options.resolved()
@@ -112,20 +123,15 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
         storage.require_shared(location, flag)
     storage.require_shared(config.model, "--model")
+    if config.keys:
+        storage.require_shared(config.keys, "--keys")
     # Before any work; the probe goes where the manifest will, not among the outputs.
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
-    model_bytes = storage.read_bytes(zoo.resolve(config.model), options)  # unknown names: one line
-    loaded = load_model_bytes(model_bytes, name=config.model)  # a bad model fails here, at once
-    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
-        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
-    models, digest = [model_bytes], loaded.digest
+    models = [storage.read_bytes(zoo.resolve(config.model), options)]  # unknown names: one line
     if config.then:  # a two-model chain: the outputs depend on both models
-        then_bytes = storage.read_bytes(zoo.resolve(config.then), options)
-        then = load_model_bytes(then_bytes, name=config.then)
-        if output_scale(then.model) == 1:
-            raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
-        models.append(then_bytes)
-        digest = hashlib.sha256(f"{loaded.digest}+{then.digest}".encode()).hexdigest()[:16]
+        models.append(storage.read_bytes(zoo.resolve(config.then), options))
+    digests = [file_digest(m) for m in models]
+    digest = digests[0] if len(digests) == 1 else hashlib.sha256("+".join(digests).encode()).hexdigest()[:16]
     log.info(
         "run %s: model %s%s (digest %s), %s -> %s",
         layout.run_id,
@@ -135,48 +141,159 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         redact(layout.input_root),
         redact(layout.output_root),
     )
-    check_output_settings(config, layout, digest, options)
-    with ManifestWriter(layout.manifest_dir, options) as manifest:
-        plan = plan_inputs(config, layout, manifest, digest)
-        log.info(
-            "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
-            plan.listed,
-            plan.todo,
-            plan.skipped,
-            plan.failed,
-        )
-        if plan.todo:  # Ray only when there is work: a night with nothing new starts nothing
-            init_ray()
-            actors = plan_actors(config, ray.cluster_resources())
-            log.info("stylizing with %s", actors.describe())
-            # The actors get the very bytes checked here, through the object store: the same
-            # model everywhere, and a local model file works on a multi-node cluster too.
-            refs = [ray.put(m) for m in models]
-            if plan.todo > plan.videos:
-                dataset = build_dataset(config, layout, plan, actors, digest, refs, probes.actor)
+    # One run per output at a time (bulk/lease.py): waits for, or refuses, a run that holds it.
+    lease = OutputLease(
+        layout.output_root,
+        layout.run_id,
+        options,
+        ttl=config.lease_ttl,
+        wait=config.lease_wait,
+        take=config.take_lease,
+        manifest_dir=MANIFEST_DIR,
+    )
+    with lease:
+        return _run_leased(config, probes, layout, options, models, digest, started)
+
+
+def _run_leased(
+    config: BulkConfig,
+    probes: Probes,
+    layout: RunLayout,
+    options: storage.StorageOptions,
+    models: list[bytes],
+    digest: str,
+    started: float,
+) -> Summary:
+    """The run itself, while it holds the output's lease."""
+    # The models are checked (torch imported, the networks built: seconds) in a helper thread,
+    # beside the listing and Ray's start; a bad model still ends the run before any output,
+    # and before a first run records its settings.
+    with ThreadPoolExecutor(1, "stylekit-model-check") as pool:
+        checked = pool.submit(_check_models, config, models)
+        first_run = check_output_settings(config, layout, digest, options, record=False)
+        run_metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
+        with ManifestWriter(layout.manifest_dir, options, on_rows=run_metrics.rows) as manifest:
+            plan = plan_inputs(config, layout, manifest, digest)
+            log.info(
+                "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
+                plan.listed,
+                plan.todo,
+                plan.skipped,
+                plan.failed,
+            )
+            try:
+                # Ray only when there is work (a night with nothing new starts nothing), and
+                # only where it pays: a small machine with no cluster runs it here (bulk/local.py).
+                engine = _engine(config, plan, checked) if plan.todo else "none"
+                if engine == "ray":
+                    init_ray()
+                checked.result()
+            except StylekitError:
+                storage.delete_tree(layout.keys_dir, options)
+                raise
+            if first_run:
+                record_output_settings(config, layout, digest, options)
+            if engine == "ray":
+                _stylize(config, layout, plan, digest, models, manifest, run_metrics, probes)
+            elif engine == "local":
+                progress = _Progress(plan.todo, config.progress_every)
+
+                def rows(table: pa.Table) -> None:
+                    manifest.add(table)
+                    progress.update(table)
+
                 with probes.around_photos():
-                    _consume(dataset, manifest, plan, config.progress_every)
-            if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
-                videos = build_video_dataset(config, layout, plan, actors, digest, refs)
-                consume_videos(videos, manifest, plan.videos)
+                    stylize_here(config, layout, plan, digest, models, rows)
+                progress.log_line(final=True)
     storage.delete_tree(layout.keys_dir, options)
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
+    # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
+    write_report_quietly(layout.output_root, layout.run_id, options)
     return _summary(manifest, layout, digest, time.time() - started)
+
+
+def _engine(config: BulkConfig, plan: Plan, checked: Future[bool]) -> str:
+    """--engine, with auto decided: local on a small machine (at most LOCAL_MAX_CPUS CPUs, no
+    GPU) with no Ray cluster to join and no videos in the night; else ray."""
+    if config.engine == "local":
+        if plan.videos:
+            raise ConfigError(
+                f"--engine local stylizes photos only, and this night has {plan.videos} video(s); "
+                "use --engine ray (or auto)"
+            )
+        return "local"
+    if config.engine == "ray" or plan.videos or cluster_to_join() or machine_cpus() > LOCAL_MAX_CPUS:
+        return "ray"
+    return "ray" if checked.result() else "local"  # the model check says whether CUDA is here
+
+
+def _check_models(config: BulkConfig, models: list[bytes]) -> bool:
+    """Load each model file as the actors will: a bad file, or a chain that cannot work, is
+    a one-line error here, before any Ray work. True when this machine has a CUDA GPU."""
+    import torch
+
+    from stylekit.nn.modelio import load_model_bytes
+
+    loaded = load_model_bytes(models[0], name=config.model)
+    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
+        raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
+    if config.then:
+        then = load_model_bytes(models[1], name=config.then)
+        if output_scale(then.model) == 1:
+            raise ConfigError(f"--then {config.then} is not a super-resolution model; give e.g. sr_x4")
+    return torch.cuda.is_available()
+
+
+def _stylize(
+    config: BulkConfig,
+    layout: RunLayout,
+    plan: Plan,
+    digest: str,
+    models: list[bytes],
+    manifest: ManifestWriter,
+    run_metrics: RunMetrics,
+    probes: Probes,
+) -> None:
+    """The Ray part: photos through the actor pool, then videos."""
+    run_metrics.flush()  # the listing's rows, counted before Ray was up
+    actors = plan_on_nodes(lambda nodes: plan_actors(config, nodes), config.wait_for_nodes)
+    log.info("stylizing with %s", actors.describe())
+    # The actors get the very bytes checked here, through the object store: the same
+    # model everywhere, and a local model file works on a multi-node cluster too.
+    refs = [ray.put(m) for m in models]
+    clock = start_clock()  # the stall watchdog's (bulk/watch.py)
+    if plan.todo > plan.videos:
+        dataset = build_dataset(config, layout, plan, actors, digest, refs, actor=probes.actor, clock=clock)
+        with probes.around_photos():
+            _consume(dataset, manifest, plan, config, clock, run_metrics)
+    if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
+        videos = build_video_dataset(config, layout, plan, actors, digest, refs, clock)
+        consume_videos(videos, manifest, plan.videos, config.stall_timeout, clock)
 
 
 # --- the driver's side ------------------------------------------------------------------------
 
 
-def _consume(dataset: ray.data.Dataset, manifest: ManifestWriter, plan: Plan, every: float) -> None:
-    """Stream the manifest rows to storage and log progress as they come."""
-    progress = _Progress(plan.todo - plan.videos, every)
+def _consume(
+    dataset: ray.data.Dataset,
+    manifest: ManifestWriter,
+    plan: Plan,
+    config: BulkConfig,
+    clock: object,
+    run_metrics: RunMetrics | None = None,
+) -> None:
+    """Stream the manifest rows to storage and log progress as they come; a pipeline that
+    stops moving for --stall-timeout ends the job with one line (bulk/watch.py)."""
+    progress = _Progress(plan.todo - plan.videos, config.progress_every, run_metrics)
+    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    settled = lambda: sum(manifest.counts.values())  # noqa: E731
     try:
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for table in watched(batches, config.stall_timeout, clock, settled):
             manifest.add(table)
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise StylekitError(f"the Ray pipeline failed: {root_cause(e)}") from None
+        raise RunFailed(f"the Ray pipeline failed: {root_cause(e)}") from None
     progress.log_line(final=True)
 
 
@@ -185,8 +302,8 @@ class _Progress:
 
     FAILURES_SHOWN = 20
 
-    def __init__(self, total: int, every: float):
-        self.total, self.every = total, every
+    def __init__(self, total: int, every: float, run_metrics: RunMetrics | None = None):
+        self.total, self.every, self.metrics = total, every, run_metrics
         self.ok = self.failed = self.failures_shown = 0
         self.started = self.last = time.monotonic()
         self.logged = -1  # rows done at the last line
@@ -200,6 +317,9 @@ class _Progress:
             if self.failures_shown < self.FAILURES_SHOWN:
                 self.failures_shown += 1
                 log.warning("failed: %s: %s", row["input"], row["error"])
+        if self.metrics is not None:
+            done = self.ok + self.failed
+            self.metrics.progress(done / max(time.monotonic() - self.started, 1e-9), self.total - done)
         if time.monotonic() - self.last >= self.every:
             self.log_line()
 

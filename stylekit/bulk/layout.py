@@ -153,19 +153,26 @@ def settings_changes(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]
 
 
 def check_output_settings(
-    config: BulkConfig, layout: RunLayout, digest: str, options: storage.StorageOptions
-) -> None:
+    config: BulkConfig,
+    layout: RunLayout,
+    digest: str,
+    options: storage.StorageOptions,
+    record: bool = True,
+) -> bool:
     """Refuse to mix outputs of another model or other settings into OUT (unless --overwrite);
-    record the settings on a first run. An --overwrite run records its own only when it ends
-    (`record_output_settings`), so an interrupted one still refuses a plain rerun."""
+    record the settings on a first run (with record=False the caller does, once it has checked
+    the model). An --overwrite run records its own only when it ends
+    (`record_output_settings`), so an interrupted one still refuses a plain rerun. True on a
+    first run (OUT had no settings file)."""
     wanted = output_settings(config, digest)
     if not storage.exists(layout.settings_file, options):
-        record_output_settings(config, layout, digest, options)
-        return
+        if record:
+            record_output_settings(config, layout, digest, options)
+        return True
     found = json.loads(storage.read_bytes(layout.settings_file, options))
     changes = settings_changes(found, wanted)
     if not changes or config.overwrite:
-        return
+        return False
     changed = ", ".join(changes)
     hint = ""
     if found.get("style_scale", 1.0) == 1.0 and wanted["style_scale"] == "model":

@@ -6,6 +6,7 @@ import collections
 import io
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -106,9 +107,11 @@ class ManifestWriter:
         options: storage.StorageOptions,
         rows_per_part: int = 50_000,
         seconds_per_part: float = 60.0,
+        on_rows: Callable[[pa.Table], None] | None = None,
     ):
         self.location, self.options = location, options
         self.rows_per_part, self.seconds_per_part = rows_per_part, seconds_per_part
+        self.on_rows = on_rows  # sees every table added (the job's metrics)
         self.counts: collections.Counter[str] = collections.Counter()
         self.parts = 0
         self._buffer: list[pa.Table] = []
@@ -119,6 +122,8 @@ class ManifestWriter:
         if table.num_rows == 0:
             return
         self.counts.update(table.column("status").to_pylist())
+        if self.on_rows is not None:
+            self.on_rows(table)
         self._buffer.append(table)
         self._rows += table.num_rows
         if self._rows >= self.rows_per_part or time.monotonic() - self._since > self.seconds_per_part:

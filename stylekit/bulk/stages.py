@@ -1,17 +1,23 @@
-"""The bulk job's Ray Data stages for photos: key shards -> decode tasks -> `StylizeActor` ->
-write tasks, each row carrying its status, so one bad input is a failed row, never a failed job.
+"""The bulk job's Ray Data stages for photos, each row carrying its status, so one bad input is
+a failed row, never a failed job:
+
+- CPU-only: key shards -> blocks of keys -> `StylizeActor`, which reads, decodes, stylizes,
+  encodes and writes each block in its own threads (stylekit/bulk/blocks.py);
+- GPUs: key shards -> decode tasks -> `StylizeActor` -> write tasks, so the GPU never waits
+  for the codecs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+# Before torch loads its OpenMP runtime in an actor's process (this module is imported first
+# there, to unpickle the actor class): OpenMP workers that spin after each parallel region take
+# the cores from NNPACK's thread pool and from the codec threads (see stylekit/__main__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pyarrow as pa
@@ -19,15 +25,17 @@ import pyarrow.parquet as pq
 import ray
 
 from stylekit.bulk.backpressure import bound_backlogs
+from stylekit.bulk.blocks import BlockContext, BlockRunner
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import RunLayout
 from stylekit.bulk.manifest import FAILED, OK, manifest_table
 from stylekit.bulk.planner import KEYS_SCHEMA, Plan
 from stylekit.bulk.sizing import ActorPlan
-from stylekit.errors import StylekitError
+from stylekit.bulk.timeouts import DecodeTimeout, run_within  # noqa: F401 (DecodeTimeout: its home before)
+from stylekit.bulk.watch import tick
 from stylekit.files import images, storage
 from stylekit.logs import setup_logging
-from stylekit.redact import describe
+from stylekit.redact import describe, redact
 
 if TYPE_CHECKING:  # torch is imported by the actors, never by codec tasks
     from stylekit.infer.inference import InferenceOptions
@@ -44,10 +52,12 @@ def build_dataset(
     digest: str,
     models: list[ray.ObjectRef],
     actor: type[StylizeActor] | None = None,
+    clock: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
     `models` hold the model file's bytes (and the --then model's); `actor` is the stylize
-    stage's class (`StylizeActor`, or a subclass a benchmark times)."""
+    stage's class (`StylizeActor`, or a subclass a benchmark times); each stage ticks `clock`
+    (bulk/watch.py's StageClock) with the rows it finished."""
     options = config.storage_options.resolved()
     # One block per key shard, read by a task of its own (read_parquet would merge small shards
     # into one block), then cut into batches, so the decode work of a shard spreads over many
@@ -63,6 +73,39 @@ def build_dataset(
         batch_format="pyarrow",
         num_cpus=actors.task_cpus,
     )
+    actor_args = {
+        "model": models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
+        "name": config.model,
+        "inference": config.inference_options,
+        "threads": None if actors.num_gpus else actors.threads,
+        "cpus": actors.num_cpus,
+        "output": redact(layout.output_root),
+        "clock": clock,
+    }
+    compute = ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size)
+    if actors.codecs_inside:
+        rows = block_rows(config, plan, actors)
+        ds = ds.repartition(target_num_rows_per_block=rows)
+        block = BlockContext(
+            layout=layout,
+            options=options,
+            decode=config.decode_options,
+            timeout=config.decode_timeout,
+            quality=config.encode_options.quality,
+            digest=digest,
+            batch_size=config.batch_size,
+        )
+        ds = ds.map_batches(
+            actor or StylizeActor,
+            fn_constructor_kwargs={**actor_args, "block": block},
+            compute=compute,
+            batch_size=rows,
+            batch_format="pyarrow",
+            num_cpus=actors.num_cpus,
+            **actors.ray_args,
+        )
+        bound_backlogs(ds.context)
+        return ds
     ds = ds.repartition(target_num_rows_per_block=config.batch_size)
     ds = ds.map_batches(
         decode_batch,
@@ -71,11 +114,12 @@ def build_dataset(
             "options": options,
             "decode": config.decode_options,
             "timeout": config.decode_timeout,
+            "clock": clock,
         },
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=actors.task_cpus,
-        memory=decode_memory(config, ray.cluster_resources()),
+        memory=decode_memory(config, actors.node_memory),
     )
     # Decode blocks are already model batches (the repartition above; decoding keeps every
     # row). Decoding stays out of the actors, where it would run between model calls, because
@@ -83,18 +127,13 @@ def build_dataset(
     # when they are equal.
     ds = ds.map_batches(
         actor or StylizeActor,
-        fn_constructor_kwargs={
-            "model": models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
-            "name": config.model,
-            "inference": config.inference_options,
-            "threads": None if actors.num_gpus else actors.threads,
-            "cpus": actors.num_cpus,
-        },
-        compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
+        fn_constructor_kwargs=actor_args,
+        compute=compute,
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
+        **actors.ray_args,
     )
     ds = ds.map_batches(
         write_batch,
@@ -103,6 +142,7 @@ def build_dataset(
             "options": options,
             "quality": config.encode_options.quality,
             "digest": digest,
+            "clock": clock,
         },
         batch_size=config.batch_size,
         batch_format="numpy",
@@ -116,6 +156,20 @@ def build_dataset(
     return ds
 
 
+# Inputs per block on CPU actors: many, so Ray's cost per block (a task, its object-store
+# round trips, a manifest table) spreads over them; few enough that every actor gets many
+# blocks (MIN_BLOCKS_PER_ACTOR), so a small night still spreads over the pool and its manifest
+# rows (progress, what a stalled or killed run has settled) come in often.
+MAX_BLOCK_ROWS = 256
+MIN_BLOCKS_PER_ACTOR = 16
+
+
+def block_rows(config: BulkConfig, plan: Plan, actors: ActorPlan) -> int:
+    """Inputs per block for actors that run whole blocks (`ActorPlan.codecs_inside`)."""
+    per_actor = -(-(plan.todo - plan.videos) // (MIN_BLOCKS_PER_ACTOR * max(1, actors.max_size)))
+    return max(config.batch_size, min(MAX_BLOCK_ROWS, per_actor))
+
+
 def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
     """The key rows of the shard(s) named in `batch` (with storage's retries)."""
     return pa.concat_tables(
@@ -126,12 +180,13 @@ def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
     )
 
 
-def decode_memory(config: BulkConfig, resources: dict[str, float]) -> int:
+def decode_memory(config: BulkConfig, node_memory: float) -> int:
     """Bytes a decode task reserves: a batch of images at --max-pixels as uint8 RGB, all held
     until the batch is returned, so Ray packs no more decode tasks onto a node than fit.
-    At most half the cluster's memory, so one task can always be scheduled."""
+    At most half the largest node's memory (`node_memory`, 0 if unknown), so one task can
+    always be placed on one node."""
     most = int(config.max_pixels * 3 * config.batch_size)
-    return min(most, int(resources.get("memory", most * 2) / 2))
+    return min(most, int(node_memory / 2)) if node_memory > 0 else most
 
 
 def decode_batch(
@@ -140,6 +195,7 @@ def decode_batch(
     options: storage.StorageOptions,
     decode: images.DecodeOptions,
     timeout: float = 120.0,
+    clock: Any = None,
 ) -> dict[str, np.ndarray]:
     """Read and decode each input; a failure, or an input taking over `timeout` seconds, is
     recorded on its row, never raised."""
@@ -151,13 +207,14 @@ def decode_batch(
         t0 = time.perf_counter()
         location = storage.join(input_root, str(key))
         try:
-            pixels[i] = _within(
+            pixels[i] = run_within(
                 timeout, lambda loc=location: images.decode(storage.read_bytes(loc, options), decode)
             )
         except Exception as e:
             pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
         seconds[i] = time.perf_counter() - t0
     sizes = [p.shape[:2] for p in pixels]
+    tick(clock, "decode", n)
     return {
         "key": batch["key"],
         "output_key": batch["output_key"],
@@ -171,35 +228,6 @@ def decode_batch(
     }
 
 
-class DecodeTimeout(StylekitError):
-    """Reading and decoding one input took longer than --decode-timeout."""
-
-
-def _within(seconds: float, call: Callable[[], np.ndarray]) -> np.ndarray:
-    """`call()` in a helper thread, given up on after `seconds`. Python cannot stop a thread:
-    a hung decode is left behind as a daemon thread (it ends with the worker process), but
-    the batch, and the task, go on without it."""
-    result: list[np.ndarray] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(call())
-        except BaseException as e:
-            failure.append(e)
-
-    thread = threading.Thread(target=run, name="stylekit-decode", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise DecodeTimeout(
-            f"reading and decoding took longer than {seconds:g} s (--decode-timeout); given up"
-        )
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
 def _objects(arrays: list[np.ndarray]) -> np.ndarray:
     """A 1-D object array of images of any sizes (Ray stores it as a variable-shape tensor
     column); element-wise, as numpy would otherwise try to stack same-shape arrays."""
@@ -210,7 +238,9 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class StylizeActor:
-    """Holds one model on one device (loaded once per actor) and stylizes decoded rows."""
+    """Holds one model on one device (loaded once per actor) and stylizes decoded rows; with
+    `block` (CPU actors), runs whole blocks of keys instead: read, decode, stylize, encode and
+    write in its own threads (stylekit/bulk/blocks.py), returning manifest rows."""
 
     def __init__(
         self,
@@ -219,34 +249,49 @@ class StylizeActor:
         inference: InferenceOptions,
         threads: int | None,
         cpus: float = 1.0,
+        output: str = "",
+        clock: Any = None,
+        block: BlockContext | None = None,
     ):
-        import torch
-
-        from stylekit.infer import memory
-        from stylekit.infer.inference import Stylizer
-        from stylekit.nn.modelio import load_model_bytes
+        from stylekit.bulk.metrics import ActorMetrics
+        from stylekit.bulk.models import BulkModels
 
         setup_logging()
-        if threads:
-            torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, no more
-        if inference.max_memory is None:  # the actor's CPU share of what its node has free
-            free = memory.available_bytes()
-            if free is not None:
-                share = min(1.0, cpus / max(1, len(os.sched_getaffinity(0))))
-                budget = memory.resident_bytes() + int(free * memory.DEFAULT_SHARE * share)
-                inference = replace(inference, max_memory=budget)
-        loaded = load_model_bytes(ray.get(model[0]), name=name)
-        self.stylizer = Stylizer(loaded.model, inference)
-        # --then: a super-resolution model upscales each result (the controls are the first's).
-        plain = dataclasses.replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
-        self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
+        # `threads`: the actor's share of its node's CPUs, no more.
+        self.models = BulkModels([ray.get(m) for m in model], name, inference, threads, cpus)
+        self.stylizer, self.then = self.models.stylizer, self.models.then
+        self.metrics = ActorMetrics(output)  # the stage's busy share, on Ray's metrics endpoint
+        self.clock = clock
+        # Codec threads: at least two, so a read or write waiting on storage hides behind another.
+        self.blocks = (
+            BlockRunner(block, self._timed_stylize, threads=max(2, threads or 1), tick=self._tick)
+            if block
+            else None
+        )
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray] | pa.Table) -> dict[str, np.ndarray] | pa.Table:
+        if self.blocks is not None:
+            return self.blocks(batch)  # type: ignore[arg-type]
+        return self._stylize_rows(batch)  # type: ignore[arg-type]
+
+    def _tick(self, stage: str, rows: int) -> None:
+        tick(self.clock, stage, rows)
+
+    def _timed_stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        t0 = time.perf_counter()
+        try:
+            return self._stylize(pixels)
+        finally:
+            self.metrics.busy(time.perf_counter() - t0)
+
+    def _stylize_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["key"])
         todo = [i for i in range(n) if batch["status"][i] == DECODED]
         t0 = time.perf_counter()
         results = self._stylize([batch["pixels"][i] for i in todo])
-        share = (time.perf_counter() - t0) / max(1, len(todo))
+        busy = time.perf_counter() - t0
+        self.metrics.busy(busy)
+        share = busy / max(1, len(todo))
         pixels = _objects([EMPTY] * n)
         status, error = np.array(batch["status"], dtype=object), np.array(batch["error"], dtype=object)
         seconds = np.array(batch["seconds"], dtype=np.float64)
@@ -256,24 +301,11 @@ class StylizeActor:
                 status[i], error[i] = FAILED, f"stylizing failed: {describe(result)}"
             else:
                 pixels[i], status[i] = result, STYLIZED
+        tick(self.clock, "stylize", n)
         return {**batch, "status": status, "error": error, "seconds": seconds, "pixels": pixels}
 
     def _stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """All at once; if that fails (say, out of GPU memory), one by one, so only the images
-        that fail alone are marked failed."""
-        if not pixels:
-            return []
-        try:
-            out = self.stylizer.stylize(pixels)
-            return list(self.then.stylize(out) if self.then is not None else out)
-        except Exception as e:
-            if len(pixels) == 1:
-                return [e]
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return [self._stylize([p])[0] for p in pixels]
+        return self.models.stylize(pixels)
 
 
 def write_batch(
@@ -282,6 +314,7 @@ def write_batch(
     options: storage.StorageOptions,
     quality: int,
     digest: str,
+    clock: Any = None,
 ) -> pa.Table:
     """Encode and atomically write each stylized row; returns the rows as manifest rows."""
     n = len(batch["key"])
@@ -300,6 +333,7 @@ def write_batch(
             status[i], error[i] = FAILED, f"writing failed: {describe(e)}"
         seconds[i] += time.perf_counter() - t0
     ok = [s == OK for s in status]
+    tick(clock, "write", n)
     columns = {
         "key": [str(k) for k in batch["key"]],
         "output_key": [str(k) for k in batch["output_key"]],

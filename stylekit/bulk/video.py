@@ -25,12 +25,14 @@ import ray.data.exceptions
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import RunLayout
 from stylekit.bulk.manifest import FAILED, OK, ROW_FIELDS, ManifestWriter, manifest_table
+from stylekit.bulk.metrics import ActorMetrics
 from stylekit.bulk.planner import Plan
 from stylekit.bulk.sizing import ActorPlan
-from stylekit.errors import StylekitError
+from stylekit.bulk.watch import tick, watched
+from stylekit.errors import RunFailed
 from stylekit.files import storage
 from stylekit.logs import setup_logging
-from stylekit.redact import describe, root_cause
+from stylekit.redact import describe, redact, root_cause
 
 if TYPE_CHECKING:
     from stylekit.infer.inference import InferenceOptions
@@ -48,6 +50,7 @@ def build_video_dataset(
     actors: ActorPlan,
     digest: str,
     models: list[ray.ObjectRef],
+    clock: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset: video key shards -> one `VideoActor` call per video -> manifest rows.
     `models` hold the model file's bytes (and the --then model's, which upscales every frame)."""
@@ -70,12 +73,14 @@ def build_video_dataset(
             "options": options,
             "digest": digest,
             "threads": None if actors.num_gpus else actors.threads,
+            "clock": clock,
         },
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
         batch_size=1,
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
+        **actors.ray_args,
     )
 
 
@@ -92,6 +97,7 @@ class VideoActor:
         options: storage.StorageOptions,
         digest: str,
         threads: int | None,
+        clock: Any = None,
     ):
         import torch
 
@@ -107,12 +113,16 @@ class VideoActor:
         plain = replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
         self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
         self.video, self.layout, self.options, self.digest = video, layout, options, digest
+        self.metrics = ActorMetrics(redact(layout.output_root))  # a video's whole call is busy
+        self.clock = clock
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows: dict[str, list[Any]] = {name: [] for name in (*ROW_FIELDS, "frames", "duration")}
+        t0 = time.perf_counter()
         for key, out, size in zip(batch["key"], batch["output_key"], batch["input_bytes"], strict=True):
             for name, value in zip(rows, self._one(str(key), str(out), int(size)), strict=True):
                 rows[name].append(value)
+        self.metrics.busy(time.perf_counter() - t0)
         return manifest_table(rows, self.layout, self.digest)
 
     def _one(self, key: str, out: str, size: int) -> tuple[Any, ...]:
@@ -120,6 +130,7 @@ class VideoActor:
         from stylekit.video.transcode import stylize_video
 
         t0 = time.perf_counter()
+        tick(self.clock, "video", 0)  # a video starts: the stage moves
         target = self.layout.output_uri(out)
         try:
             r = stylize_video(
@@ -129,8 +140,10 @@ class VideoActor:
         except Exception as e:
             error = describe(e)
             log.warning("video failed: %s: %s", key, error)
+            tick(self.clock, "video", 1)
             return key, out, FAILED, error, 0, 0, size, 0, time.perf_counter() - t0, 0, 0.0
         log.info("video %s: %d frames in %.1f s (%.2f frames/s)", key, r.frames, r.seconds, r.frames_per_s)
+        tick(self.clock, "video", 1)
         return (
             key,
             out,
@@ -146,12 +159,20 @@ class VideoActor:
         )
 
 
-def consume_videos(dataset: ray.data.Dataset, manifest: ManifestWriter, total: int) -> None:
-    """Stream the videos' manifest rows to storage, with a line per video as each finishes."""
+def consume_videos(
+    dataset: ray.data.Dataset,
+    manifest: ManifestWriter,
+    total: int,
+    stall_timeout: float = 0.0,
+    clock: Any = None,
+) -> None:
+    """Stream the videos' manifest rows to storage, with a line per video as each finishes
+    (ended with one line after `stall_timeout` seconds without progress, bulk/watch.py)."""
     done = frames = 0
     started = time.monotonic()
+    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
     try:
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for table in watched(batches, stall_timeout, clock, lambda: sum(manifest.counts.values())):
             manifest.add(table)
             for row in table.select(["input", "status", "frames"]).to_pylist():
                 done += 1
@@ -166,4 +187,4 @@ def consume_videos(dataset: ray.data.Dataset, manifest: ManifestWriter, total: i
                     rate,
                 )
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise StylekitError(f"the Ray pipeline failed on videos: {root_cause(e)}") from None
+        raise RunFailed(f"the Ray pipeline failed on videos: {root_cause(e)}") from None

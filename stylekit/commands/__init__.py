@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("stylize", "optimize", "sheet", "export", "video")
+NAMES = ("stylize", "optimize", "sheet", "export", "video", "report")
 
 
 def modules(argv: list[str] | None = None) -> list[ModuleType]:

@@ -300,7 +300,9 @@ class Stylizer:
         for i, sides in enumerate(plans):
             if len(sides) > 1:
                 levels = [controls.resize(images[i], h, w) for h, w in sides[:-1]] + [images[i]]
-                out[i] = controls.compose_levels(self._stylize_network(levels))
+                painted = self._stylize_network(levels)
+                del levels  # the smaller inputs are not needed while the levels are blended
+                out[i] = controls.compose_levels(painted)
         return out  # type: ignore[return-value]
 
     def _stylize_network(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -94,8 +94,13 @@ def load_model(location: str, options: storage.StorageOptions = storage.StorageO
     return load_model_bytes(data, name=location)
 
 
+def file_digest(data: bytes) -> str:
+    """A model file's digest (`LoadedModel.digest`): sha256 of its bytes, first 16 hex digits."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
-    digest = hashlib.sha256(data).hexdigest()[:16]
+    digest = file_digest(data)
     if _looks_like_safetensors(data):
         state, metadata = _read_safetensors(data, name)
         recorded = metadata.get("weights_sha256")

@@ -41,6 +41,7 @@ def save_checkpoint(
         "step": state.step,
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
+        "worker_counts": state.worker_counts,
         "stylekit_version": __version__,
         "time": time.time(),
         "config": config.to_dict(),
@@ -67,6 +68,7 @@ def load_checkpoint(directory: str, state: TrainState) -> dict[str, Any]:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
     state.optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
     state.step, state.epoch, state.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
+    state.worker_counts = [list(c) for c in meta.get("worker_counts", [])]
     return meta
 
 

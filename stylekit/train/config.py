@@ -131,7 +131,14 @@ class TrainConfig:
         default=2000, metadata=_help("steps between checkpoints (one is always written at the end)")
     )
     log_every: int = field(default=20, metadata=_help("steps between progress lines"))
-    num_workers: int = field(default=1, metadata=_help("data-parallel training workers"))
+    num_workers: str | int = field(
+        default="1",
+        metadata=_help(
+            "data-parallel training workers: N, or MIN-MAX for an elastic run that goes on with "
+            "fewer workers (at least MIN) while nodes are gone and grows back to MAX when they return",
+            metavar="N|MIN-MAX",
+        ),
+    )
     use_gpu: bool | None = field(
         default=None,
         metadata={
@@ -156,6 +163,20 @@ class TrainConfig:
     max_failures: int = field(
         default=3,
         metadata=_help("worker failures to recover from (from the last checkpoint) before giving up"),
+    )
+    wait_for_nodes: float = field(
+        default=600.0,
+        metadata=_help(
+            "seconds to wait for an autoscaling cluster to add nodes the workers fit on (a 0-CPU "
+            "head, GPU nodes not up yet) before giving up with one line; 0: do not wait"
+        ),
+    )
+    stall_timeout: float = field(
+        default=1800.0,
+        metadata=_help(
+            "seconds with no training step before the run ends with one line (workers that "
+            "cannot be placed, a hung data read); a rerun resumes from the last checkpoint; 0: never"
+        ),
     )
     content_warmup: int = field(
         default=0,
@@ -195,7 +216,9 @@ class TrainConfig:
                 object.__setattr__(self, name, value)
         if self.epochs is None:
             object.__setattr__(self, "epochs", 2 if self.max_steps is None else 1_000_000)
-        positive = ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every", "num_workers")
+        object.__setattr__(self, "num_workers", str(self.num_workers).strip())
+        self.worker_range  # noqa: B018 (validates)
+        positive = ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
@@ -214,6 +237,11 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
         if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
             raise ConfigError(f"--cpus-per-worker must be > 0 (got {self.cpus_per_worker})")
+        for name in ("wait_for_nodes", "stall_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 0 seconds (got {getattr(self, name)})"
+                )
         if self.max_failures < -1:
             raise ConfigError("--max-failures must be >= 0, or -1 for no limit")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -237,6 +265,26 @@ class TrainConfig:
             )
         if self.content_warmup:
             raise ConfigError("--content-warmup applies to style training only; drop it for --task sr")
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(MIN, MAX) of --num-workers; equal for a fixed number."""
+        low, dash, high = self.num_workers.partition("-")
+        try:
+            lo, hi = int(low), int(high if dash else low)
+        except ValueError:
+            raise ConfigError(f"--num-workers must be N or MIN-MAX (got {self.num_workers!r})") from None
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"--num-workers needs 1 <= MIN <= MAX (got {self.num_workers!r})")
+        return lo, hi
+
+    @property
+    def min_workers(self) -> int:
+        return self.worker_range[0]
+
+    @property
+    def max_workers(self) -> int:
+        return self.worker_range[1]
 
     @property
     def run_dir(self) -> str:

@@ -28,12 +28,12 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from stylekit.errors import StylekitError
+from stylekit.errors import RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import setup_logging
 from stylekit.nn.modelio import save_model
 from stylekit.nn.vgg import load_vgg
-from stylekit.ray_env import init_ray
+from stylekit.ray_env import cluster_nodes, init_ray, on_head, plan_on_nodes
 from stylekit.redact import redact, root_cause
 from stylekit.train import previews, training
 from stylekit.train.board import Board, loss_scalars
@@ -41,6 +41,9 @@ from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, s
 from stylekit.train.config import TrainConfig
 from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
 from stylekit.train.metadata import model_metadata
+from stylekit.train.metrics import TrainMetrics
+from stylekit.train.sizing import plan_workers
+from stylekit.train.watch import StepClock, fit_watched
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +62,26 @@ def run_training(config: TrainConfig) -> str:
             config.output,
         )
     n_images = count_training_images(config.data, opts)
-    if n_images < config.num_workers:
+    if n_images < config.max_workers:
         raise StylekitError(
-            f"{n_images} training images cannot feed {config.num_workers} workers; add images or "
+            f"{n_images} training images cannot feed {config.max_workers} workers; add images or "
             "lower --num-workers"
         )
     # Ray Data splits the rows equally; each worker sees ceil(rows / batch) batches an epoch.
+    # An epoch is a number of steps, counted at MAX workers: with fewer (an elastic run while
+    # a node is gone) each step, and so each epoch, sees fewer images; the schedule is unchanged.
     rows = n_images * (SR_CROPS_PER_IMAGE if config.task == "sr" else 1)
-    steps_per_epoch = max(1, math.ceil((rows // config.num_workers) / config.batch_size))
+    steps_per_epoch = max(1, math.ceil((rows // config.max_workers) / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     init_ray()
-    scaling = _scaling_config(config)
+    workers = plan_on_nodes(lambda nodes: plan_workers(config, nodes), config.wait_for_nodes)
+    scaling = ScalingConfig(
+        num_workers=workers.num_workers, use_gpu=workers.use_gpu, resources_per_worker=workers.resources
+    )
     log.info(
-        "training %r: %d images under %s, %d worker(s) %s, batch %d per worker, %d steps "
+        "training %r: %d images under %s, %s worker(s) %s, batch %d per worker, %d steps "
         "(%d per epoch), run folder %s",
         config.name,
         n_images,
@@ -85,7 +93,8 @@ def run_training(config: TrainConfig) -> str:
         steps_per_epoch,
         config.run_dir,
     )
-    counter = SkipCounter.remote()
+    counter = SkipCounter.options(**on_head()).remote()  # on the head, which outlives workers
+    clock = StepClock.options(**on_head()).remote()
     factor = config.factor if config.task == "sr" else None
     dataset = training_dataset(
         config.data, config.image_size, opts, counter=counter, seed=config.seed, factor=factor
@@ -99,6 +108,7 @@ def run_training(config: TrainConfig) -> str:
             "total_steps": total_steps,
             "steps_per_epoch": steps_per_epoch,
             "cpus_per_worker": scaling.resources_per_worker.get("CPU", 1),
+            "clock": clock,
         },
         scaling_config=scaling,
         run_config=RunConfig(
@@ -112,9 +122,11 @@ def run_training(config: TrainConfig) -> str:
     )
     started = time.time()
     try:
-        result = trainer.fit()
+        result = fit_watched(
+            trainer, clock, config.stall_timeout, lambda: plan_workers(config, cluster_nodes())
+        )
     except ray.train.TrainingFailedError as e:
-        raise StylekitError(f"training failed: {root_cause(e)}") from None
+        raise RunFailed(f"training failed: {root_cause(e)}") from None
     skipped, examples = ray.get(counter.summary.remote())
     if skipped:
         log.warning("skipped %d unreadable training image(s), e.g. %s", skipped, ", ".join(examples[:3]))
@@ -125,7 +137,7 @@ def run_training(config: TrainConfig) -> str:
         load_checkpoint(directory, state)
 
     final = {k: v for k, v in (result.metrics or {}).items() if k in ("loss", "content", "style", "tv")}
-    metadata = model_metadata(config, state.step, vgg_source, final)
+    metadata = model_metadata(config, state.step, vgg_source, final, state.worker_counts)
     save_model(config.model_path, state.model, metadata, opts)
     log.info("finished %d steps in %.0f s; model written", state.step, time.time() - started)
     return config.model_path
@@ -160,35 +172,6 @@ def _blank_model_and_optimizer(config: TrainConfig) -> tuple[Any, Any]:
     # A checkpoint is loaded into it next: no need to read --init-from's weights first.
     state = training.new_state(dataclasses.replace(config, init_from=None), torch.device("cpu"))
     return state.model, state.optimizer
-
-
-def _scaling_config(config: TrainConfig) -> ScalingConfig:
-    """GPUs when the cluster has them (unless forced); CPUs sized so data tasks keep one."""
-    resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
-    use_gpu = config.use_gpu if config.use_gpu is not None else gpus > 0
-    if use_gpu and gpus < 1:
-        if len(ray.nodes()) <= 1:
-            raise StylekitError("--gpu asked for, but this Ray cluster has no GPUs; drop --gpu or use --cpu")
-        # An autoscaling cluster may have no GPU node up yet: Ray Train waits for one.
-        log.warning("--gpu: no GPU node is up yet; waiting for the cluster to add one")
-    if config.cpus_per_worker is not None:
-        cpus = config.cpus_per_worker
-    elif use_gpu:
-        cpus = 1
-    else:
-        cpus = _cpu_share(resources.get("CPU", 1), config.num_workers)
-    res: dict[str, float] = {"CPU": cpus}
-    if use_gpu:
-        res["GPU"] = 1
-    return ScalingConfig(num_workers=config.num_workers, use_gpu=use_gpu, resources_per_worker=res)
-
-
-def _cpu_share(total_cpus: float, workers: int) -> float:
-    """CPUs per worker leaving at least one CPU to Ray Data's decode tasks (so a 2-core
-    machine with two workers cannot deadlock). Ray wants whole numbers above 1."""
-    share = max(total_cpus - 1, 0.5) / workers
-    return float(math.floor(share)) if share >= 1 else math.floor(share * 100) / 100 or 0.01
 
 
 # --- finding checkpoints in storage ---------------------------------------------------------
@@ -244,12 +227,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state = training.new_state(config, device)
     loss_fn = training.build_loss(config, device)
     _restore(state, loop_config, config, rank)
+    if not state.worker_counts or state.worker_counts[-1][1] != world:
+        state.worker_counts.append([state.step + 1, world])  # this group's size, from its first step
+        if rank == 0 and len(state.worker_counts) > 1:
+            log.info("training goes on with %d worker(s) from step %d", world, state.step + 1)
+    clock = loop_config.get("clock")
     board = Board(config.run_dir, config.storage_options, purge_step=state.step + 1) if rank == 0 else None
 
     model = ray.train.torch.prepare_model(state.model)
     shard = ray.train.get_dataset_shard("train")
     total, per_epoch = loop_config["total_steps"], loop_config["steps_per_epoch"]
     meter = _Meter(config.batch_size * world)
+    step_metrics = TrainMetrics(config.name, config.batch_size * world) if rank == 0 else None
     recent: collections.deque[dict[str, float]] = collections.deque(maxlen=RECENT_STEPS)
     while state.step < total and state.epoch < config.epochs:
         budget = per_epoch - state.step_in_epoch
@@ -272,7 +261,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state.step_in_epoch += 1
             budget -= 1
             meter.tick()
+            if rank == 0 and clock is not None:
+                clock.tick.remote(state.step)  # the driver's stall watchdog (train/watch.py)
             recent.append(terms.as_floats())
+            if step_metrics is not None:
+                step_metrics.step(state.step, meter.rate(), recent[-1])
             if rank == 0 and (state.step % config.log_every == 0 or state.step == total):
                 values = terms.as_floats()
                 log.info(

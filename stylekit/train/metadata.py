@@ -9,12 +9,18 @@ from stylekit.train.config import TrainConfig
 
 
 def model_metadata(
-    config: TrainConfig, step: int, vgg_source: str, final_losses: dict[str, float] | None = None
+    config: TrainConfig,
+    step: int,
+    vgg_source: str,
+    final_losses: dict[str, float] | None = None,
+    worker_counts: list[list[int]] | None = None,
 ) -> dict[str, str]:
     """What a model file says about itself: task, style, data, schedule, loss network and
     weights, final losses (mean weighted terms over the last steps)."""
     if config.task == "sr":
-        return sr_metadata(config, step, vgg_source, final_losses)
+        meta = sr_metadata(config, step, vgg_source, final_losses)
+        meta.update(_workers(worker_counts))
+        return meta
     meta = {
         "format": "stylekit",
         "task": "style",
@@ -39,6 +45,7 @@ def model_metadata(
         "loss_network": LOSS_NETWORKS.get(vgg_source.split(":")[0], vgg_source),
         "seed": str(config.seed),
     }
+    meta.update(_workers(worker_counts))
     if config.content_warmup:
         meta["content_warmup_steps"] = str(config.content_warmup)
     if config.init_from:
@@ -46,6 +53,14 @@ def model_metadata(
     for name, value in (final_losses or {}).items():
         meta[f"final_{name}"] = f"{value:.6g}"
     return meta
+
+
+def _workers(worker_counts: list[list[int]] | None) -> dict[str, str]:
+    """The worker counts the run had: "2 from step 1, 1 from step 41" (an elastic run that lost
+    a node at step 41); absent when unknown."""
+    if not worker_counts:
+        return {}
+    return {"worker_counts": ", ".join(f"{n} from step {first}" for first, n in worker_counts)}
 
 
 def _start_name(init_from: str) -> str:

@@ -8,6 +8,7 @@ train/metadata.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -53,6 +54,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
+    # [first step, workers] for each worker-group size the run has had (elastic runs vary).
+    worker_counts: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 def new_state(config: TrainConfig, device: torch.device) -> TrainState:
