@@ -11,6 +11,12 @@ failures. One row per input goes to the Parquet manifest under OUT/_manifest/run
 the last line printed is a JSON summary. Runs on the Ray cluster it was submitted to
 (`ray job submit -- python jobs/stylize.py ...`), a `ray start` cluster on this machine, or,
 with neither, a local Ray it starts itself.
+
+Exit status (stylekit/exitcodes.py): 0 finished (failed inputs are failed rows, still 0
+unless --strict), 1 --strict and an input failed, 2 refused (bad flag or value, a setting the
+output refuses), 3 the run could not finish (a store or Ray failed), 4 stalled
+(--stall-timeout), 5 another run holds the output's lease past --lease-wait, 130 interrupted
+(SIGINT or SIGTERM).
 """
 
 import argparse
@@ -19,8 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's stylekit first
 
+from stylekit import exitcodes
 from stylekit.bulk.config import BulkConfig
-from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main
+from stylekit.cli import (
+    OneLineErrorParser,
+    add_config_arguments,
+    config_from_args,
+    interrupt_on_sigterm,
+    run_main,
+)
 from stylekit.logs import setup_logging
 
 
@@ -28,6 +41,7 @@ def main() -> int:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, BulkConfig)
     args = parser.parse_args()
+    interrupt_on_sigterm()  # a stopped RayJob or deleted pod: lease released, exit INTERRUPTED
     setup_logging()
     config = config_from_args(BulkConfig, args)
     from stylekit.bulk.driver import run_bulk
@@ -36,7 +50,7 @@ def main() -> int:
     summary = run_bulk(config)
     shutdown_ray()  # before the summary: no late Ray output may follow it
     print(summary.to_json(), flush=True)
-    return 1 if config.strict and summary.failed else 0
+    return exitcodes.INPUTS_FAILED if config.strict and summary.failed else exitcodes.OK
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import threading
 import types
@@ -20,6 +21,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from stylekit import exitcodes
 from stylekit.errors import StylekitError
 
 T = TypeVar("T")
@@ -100,11 +102,12 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse prints usage plus a message; we keep its message but make it one line."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def run_main(main: Callable[[], int | None], fast_exit: bool = False) -> None:
-    """Run `main`, turning a StylekitError into a one-line message and exit status 2.
+    """Run `main`, turning a StylekitError into a one-line message and its exit status (2
+    unless it says otherwise: stylekit/exitcodes.py), and an interrupt into INTERRUPTED.
 
     `fast_exit`: end the process without the interpreter's teardown once `main` has returned
     (see `exit_now`); for one-process commands, whose work is all done and flushed by then."""
@@ -112,13 +115,24 @@ def run_main(main: Callable[[], int | None], fast_exit: bool = False) -> None:
         code = main()
     except StylekitError as e:
         print(f"error: {e}", file=sys.stderr)
-        code = 2
+        code = e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exitcodes.INTERRUPTED)
     if fast_exit:
         exit_now(code or 0)
     sys.exit(code or 0)
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a pod deleted, a RayJob stopped, `kill`) what Ctrl-C is: a
+    KeyboardInterrupt, so the job releases its lease and exits INTERRUPTED after its cleanup
+    (stylekit.ray_env.init_ray keeps this handler where Ray would install its own)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def exit_now(code: int) -> None:

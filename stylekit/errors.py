@@ -1,8 +1,21 @@
-"""The one exception type a user sees: a clear, one-line message that says what to do."""
+"""The one exception type a user sees: a clear, one-line message that says what to do.
+
+Each carries the exit status a job or command ends with (stylekit/exitcodes.py)."""
+
+from stylekit import exitcodes
 
 
 class StylekitError(Exception):
     """A problem with the user's input or environment; printed as one line, never a traceback."""
+
+    exit_code: int = exitcodes.USAGE
+
+
+class RunFailed(StylekitError):
+    """A run that started could not finish (a store that stopped answering, a failed Ray
+    pipeline, no node joining); a rerun does the rest."""
+
+    exit_code = exitcodes.RUN_FAILED
 
 
 class ConfigError(StylekitError, ValueError):

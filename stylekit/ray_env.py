@@ -7,7 +7,9 @@ import contextlib
 import copy
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from typing import TypeVar
 
 import ray
 
+from stylekit import exitcodes
 from stylekit.logs import format_duration
 from stylekit.nodes import Node, NoNodeFits, describe_nodes, node_types_from_config, nodes_from_ray
 
@@ -34,12 +37,21 @@ WARNINGS = (
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
     # An actor pool sized for the cluster meets a small input (a few photos): no problem.
     (r"The minimum number of concurrent actors for '.*' is set to", UserWarning),
+    # Ray 2.60 names `memory` but not `scheduling_strategy` among map_batches' parameters, so
+    # SPREAD for CPU actors (bulk/sizing.py) can only go through **ray_remote_args, which warns.
+    (r"`ray_remote_args` is deprecated", DeprecationWarning),
 )
 # Lines Ray's own processes (Ray Train's controller and workers, Ray Data's coordinators) print
 # to the driver's console that ask nothing of a user; Ray's log files under the session keep
 # them. Matched anywhere in a forwarded line; everything else (real errors) still shows.
 ROUTINE_WORKER_LINES = (
     "Reporting training result",  # Ray Train, at every report
+    "Requesting resources:",  # Ray Train's controller, at every (re)start of the worker group
+    "Attempting to start training worker group",
+    "Started training worker group of size",
+    ") world_rank=",  # the worker list that follows it
+    "Setting up process group for",
+    "Found multiple active Ray instances",  # a Ray helper process on a machine with two Rays
     "Checkpoint successfully created at",
     "Failed to query Ray Train Controller actor state",  # PlacementGroupCleaner after a node loss
     "Starting execution of Dataset",  # Ray Data, every epoch of the training data
@@ -158,7 +170,11 @@ def init_ray() -> None:
     quiet_ray_notices()
     if not ray.is_initialized():
         quiet_ray_data_workers()
+        main = threading.current_thread() is threading.main_thread()
+        own = signal.getsignal(signal.SIGTERM) if main else None
         ray.init(logging_level=logging.WARNING, log_to_driver=True)
+        if callable(own):  # the job's own (cli.interrupt_on_sigterm), not Ray's sys.exit(15)
+            signal.signal(signal.SIGTERM, own)
     # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
     # (and Ray's notice that they are off would only confuse).
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -230,6 +246,13 @@ def could_grow(plan: Callable[[list[Node]], object], nodes: list[Node]) -> bool:
     return False
 
 
+class NoNodeJoined(NoNodeFits):
+    """The autoscaler added no node the work fits on within --wait-for-nodes: the cluster's
+    fault, not the command's (a later run may find one)."""
+
+    exit_code = exitcodes.RUN_FAILED
+
+
 def plan_on_nodes(
     plan: Callable[[list[Node]], T],
     wait_for_nodes: float,
@@ -251,7 +274,7 @@ def plan_on_nodes(
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NoNodeFits(
+                raise NoNodeJoined(
                     f"{e} (no such node joined within --wait-for-nodes {wait_for_nodes:g} s)"
                 ) from None
             if time.monotonic() - last_line >= WAIT_LINE_EVERY:

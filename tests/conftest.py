@@ -325,6 +325,11 @@ def ray_cluster() -> Iterator[Any]:
 
     if ray.is_initialized():
         ray.shutdown()
+    # A raylet registers with the GCS within 30 s by default; on a loaded 2-core machine it
+    # can take longer, and the node then fails to start.
+    wait_var = "RAY_raylet_start_wait_time_s"  # Ray's config names are case-sensitive
+    before = os.environ.get(wait_var)
+    os.environ[wait_var] = "120"
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}, connect=False
     )
@@ -332,6 +337,10 @@ def ray_cluster() -> Iterator[Any]:
         yield cluster
     finally:
         cluster.shutdown()
+        if before is None:
+            os.environ.pop(wait_var, None)
+        else:
+            os.environ[wait_var] = before
 
 
 def add_workers(cluster: Any, count: int, cpus: float) -> list[Any]:

@@ -7,6 +7,7 @@ without a replacement), a run that stalls, elastic training, and what a run prin
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import PYTHON, REPO, add_workers, cluster_env, stylekit_lines
+from stylekit import exitcodes
 
 pytestmark = pytest.mark.ray
 
@@ -63,7 +65,9 @@ def manifest_rows(out: Path) -> list[dict[str, Any]]:
 def wait_for(predicate: Any, proc: subprocess.Popen[str], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
-        assert proc.poll() is None, f"the job ended before {what}: {proc.communicate()[1][-3000:]}"
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the job ended before {what}: {((out or '') + (err or ''))[-3000:]}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
 
@@ -92,6 +96,18 @@ def test_actors_sized_to_small_nodes_and_a_demand_no_node_meets_is_one_line(
     assert good.returncode == 0, good.stderr[-3000:]
     assert "actor(s) of 1 CPU each" in good.stderr  # never the sum's 4 CPU
     assert json.loads(good.stdout.splitlines()[-1])["ok"] == 6
+    # What a run on a cluster prints: stylekit's own lines (the driver's and its actors'), and
+    # none of Ray's routine ones. Left: the line Ray's C++ core worker writes straight to the
+    # driver's stderr when Ray Data starts an actor pool (its own constructor arguments; also
+    # in Ray's driver log); nothing in Python sees it to filter it.
+    own = re.compile(
+        r"^(\x1b\[\d+m)?(\(\S+ pid=\d+(, ip=\S+)?\)(\x1b\[0m)? )?\d\d:\d\d:\d\d [A-Z]+ stylekit[.:]"
+    )
+    lines = stylekit_lines(good.stderr)
+    foreign = [line for line in lines if not own.match(line) and "core_worker.cc" not in line]
+    assert not foreign, "\n".join(foreign)
+    assert sum("core_worker.cc" in line for line in lines) <= 2
+    assert 5 <= len(lines) <= 14, "\n".join(lines)
 
 
 def test_the_node_holding_the_model_dies_and_a_replacement_finishes_every_input_once(
@@ -167,7 +183,7 @@ def test_a_run_whose_nodes_are_all_gone_stalls_with_one_line_and_a_rerun_finishe
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, stderr[-3000:]
+    assert proc.returncode == exitcodes.STALLED, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "stalled" in errors[0] and "--stall-timeout 8" in errors[0], stderr[-3000:]
     assert "stage stopped" in errors[0] and "Ray cannot place" in errors[0]
@@ -244,3 +260,42 @@ def test_elastic_training_loses_a_workers_node_and_goes_on_with_fewer(
     assert meta["steps"] == "6" and meta["num_workers"] == "1-2"
     counts = meta["worker_counts"]
     assert counts.startswith("2 from step 1, 1 from step "), counts
+
+
+def test_training_whose_only_node_is_gone_stalls_with_one_line_and_a_rerun_resumes(
+    ray_cluster: Any, tiny_train_dir: Path, tmp_path: Path
+) -> None:
+    (worker,) = add_workers(ray_cluster, 1, cpus=3)
+    run_dir = tmp_path / "runs" / "wave"
+    args = train_args(tiny_train_dir, tmp_path / "runs", "--num-workers", "1", "--cpus-per-worker", "2")
+    env = cluster_env(ray_cluster)
+    proc = subprocess.Popen(
+        [*args, "--max-steps", "400", "--stall-timeout", "90", "--wait-for-nodes", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: bool(complete_steps(run_dir)), proc, 300, "the first checkpoint")
+        ray_cluster.remove_node(worker, allow_graceful=False)  # nowhere left for the worker
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, output[-4000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-4000:]
+    assert "training stalled" in errors[0] and "--stall-timeout 90" in errors[0], errors[0]
+    assert "run the same command again" in errors[0]
+    assert "Traceback" not in output.split(errors[0])[-1]
+    for routine in ("Requesting resources:", "Attempting to start training worker group", "Reporting training"):
+        assert routine not in output
+    saved = max(complete_steps(run_dir))
+
+    add_workers(ray_cluster, 1, cpus=3)
+    rerun = subprocess.run(
+        [*args, "--max-steps", str(saved + 2)], env=env, capture_output=True, text=True, timeout=400
+    )
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert f"resumed from step {saved}" in rerun.stderr + rerun.stdout

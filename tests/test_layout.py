@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stylekit"
 
 # Lowest floor first. A part is a subpackage (`nn`) or a top-level module (`redact`).
 FLOORS: list[set[str]] = [
+    {"exitcodes"},
     {"__init__", "errors", "logs"},
     {"redact"},
     {"nodes"},

@@ -54,6 +54,16 @@ class BulkConfig:
             metavar="OUT",
         ),
     )
+    keys: str = field(
+        default="",
+        metadata=_help(
+            "read the inputs from this list instead of listing IN (a bucket of millions of keys "
+            "is never listed): a Parquet or CSV file with a 'key' column, a text file of one key "
+            "per line (keys relative to IN), or an S3 Inventory report's manifest.json (CSV or "
+            "Parquet); a listed key missing from IN is a failed row",
+            metavar="LOCATION",
+        ),
+    )
     format: str = field(
         default="same",
         metadata=_help(
@@ -154,6 +164,28 @@ class BulkConfig:
             "rest (generous: a 100 MP photo or a long 4K video settles well within it); 0: never"
         ),
     )
+    lease_wait: float = field(
+        default=600.0,
+        metadata=_help(
+            "seconds to wait for another run that holds the output's lease (the night before, "
+            "still running) before refusing with one line naming it (exit status 5); a lease "
+            "whose run died expires within --lease-ttl"
+        ),
+    )
+    lease_ttl: float = field(
+        default=90.0,
+        metadata=_help(
+            "seconds the output's lease lives without renewal (renewed every third of it): "
+            "how long a rerun after a crash waits for the dead run's lease"
+        ),
+    )
+    take_lease: bool = field(
+        default=False,
+        metadata=_help(
+            "take over the output's lease whatever its state, for an operator who knows the run "
+            "holding it is gone"
+        ),
+    )
     then: str = field(
         default="",
         metadata=_help(
@@ -206,6 +238,10 @@ class BulkConfig:
             raise ConfigError(
                 f"--stall-timeout must be >= 0 seconds, 0 to disable (got {self.stall_timeout})"
             )
+        if self.lease_wait < 0:
+            raise ConfigError(f"--lease-wait must be >= 0 seconds (got {self.lease_wait})")
+        if not self.lease_ttl >= 2:
+            raise ConfigError(f"--lease-ttl must be >= 2 seconds (got {self.lease_ttl})")
         if not self.progress_every > 0:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if not 0 <= self.stabilize <= 1:

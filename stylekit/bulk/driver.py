@@ -62,6 +62,7 @@ import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.lease import OutputLease
 from stylekit.bulk.local import LOCAL_MAX_CPUS, machine_cpus, stylize_here
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
@@ -71,7 +72,7 @@ from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.bulk.watch import start_clock, watched
-from stylekit.errors import ConfigError, StylekitError
+from stylekit.errors import ConfigError, RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import format_duration
 from stylekit.nn import zoo
@@ -122,6 +123,8 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
         storage.require_shared(location, flag)
     storage.require_shared(config.model, "--model")
+    if config.keys:
+        storage.require_shared(config.keys, "--keys")
     # Before any work; the probe goes where the manifest will, not among the outputs.
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
     models = [storage.read_bytes(zoo.resolve(config.model), options)]  # unknown names: one line
@@ -138,6 +141,30 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         redact(layout.input_root),
         redact(layout.output_root),
     )
+    # One run per output at a time (bulk/lease.py): waits for, or refuses, a run that holds it.
+    lease = OutputLease(
+        layout.output_root,
+        layout.run_id,
+        options,
+        ttl=config.lease_ttl,
+        wait=config.lease_wait,
+        take=config.take_lease,
+        manifest_dir=MANIFEST_DIR,
+    )
+    with lease:
+        return _run_leased(config, probes, layout, options, models, digest, started)
+
+
+def _run_leased(
+    config: BulkConfig,
+    probes: Probes,
+    layout: RunLayout,
+    options: storage.StorageOptions,
+    models: list[bytes],
+    digest: str,
+    started: float,
+) -> Summary:
+    """The run itself, while it holds the output's lease."""
     # The models are checked (torch imported, the networks built: seconds) in a helper thread,
     # beside the listing and Ray's start; a bad model still ends the run before any output,
     # and before a first run records its settings.
@@ -266,7 +293,7 @@ def _consume(
             manifest.add(table)
             progress.update(table)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise StylekitError(f"the Ray pipeline failed: {root_cause(e)}") from None
+        raise RunFailed(f"the Ray pipeline failed: {root_cause(e)}") from None
     progress.log_line(final=True)
 
 

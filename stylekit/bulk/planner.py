@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stylekit.bulk.config import BulkConfig
+from stylekit.bulk.keylist import key_entries, unsafe_key
 from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
 from stylekit.bulk.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
 from stylekit.files import images, storage
@@ -64,11 +65,16 @@ class Plan:
 
 
 def image_entries(config: BulkConfig, layout: RunLayout) -> Iterator[storage.FileEntry]:
-    """The inputs: image keys under IN, minus OUT's own keys when OUT lies inside IN."""
+    """The inputs: image keys under IN (or, with --keys, in the key list: bulk/keylist.py),
+    minus OUT's own keys when OUT lies inside IN."""
     inside = nested_prefix(layout.output_root, layout.input_root)
+    if config.keys:
+        listed = key_entries(config.keys, layout.input_root, config.storage_options)
+    else:
+        listed = storage.list_entries(layout.input_root, config.storage_options)
     entries = (
         e
-        for e in storage.list_entries(layout.input_root, config.storage_options)
+        for e in listed
         if (images.is_image_key(e.key) or is_video_key(e.key)) and not (inside and e.key.startswith(inside))
     )
     return itertools.islice(entries, config.limit)
@@ -152,9 +158,13 @@ class _Planner:
         rows: dict[str, list[Any]] = {name: [] for name in ROW_FIELDS}
         for entry in page:
             out = output_key(entry.key, self.config.format)
-            earlier = self.guard.claim(entry.key, out)
+            unsafe = unsafe_key(entry.key)
+            earlier = None if unsafe else self.guard.claim(entry.key, out)
             found = existing.get(out)
-            if earlier is not None:
+            if unsafe is not None:
+                _add_row(rows, entry, out, FAILED, unsafe)
+                self.plan.failed += 1
+            elif earlier is not None:
                 error = f"output {out!r} is also the output of input {earlier!r}; rename one of them"
                 _add_row(rows, entry, out, FAILED, error)
                 self.plan.failed += 1

@@ -29,7 +29,7 @@ from stylekit.bulk.metrics import ActorMetrics
 from stylekit.bulk.planner import Plan
 from stylekit.bulk.sizing import ActorPlan
 from stylekit.bulk.watch import tick, watched
-from stylekit.errors import StylekitError
+from stylekit.errors import RunFailed
 from stylekit.files import storage
 from stylekit.logs import setup_logging
 from stylekit.redact import describe, redact, root_cause
@@ -187,4 +187,4 @@ def consume_videos(
                     rate,
                 )
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise StylekitError(f"the Ray pipeline failed on videos: {root_cause(e)}") from None
+        raise RunFailed(f"the Ray pipeline failed on videos: {root_cause(e)}") from None

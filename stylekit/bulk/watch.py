@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from stylekit import exitcodes
 from stylekit.errors import StylekitError
 from stylekit.ray_env import describe_pending, leave_quietly, on_head
 
@@ -40,6 +41,8 @@ WAITS = {
 
 class Stalled(StylekitError):
     """Nothing settled for --stall-timeout seconds."""
+
+    exit_code = exitcodes.STALLED
 
 
 @ray.remote(num_cpus=0)

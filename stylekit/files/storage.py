@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from stylekit.errors import StylekitError
+from stylekit.errors import RunFailed, StylekitError
 from stylekit.redact import redact
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ def _retry(what: str, location: str, call: Callable[[], T]) -> T:
             if not is_transient(e):
                 raise StylekitError(f"cannot {what} {redact(location)}: {_short(e)}") from None
             if attempt == RETRY_ATTEMPTS:
-                raise StylekitError(
+                raise RunFailed(
                     f"cannot {what} {redact(location)}: {_short(e)} (still failing after "
                     f"{attempt} tries over {time.monotonic() - started:.0f} s)"
                 ) from None
@@ -356,6 +356,60 @@ def _write_local(path: str, data: bytes) -> None:
         raise
 
 
+def read_if_exists(location: str, options: StorageOptions = StorageOptions()) -> bytes | None:
+    """A whole object's bytes, or None when it is not there (a transient fault is retried and
+    a persistent one raised, never taken for "not there")."""
+    fs, path = filesystem(location, options)
+
+    def read() -> bytes | None:
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    return _retry("read", location, read)
+
+
+def create_exclusive(location: str, data: bytes) -> bool:
+    """Create a local file holding `data` only if no file is there (False if one is): the
+    bytes go to a temporary file that is then hard-linked into place, which fails if the
+    name exists, so a reader never sees a partial file and of two creators only one wins."""
+    path = local_path(location)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f"-{uuid.uuid4().hex[:6]}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as e:  # a filesystem without hard links: O_EXCL, written in place
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            try:
+                with open(path, "xb") as f:
+                    f.write(data)
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+def delete_file(location: str, options: StorageOptions = StorageOptions()) -> None:
+    """Remove one file or object (missing is fine)."""
+    fs, path = filesystem(location, options)
+
+    def rm() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
+
+    _retry("delete", location, rm)
+
+
 def exists(location: str, options: StorageOptions = StorageOptions()) -> bool:
     """Whether a file is there. Unlike fsspec's isfile, a transient fault is retried and a
     persistent one raised, never taken for "not there"."""
@@ -385,8 +439,8 @@ def check_writable(location: str, options: StorageOptions = StorageOptions(), *,
     probe = join(target, f".stylekit-write-check-{uuid.uuid4().hex[:8]}")
     try:
         write_bytes(probe, b"", options)
-    except StylekitError as e:
-        raise StylekitError(f"cannot write to {redact(location)}: {e}") from None
+    except StylekitError as e:  # the same kind (a store that stopped answering: RunFailed)
+        raise type(e)(f"cannot write to {redact(location)}: {e}") from None
     fs, path = filesystem(probe, options)
     _retry("delete", probe, lambda: fs.rm_file(path))
 

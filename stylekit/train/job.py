@@ -28,7 +28,7 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from stylekit.errors import StylekitError
+from stylekit.errors import RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import setup_logging
 from stylekit.nn.modelio import save_model
@@ -126,7 +126,7 @@ def run_training(config: TrainConfig) -> str:
             trainer, clock, config.stall_timeout, lambda: plan_workers(config, cluster_nodes())
         )
     except ray.train.TrainingFailedError as e:
-        raise StylekitError(f"training failed: {root_cause(e)}") from None
+        raise RunFailed(f"training failed: {root_cause(e)}") from None
     skipped, examples = ray.get(counter.summary.remote())
     if skipped:
         log.warning("skipped %d unreadable training image(s), e.g. %s", skipped, ", ".join(examples[:3]))

@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from stylekit import exitcodes
 from stylekit.errors import StylekitError
 from stylekit.nodes import NoNodeFits
 from stylekit.ray_env import describe_pending, leave_quietly
@@ -20,6 +21,12 @@ from stylekit.ray_env import describe_pending, leave_quietly
 log = logging.getLogger(__name__)
 
 POLL = 5.0  # seconds between the driver's looks at the clock
+
+
+class Stalled(StylekitError):
+    """No step reported for --stall-timeout seconds; the same command resumes."""
+
+    exit_code = exitcodes.STALLED
 
 
 @ray.remote(num_cpus=0)
@@ -66,7 +73,7 @@ def fit_watched(
         if idle > stall_timeout:
             line = stall_line(step, idle, stall_timeout, check_nodes)
             leave_quietly()
-            raise StylekitError(line)
+            raise Stalled(line)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
