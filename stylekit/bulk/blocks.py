@@ -32,6 +32,8 @@ from stylekit.bulk.timeouts import run_within
 from stylekit.files import images, storage
 from stylekit.redact import describe
 
+TICK_EVERY = 1.0  # seconds between the watchdog clock's updates from one block runner
+
 # Stylize a list of images; each result an image or the exception that image failed with.
 StylizeFn = Callable[[list[np.ndarray]], list[np.ndarray | Exception]]
 
@@ -74,10 +76,25 @@ class BlockRunner:
         tick: Callable[[str, int], None] | None = None,
     ):
         self.context, self.stylize, self.threads = context, stylize, max(1, threads)
-        self.tick = tick or (lambda stage, rows: None)  # the stall watchdog's clock (bulk/watch.py)
+        self._send = tick  # the stall watchdog's clock (bulk/watch.py): a Ray call each
+        self._pending: dict[str, int] = {}
+        self._sent = 0.0
         self.readers = ThreadPoolExecutor(self.threads, "stylekit-read")
         self.writers = ThreadPoolExecutor(self.threads, "stylekit-write")
         self.clock = StageClock()
+
+    def tick(self, stage: str, rows: int, flush: bool = False) -> None:
+        """Rows a stage finished, passed on to the watchdog's clock at most once a second
+        (a call per chunk of tiny images cost more CPU than the images' own bookkeeping)."""
+        if self._send is None:
+            return
+        self._pending[stage] = self._pending.get(stage, 0) + rows
+        now = time.monotonic()
+        if flush or now - self._sent >= TICK_EVERY:
+            self._sent = now
+            for name, n in self._pending.items():
+                self._send(name, n)
+            self._pending.clear()
 
     @property
     def ahead(self) -> int:
@@ -162,7 +179,7 @@ class BlockRunner:
                 writing.append(self.writers.submit(write, i, result))
         for future in writing:
             future.result()
-        self.tick("write", n)
+        self.tick("write", n, flush=True)
         c0 = time.thread_time()
         columns = {
             "key": names,

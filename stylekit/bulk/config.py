@@ -91,7 +91,7 @@ class BulkConfig:
     cpus_per_actor: float | None = field(
         default=None,
         metadata=_help(
-            "CPUs per actor; none: 1 with GPUs, else up to 4 each, a quarter of the CPUs kept for codecs"
+            "CPUs per actor; none: 1 with GPUs, else up to 4 each with one CPU of each node kept for reading keys (CPU actors decode and encode in their own threads)"
         ),
     )
     max_side: int | None = field(

@@ -27,6 +27,7 @@ from stylekit.ray_env import describe_pending, leave_quietly, on_head
 
 log = logging.getLogger(__name__)
 
+PENDING_GRACE = 6  # seconds the stall line waits for Ray's pending demand to show
 STAGES = ("decode", "stylize", "write")  # in the order rows pass them
 WAITS = {
     "decode": "its read/decode tasks return nothing (an input store that stopped answering?)",
@@ -148,6 +149,11 @@ def stall_line(idle: float, stall_timeout: float, clock: Any, settled: int) -> s
     stage = stalled_stage(report, stages)
     counts = ", ".join(f"{s} {report.get(s, (0, 0.0))[0]}" for s in stages)
     pending = describe_pending()
+    for _ in range(PENDING_GRACE):  # a lost node's actor shows as pending once Ray restarts it
+        if pending:
+            break
+        time.sleep(1.0)
+        pending = describe_pending()
     why = pending if pending else WAITS[stage]
     return (
         f"stalled: no input settled for {idle:.0f} s (--stall-timeout {stall_timeout:g}); the {stage} "
