@@ -332,6 +332,13 @@ def ray_cluster() -> Iterator[Any]:
     wait_var = "RAY_raylet_start_wait_time_s"  # Ray's config names are case-sensitive
     before = os.environ.get(wait_var)
     os.environ[wait_var] = "120"
+    # Another test's `ray start` may have left token auth in this process's environment: this
+    # cluster and the jobs pointed at it (cluster_env) run without it, as one setting.
+    auth = {
+        k: os.environ.pop(k)
+        for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        if k in os.environ
+    }
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}, connect=False
     )
@@ -339,6 +346,7 @@ def ray_cluster() -> Iterator[Any]:
         yield cluster
     finally:
         cluster.shutdown()
+        os.environ.update(auth)
         if before is None:
             os.environ.pop(wait_var, None)
         else:
