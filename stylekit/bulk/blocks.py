@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import RunLayout
 from stylekit.bulk.manifest import FAILED, OK, manifest_table
 from stylekit.bulk.timeouts import run_within
@@ -49,6 +50,21 @@ class BlockContext:
     quality: int
     digest: str
     batch_size: int
+
+    @classmethod
+    def for_run(
+        cls, config: BulkConfig, layout: RunLayout, options: storage.StorageOptions, digest: str
+    ) -> BlockContext:
+        """The context of every block of a run of `config` (Ray's block actors and the local engine)."""
+        return cls(
+            layout=layout,
+            options=options,
+            decode=config.decode_options,
+            timeout=config.decode_timeout,
+            quality=config.encode_options.quality,
+            digest=digest,
+            batch_size=config.batch_size,
+        )
 
 
 @dataclass

@@ -50,15 +50,7 @@ def stylize_here(
     cpus = machine_cpus()
     options = config.storage_options.resolved()
     held = BulkModels(models, config.model, config.inference_options, threads=cpus, cpus=float(cpus))
-    context = BlockContext(
-        layout=layout,
-        options=options,
-        decode=config.decode_options,
-        timeout=config.decode_timeout,
-        quality=config.encode_options.quality,
-        digest=digest,
-        batch_size=config.batch_size,
-    )
+    context = BlockContext.for_run(config, layout, options, digest)
     runner = BlockRunner(context, held.stylize, threads=max(2, cpus))
     log.info("stylizing in this process (no Ray), %d CPU threads", cpus)
     try:

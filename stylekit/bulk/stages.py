@@ -86,15 +86,7 @@ def build_dataset(
     if actors.codecs_inside:
         rows = block_rows(config, plan, actors)
         ds = ds.repartition(target_num_rows_per_block=rows)
-        block = BlockContext(
-            layout=layout,
-            options=options,
-            decode=config.decode_options,
-            timeout=config.decode_timeout,
-            quality=config.encode_options.quality,
-            digest=digest,
-            batch_size=config.batch_size,
-        )
+        block = BlockContext.for_run(config, layout, options, digest)
         ds = ds.map_batches(
             actor or StylizeActor,
             fn_constructor_kwargs={**actor_args, "block": block},
