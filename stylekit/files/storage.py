@@ -343,7 +343,8 @@ def write_bytes(location: str, data: bytes, options: StorageOptions = StorageOpt
     _retry("write", location, lambda: fs.pipe_file(path, data))
 
 
-def _write_local(path: str, data: bytes) -> None:
+def _temp_beside(path: str, data: bytes) -> str:
+    """A temporary file holding `data` in `path`'s folder (made if missing), mode 0644."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f"-{uuid.uuid4().hex[:6]}")
@@ -351,6 +352,15 @@ def _write_local(path: str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _write_local(path: str, data: bytes) -> None:
+    tmp = _temp_beside(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -377,13 +387,8 @@ def create_exclusive(location: str, data: bytes) -> bool:
     bytes go to a temporary file that is then hard-linked into place, which fails if the
     name exists, so a reader never sees a partial file and of two creators only one wins."""
     path = local_path(location)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f"-{uuid.uuid4().hex[:6]}")
+    tmp = _temp_beside(path, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
         try:
             os.link(tmp, path)
         except FileExistsError:
