@@ -7,7 +7,8 @@ and backward, Adam) at IMAGE_SIZE px, for each batch size, reference and styleki
 Reference: the pytorch/examples step (benchmarks/common.py: ReferenceTrainer), fp32, eager,
 NCHW. stylekit: `stylekit.train.steps.train_step` (what `training.train_step` runs) with
 `PerceptualLoss`, in the variants asked for:
-  auto   precision as `--precision auto` resolves (bf16 autocast on CUDA, fp32 on CPU)
+  auto   what `jobs/train.py` runs: `--precision auto` (bf16 autocast on CUDA, fp32 on CPU)
+  bf16   `--precision bf16`: bf16 autocast, on a CPU with channels_last weights (train/job.py)
   fp32   fp32 everywhere (the fast loss path only)
   cl     auto + network and VGG weights channels_last (`steps.to_channels_last`)
   cat    auto, but one VGG pass over [y, x] instead of two (backward then covers both halves)
@@ -42,6 +43,7 @@ from stylekit.nn.loss import (
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import load_vgg
 from stylekit.train.steps import to_channels_last, train_step
+from stylekit.train.training import cpu_has_native_bf16, resolve_dtype
 
 PAPER_IMAGES = 40_000 * 4  # the paper's schedule: 40k steps of 4 images
 
@@ -77,13 +79,15 @@ def stylekit_step(
     vgg = load_vgg("random", seed=0).to(device)
     loss_cls = CatLoss if variant == "cat" else PerceptualLoss
     loss_fn = loss_cls(vgg, style, 1e5, 1e10, 10.0).to(device)
-    if variant == "cl":
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(variant) or resolve_dtype("auto", device)
+    # `bf16` is what `jobs/train.py --precision bf16` runs on a CPU: bf16 autocast with
+    # channels_last weights (train/job.py).
+    if variant == "cl" or (variant == "bf16" and device.type == "cpu"):
         to_channels_last(net, loss_fn)
     if variant == "compile":
         net = torch.compile(net)  # type: ignore[assignment]
         loss_fn.vgg = torch.compile(loss_fn.vgg)  # type: ignore[assignment]
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    dtype = torch.float32 if variant == "fp32" or device.type == "cpu" else torch.bfloat16
     return lambda: train_step(net, loss_fn, optimizer, batch, dtype)
 
 
@@ -91,13 +95,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
-        "--batch-sizes", type=common.parse_ints, default=None, help="comma list (GPU: 4,8,16,32,64; CPU: 2)"
+        "--batch-sizes", type=common.parse_ints, default=None, help="comma list (GPU: 4,8,16,32,64; CPU: 4)"
     )
-    p.add_argument("--image-size", type=int, default=None, help="square crop side (GPU: 256; CPU: 128)")
+    p.add_argument("--image-size", type=int, default=None, help="square crop side (default 256, the paper's)")
     p.add_argument(
         "--variants",
         default=None,
-        help="stylekit variants, comma list of auto,fp32,cl,cat,compile (GPU: auto,cl,cat,compile; CPU: auto)",
+        help="stylekit variants, comma list of auto,fp32,bf16,cl,cat,compile (GPU: auto,cl,cat,compile; CPU: auto,bf16)",
     )
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (GPU 5, CPU 1)")
     p.add_argument("--repeat", type=int, default=None, help="timed rounds (GPU 20, CPU 3)")
@@ -109,15 +113,18 @@ def main() -> int:
     gpu = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = args.batch_sizes or ([4, 8, 16, 32, 64] if gpu else [2])
-    side = args.image_size or (256 if gpu else 128)
-    variants = (args.variants or ("auto,cl,cat,compile" if gpu else "auto")).split(",")
+    sizes = args.batch_sizes or ([4, 8, 16, 32, 64] if gpu else [4])
+    side = args.image_size or 256
+    variants = (args.variants or ("auto,cl,cat,compile" if gpu else "auto,bf16")).split(",")
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
     repeat = args.repeat or (20 if gpu else 3)
     if gpu:
         torch.backends.cudnn.benchmark = True  # both paths: the example's own default is off
 
     print(common.header(f"Training step, {side}x{side} px", device))
+    if device.type == "cpu":
+        native = cpu_has_native_bf16()
+        print(f"CPU bf16 in hardware (AMX or AVX512-BF16): {'yes' if native else 'no (bf16 is emulated)'}")
     model = common.calibrated_model(0)
     style = style_tensor(device)
     ref_vgg = reference.reference_vgg(0, device)

@@ -71,3 +71,16 @@ def test_saved_models_record_and_check_a_weights_digest(tmp_path: Path) -> None:
     loaded = load_model(str(path))
     assert len(loaded.metadata["weights_sha256"]) == 64
     assert all(v.dtype == torch.float32 for v in loaded.model.state_dict().values())
+
+
+def test_bf16_in_hardware_is_read_from_the_cpu_flags_and_auto_stays_fp32_on_the_cpu(tmp_path: Path) -> None:
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert training.cpu_has_native_bf16(str(amx))
+    assert not training.cpu_has_native_bf16(str(plain))
+    assert not training.cpu_has_native_bf16(str(tmp_path / "missing"))  # not Linux: fp32
+    assert training.resolve_dtype("auto", torch.device("cpu")) == torch.float32  # grain: see resolve_dtype
+    assert training.resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert training.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert training.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16

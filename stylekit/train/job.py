@@ -35,7 +35,7 @@ from stylekit.nn.modelio import save_model
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import cluster_nodes, init_ray, on_head, plan_on_nodes
 from stylekit.redact import redact, root_cause
-from stylekit.train import previews, training
+from stylekit.train import previews, steps, training
 from stylekit.train.board import Board, loss_scalars
 from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, save_checkpoint
 from stylekit.train.config import TrainConfig
@@ -226,6 +226,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     dtype = training.resolve_dtype(config.precision, device)
     state = training.new_state(config, device)
     loss_fn = training.build_loss(config, device)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        # --precision bf16 on a CPU: oneDNN's bf16 convolutions run channels_last without
+        # reorders (measured with AMX: 2.0x the reference step with it, 1.8x without).
+        steps.to_channels_last(state.model, loss_fn)
     _restore(state, loop_config, config, rank)
     if not state.worker_counts or state.worker_counts[-1][1] != world:
         state.worker_counts.append([state.step + 1, world])  # this group's size, from its first step
