@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
 import reference  # noqa: E402
 
 from stylekit.nn.model import TransformerNet  # noqa: E402
+from stylekit.train import training  # noqa: E402
 
 PHOTO_DIRS = [REPO.parent / "shared" / "data" / "content", REPO / "stylekit" / "examples" / "content"]
 STYLE_IMAGE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
@@ -171,9 +172,8 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split())
-    except (OSError, IndexError):
+    flags = training.cpu_flags()
+    if flags is None:
         return "?"
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_tile"]
     return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"

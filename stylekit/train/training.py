@@ -42,14 +42,20 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The CPU's feature flags (Linux's /proc/cpuinfo); None where they cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            line = next((line for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if line is None else frozenset(line.split(":", 1)[1].split())
+
+
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bf16 in hardware (the amx_bf16 or avx512_bf16 flag); False
     where the flags cannot be read (not Linux)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_flags(cpuinfo) or frozenset()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
