@@ -6,20 +6,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stylekit.bulk.layout import FORMATS, root_of
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
 from stylekit.infer import memory
 from stylekit.nn import zoo
+from stylekit.options_meta import flag
 
 if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
     from stylekit.infer.inference import InferenceOptions
-
-
-def _help(text: str, **more: Any) -> dict[str, Any]:
-    return {"help": text, **more}
 
 
 # The quick start's defaults: a shipped model over the bundled photos, into ./outputs/.
@@ -33,14 +30,14 @@ class BulkConfig:
 
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata=_help(
+        metadata=flag(
             zoo.MODEL_HELP,
             metavar="MODEL",
         ),
     )
     input: str = field(
         default="",
-        metadata=_help(
+        metadata=flag(
             "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but "
             "memory://); every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
             "mp4/mov/m4v/mkv/webm/avi video (default: the bundled example photos)",
@@ -49,14 +46,14 @@ class BulkConfig:
     )
     output: str = field(
         default="",
-        metadata=_help(
+        metadata=flag(
             "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); each result at its input's relative key (default: outputs/<model name>)",
             metavar="OUT",
         ),
     )
     keys: str = field(
         default="",
-        metadata=_help(
+        metadata=flag(
             "read the inputs from this list instead of listing IN (a bucket of millions of keys "
             "is never listed): a Parquet or CSV file with a 'key' column, a text file of one key "
             "per line (keys relative to IN), or an S3 Inventory report's manifest.json (CSV or "
@@ -66,17 +63,17 @@ class BulkConfig:
     )
     format: str = field(
         default="same",
-        metadata=_help(
+        metadata=flag(
             "output format; 'same' keeps the input's (tif and bmp become png)", choices=list(FORMATS)
         ),
     )
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     batch_size: int = field(
-        default=8, metadata=_help("images per model call in an actor (same-size images share a pass)")
+        default=8, metadata=flag("images per model call in an actor (same-size images share a pass)")
     )
     actors: str = field(
         default="auto",
-        metadata=_help(
+        metadata=flag(
             "stylizing actors: N, or MIN-MAX to autoscale; auto: 1 to one per GPU with GPUs, "
             "else as many as the CPUs allow, keeping CPUs for decoding and encoding",
             metavar="N|MIN-MAX|auto",
@@ -84,64 +81,64 @@ class BulkConfig:
     )
     gpus_per_actor: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "GPUs per actor, may be fractional; 0 forces CPUs; none: 1 if the cluster has GPUs, else 0"
         ),
     )
     cpus_per_actor: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "CPUs per actor; none: 1 with GPUs, else up to 4 each with one CPU of each node kept for reading keys (CPU actors decode and encode in their own threads)"
         ),
     )
     max_side: int | None = field(
-        default=None, metadata=_help("downscale inputs so the longest side is at most this")
+        default=None, metadata=flag("downscale inputs so the longest side is at most this")
     )
     max_pixels: int = field(
         default=images.DEFAULT_MAX_PIXELS,
-        metadata=_help("refuse images with more pixels than this (decompression bombs)"),
+        metadata=flag("refuse images with more pixels than this (decompression bombs)"),
     )
     precision: str = field(
         default="auto",
-        metadata=_help("auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"),
+        metadata=flag("auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"),
     )
     strength: float = field(
         default=1.0,
-        metadata=_help("how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"),
+        metadata=flag("how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"),
     )
     preserve_color: bool = field(
         default=False,
-        metadata=_help("keep the photo's own colours: only the stylized luminance is used"),
+        metadata=flag("keep the photo's own colours: only the stylized luminance is used"),
     )
     style_scale: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half (the network runs on the photo resized by 1/SCALE); default: the model's own scale, the same painting on a photo of any size (stylekit models paint a large photo as a pyramid from the size they were trained for; a reference .pth runs at full size)"
         ),
     )
     max_memory: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "peak memory of each stylizing actor, e.g. 4G: larger images run tiled to stay inside "
             "it (same pixels); default the actor's CPU share of its node's available memory"
         ),
     )
     stabilize: float = field(
         default=0.0,
-        metadata=_help(
+        metadata=flag(
             "videos: temporal stabiliser strength, 0-1 (0: frame by frame); see `python -m stylekit video`"
         ),
     )
     decode_timeout: float = field(
         default=120.0,
-        metadata=_help(
+        metadata=flag(
             "seconds one input may take to read and decode; past it (a pathological file, a "
             "stuck read) the input fails and its batch goes on"
         ),
     )
     engine: str = field(
         default="auto",
-        metadata=_help(
+        metadata=flag(
             "where photos are stylized: ray (an actor pool on the Ray cluster), local (blocks in "
             "this process, no Ray: a small machine, where Ray's start costs more than it gives), or "
             "auto: local when there is no Ray cluster to join (no RAY_ADDRESS, no `ray start` here), "
@@ -151,14 +148,14 @@ class BulkConfig:
     )
     wait_for_nodes: float = field(
         default=600.0,
-        metadata=_help(
+        metadata=flag(
             "seconds to wait for an autoscaling cluster to add a node the actors fit on (a 0-CPU "
             "head whose workers are not up yet) before giving up with one line; 0: do not wait"
         ),
     )
     stall_timeout: float = field(
         default=1800.0,
-        metadata=_help(
+        metadata=flag(
             "seconds with no input settling (ok or failed) before the job ends with one line "
             "naming the stage that stopped; what settled is in the manifest and a rerun does the "
             "rest (generous: a 100 MP photo or a long 4K video settles well within it); 0: never"
@@ -166,7 +163,7 @@ class BulkConfig:
     )
     lease_wait: float = field(
         default=600.0,
-        metadata=_help(
+        metadata=flag(
             "seconds to wait for another run that holds the output's lease (the night before, "
             "still running) before refusing with one line naming it (exit status 5); a lease "
             "whose run died expires within --lease-ttl"
@@ -174,33 +171,33 @@ class BulkConfig:
     )
     lease_ttl: float = field(
         default=90.0,
-        metadata=_help(
+        metadata=flag(
             "seconds the output's lease lives without renewal (renewed every third of it): "
             "how long a rerun after a crash waits for the dead run's lease"
         ),
     )
     take_lease: bool = field(
         default=False,
-        metadata=_help(
+        metadata=flag(
             "take over the output's lease whatever its state, for an operator who knows the run "
             "holding it is gone"
         ),
     )
     then: str = field(
         default="",
-        metadata=_help(
+        metadata=flag(
             "a super-resolution model run on each result in the same pass (a two-model chain: stylize at --max-side, then upscale; e.g. --then sr_x4)",
             metavar="SR_MODEL",
         ),
     )
     overwrite: bool = field(
-        default=False, metadata=_help("restylize every input, even those with an up-to-date output")
+        default=False, metadata=flag("restylize every input, even those with an up-to-date output")
     )
     limit: int | None = field(
-        default=None, metadata=_help("consider only the first N inputs in listing order (a trial run)")
+        default=None, metadata=flag("consider only the first N inputs in listing order (a trial run)")
     )
-    strict: bool = field(default=False, metadata=_help("exit with status 1 if any input failed"))
-    progress_every: float = field(default=10.0, metadata=_help("seconds between progress lines"))
+    strict: bool = field(default=False, metadata=flag("exit with status 1 if any input failed"))
+    progress_every: float = field(default=10.0, metadata=flag("seconds between progress lines"))
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:

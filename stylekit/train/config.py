@@ -17,6 +17,7 @@ from stylekit.nn.sr import FACTORS
 from stylekit.nn.sr import MIN_SIDE as SR_MIN_SIDE
 from stylekit.nn.srloss import SR_LOSSES
 from stylekit.nn.vgg import WEIGHT_CHOICES, default_loss_weights
+from stylekit.options_meta import flag
 
 EXAMPLES = resources.files("stylekit") / "examples"
 DEFAULT_STYLE = str(EXAMPLES / "styles" / "starry_night.jpg")
@@ -27,113 +28,109 @@ PREVIEW_SIDE = 256
 TASKS = ("style", "sr")
 
 
-def _help(text: str, **more: Any) -> dict[str, Any]:
-    return {"help": text, **more}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; `jobs/train.py` builds its flags from these fields."""
 
     task: str = field(
         default="style",
-        metadata=_help(
+        metadata=flag(
             "style: a style-transfer network (--style); sr: a super-resolution network (--factor, --sr-loss; --style unused)",
             choices=list(TASKS),
         ),
     )
     factor: int = field(
         default=4,
-        metadata=_help("--task sr: the upscaling factor, 4 or 8", choices=list(FACTORS)),
+        metadata=flag("--task sr: the upscaling factor, 4 or 8", choices=list(FACTORS)),
     )
     sr_loss: str = field(
         default="feature",
-        metadata=_help(
+        metadata=flag(
             "--task sr: 'feature' (the paper's VGG relu2_2 feature reconstruction loss + TV) or 'pixel' (per-pixel MSE, its baseline)",
             choices=list(SR_LOSSES),
         ),
     )
     style: str = field(
         default=DEFAULT_STYLE,
-        metadata=_help(
+        metadata=flag(
             "style image: local path or fsspec URL (s3://, gs://, az://, ...) (default: the bundled Starry Night)"
         ),
     )
     data: str = field(
         default=DEFAULT_DATA,
-        metadata=_help(
+        metadata=flag(
             "training images: a folder or fsspec URL prefix (s3://, gs://, az://, ...), searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
         ),
     )
     output: str = field(
         default=DEFAULT_OUTPUT,
-        metadata=_help(
+        metadata=flag(
             "where runs go: a local folder or fsspec URL prefix (not memory://); the run lives in OUTPUT/NAME"
         ),
     )
     name: str = field(
         default="",
-        metadata=_help("run name (default: the style file's stem; for --task sr, sr_xF or sr_xF_pixel)"),
+        metadata=flag("run name (default: the style file's stem; for --task sr, sr_xF or sr_xF_pixel)"),
     )
     epochs: int | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "passes over the training data (default: 2, or as many as --max-steps needs when that is given)"
         ),
     )
     max_steps: int | None = field(
         default=None,
-        metadata=_help("optimizer steps to train for (with --epochs too, whichever ends first)"),
+        metadata=flag("optimizer steps to train for (with --epochs too, whichever ends first)"),
     )
     data_description: str = field(
         default="",
-        metadata=_help(
+        metadata=flag(
             "what the training data is, recorded in the model's metadata (default: the --data location)"
         ),
     )
-    batch_size: int = field(default=4, metadata=_help("images per step per worker"))
+    batch_size: int = field(default=4, metadata=flag("images per step per worker"))
     image_size: int = field(
         default=256,
-        metadata=_help(
+        metadata=flag(
             "training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop; --task sr: random windows at full resolution, a multiple of --factor)"
         ),
     )
-    lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
+    lr: float = field(default=1e-3, metadata=flag("Adam learning rate"))
     content_weight: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "weight of the relu2_2 feature loss (default: the loss network's: 1 for caffe, 1e5 for imagenet)"
         ),
     )
     style_weight: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "weight of the Gram-matrix style loss (default: the loss network's: 5 for caffe, 1e10 for imagenet)"
         ),
     )
     tv_weight: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4; --task sr: the same with the feature loss, 0 with the pixel loss)"
         ),
     )
     style_size: int | None = field(
-        default=None, metadata=_help("resize the style image so its longest side is this (default: as is)")
+        default=None, metadata=flag("resize the style image so its longest side is this (default: as is)")
     )
     vgg_weights: str = field(
         default="caffe",
-        metadata=_help(
+        metadata=flag(
             "loss network: 'caffe' (the paper's Caffe VGG-16, built in), 'imagenet' (torchvision's, via its cache), a local state-dict file (caffe:PATH or torchvision:PATH to say its input convention), or 'random' (seeded, untrained: tests only)"
         ),
     )
-    seed: int = field(default=42, metadata=_help("seed for weights, data order and a random VGG"))
+    seed: int = field(default=42, metadata=flag("seed for weights, data order and a random VGG"))
     checkpoint_every: int = field(
-        default=2000, metadata=_help("steps between checkpoints (one is always written at the end)")
+        default=2000, metadata=flag("steps between checkpoints (one is always written at the end)")
     )
-    log_every: int = field(default=20, metadata=_help("steps between progress lines"))
+    log_every: int = field(default=20, metadata=flag("steps between progress lines"))
     num_workers: str | int = field(
         default="1",
-        metadata=_help(
+        metadata=flag(
             "data-parallel training workers: N, or MIN-MAX for an elastic run that goes on with "
             "fewer workers (at least MIN) while nodes are gone and grows back to MAX when they return",
             metavar="N|MIN-MAX",
@@ -150,44 +147,44 @@ class TrainConfig:
     )
     cpus_per_worker: float | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "CPUs reserved per worker (default: 1 with GPUs; on CPU-only clusters, what leaves one CPU for data loading)"
         ),
     )
     precision: str = field(
         default="auto",
-        metadata=_help(
+        metadata=flag(
             "auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16 (on a CPU with AMX about 2x faster than fp32, but its models are grainier)",
             choices=["auto", "fp32", "bf16"],
         ),
     )
     max_failures: int = field(
         default=3,
-        metadata=_help("worker failures to recover from (from the last checkpoint) before giving up"),
+        metadata=flag("worker failures to recover from (from the last checkpoint) before giving up"),
     )
     wait_for_nodes: float = field(
         default=600.0,
-        metadata=_help(
+        metadata=flag(
             "seconds to wait for an autoscaling cluster to add nodes the workers fit on (a 0-CPU "
             "head, GPU nodes not up yet) before giving up with one line; 0: do not wait"
         ),
     )
     stall_timeout: float = field(
         default=1800.0,
-        metadata=_help(
+        metadata=flag(
             "seconds with no training step before the run ends with one line (workers that "
             "cannot be placed, a hung data read); a rerun resumes from the last checkpoint; 0: never"
         ),
     )
     content_warmup: int = field(
         default=0,
-        metadata=_help(
+        metadata=flag(
             "train the first N steps on content and TV only, then add the style: the network (whose output starts black) first learns to reproduce the photo, so short runs keep recognisable content (0: the paper's schedule, style from the start)"
         ),
     )
     init_from: str | None = field(
         default=None,
-        metadata=_help(
+        metadata=flag(
             "start from this model's weights (a shipped name like starry_night, or a model file) instead of a random initialisation: a new style then needs far fewer steps, since the network already reproduces content; a resumed run continues from its checkpoint instead"
         ),
     )
