@@ -113,17 +113,43 @@ def _parser_for(kind: type, flag: str) -> Callable[[str], Any]:
     return parse
 
 
+def option_names(cls: type) -> set[str]:
+    """Every name `config_from_flags` takes for `cls`: its own fields and, for a field holding
+    an option dataclass, that dataclass's names too."""
+    nested = nested_options(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for inner in nested.values():
+        names |= option_names(inner)
+    return names
+
+
+def _build(cls: type[T], values: dict[str, Any]) -> T:
+    nested = nested_options(cls)
+    kwargs = {
+        f.name: values[f.name] if f.name in values else _build(nested[f.name], values)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in values or f.name in nested
+    }
+    return cls(**kwargs)
+
+
+def config_from_flags(cls: type[T], **values: Any) -> T:
+    """Build (and so validate) a config from flat option values, each named as its flag is
+    (`strength=0.5`, not `style_controls=StyleControls(0.5)`): what a test or a benchmark
+    writes instead of the command line. A held option dataclass may also be given whole."""
+    unknown = sorted(set(values) - option_names(cls))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no option {', '.join(unknown)}")
+    return _build(cls, values)
+
+
 def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
     """Build (and so validate) a config from parsed flags; only fields of `cls` are read, and
     the option dataclasses it holds are built from their own flags the same way."""
-    nested = nested_options(cls)
-    values = {
-        f.name: config_from_args(nested[f.name], args) if f.name in nested else getattr(args, f.name)
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.name in nested or hasattr(args, f.name)
-    }
+    names = option_names(cls)
+    values = {name: value for name, value in vars(args).items() if name in names}
     values.update(overrides)
-    return cls(**values)
+    return _build(cls, values)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

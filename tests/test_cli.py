@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args
+from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, config_from_flags
 from stylekit.errors import ConfigError
 
 
@@ -67,3 +67,12 @@ def test_switch_flags_set_a_tri_state_field(argv: tuple[str, ...], gpu: bool | N
 def test_switch_flags_exclude_each_other() -> None:
     with pytest.raises(SystemExit):
         parse("--gpu", "--cpu")
+
+
+def test_flat_values_build_the_nested_options_as_the_flags_do() -> None:
+    """config_from_flags: what a test or benchmark writes instead of a command line."""
+    assert config_from_flags(Outer, depth=5, name="m") == parse("--depth", "5", "--name", "m")[1]
+    assert config_from_flags(Outer, inner=Inner(depth=2)).inner == Inner(depth=2)  # whole, too
+    assert config_from_flags(Outer, wide=True).inner.wide  # an excluded flag is still an option
+    with pytest.raises(TypeError, match="no option deep"):
+        config_from_flags(Outer, deep=1)
