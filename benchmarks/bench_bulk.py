@@ -104,6 +104,7 @@ def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) ->
         from stylekit import ray_env
         from stylekit.bulk import driver as bulk
         from stylekit.bulk.config import BulkConfig
+        from stylekit.cli import config_from_flags
     except ImportError as e:
         print(f"(stylekit.bulk.driver not importable: {e}; using jobs/stylize.py)", file=sys.stderr)
         return run_cli(args, model, inputs, output)
@@ -117,7 +118,7 @@ def run_ray(args: argparse.Namespace, model: str, inputs: Path, output: Path) ->
         kwargs["actors"] = args.actors
     if args.format:
         kwargs["format"] = args.format
-    config = BulkConfig(**kwargs)  # type: ignore[arg-type]
+    config = config_from_flags(BulkConfig, **kwargs)
     log_dir = tempfile.mkdtemp(prefix="bench-bulk-actors-")
     t0 = time.perf_counter()
     summary = bulk.run_bulk(config, bulk.Probes(actor=timed_actor_class(bulk.StylizeActor, log_dir)))

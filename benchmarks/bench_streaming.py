@@ -77,6 +77,7 @@ def run_one(count: int, side: int, model: str, batch: int, work: Path) -> dict[s
 
     from stylekit.bulk import driver
     from stylekit.bulk.config import BulkConfig
+    from stylekit.cli import config_from_flags
 
     inputs, outputs = work / f"in{count}", work / f"out{count}"
     make_inputs(inputs, count, side)
@@ -91,7 +92,9 @@ def run_one(count: int, side: int, model: str, batch: int, work: Path) -> dict[s
 
     try:
         summary = driver.run_bulk(
-            BulkConfig(model=model, input=str(inputs), output=str(outputs), batch_size=batch),
+            config_from_flags(
+                BulkConfig, model=model, input=str(inputs), output=str(outputs), batch_size=batch
+            ),
             driver.Probes(around_photos=timed_photos),
         )
     finally:

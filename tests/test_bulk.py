@@ -31,6 +31,7 @@ from PIL import Image
 from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 
@@ -173,7 +174,7 @@ def _bulk(**kw: Any) -> Any:
     from stylekit.bulk.driver import run_bulk
 
     kw.setdefault("progress_every", 2.0)
-    return run_bulk(BulkConfig(**kw))
+    return run_bulk(config_from_flags(BulkConfig, **kw))
 
 
 def _job_env(**extra: str) -> dict[str, str]:
@@ -261,11 +262,7 @@ def test_nested_output_prefix_is_found(tmp_path: Path) -> None:
 def test_bad_values_are_config_errors(flags: dict[str, Any], message: str) -> None:
     values = {"model": "m.safetensors", "input": "in", "output": "out", **flags}
     with pytest.raises(StylekitError, match=message):
-        if "s3_endpoint" in values:  # options of the option dataclasses the config holds
-            values["storage_options"] = storage.StorageOptions(values.pop("s3_endpoint"))
-        if "quality" in values:
-            values["encode_options"] = images.EncodeOptions(values.pop("quality"))
-        BulkConfig(**values)
+        config_from_flags(BulkConfig, **values)
 
 
 def test_actor_pool_fits_a_two_cpu_machine_and_uses_gpus_when_present() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.layout import RunLayout, check_output_settings, output_settings, settings_changes
-from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args
+from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, config_from_flags
 from stylekit.errors import ConfigError
 from stylekit.files import storage
 
@@ -18,9 +18,9 @@ DIGEST = "0123456789abcdef"
 
 
 def config(tmp_path: Path, **values: object) -> BulkConfig:
-    return BulkConfig(
-        model="m.safetensors", input=str(tmp_path / "in"), output=str(tmp_path / "out"), **values
-    )  # type: ignore[arg-type]
+    return config_from_flags(
+        BulkConfig, model="m.safetensors", input=str(tmp_path / "in"), output=str(tmp_path / "out"), **values
+    )
 
 
 def test_flags_reach_the_actors_options(tmp_path: Path) -> None:

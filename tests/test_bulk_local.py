@@ -15,6 +15,7 @@ from PIL import Image
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.planner import Plan
+from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError
 
 
@@ -27,7 +28,7 @@ def _png(seed: int, w: int = 20, h: int = 14) -> bytes:
 def _bulk(**kw: Any) -> Any:
     from stylekit.bulk.driver import run_bulk
 
-    return run_bulk(BulkConfig(engine="local", progress_every=1.0, **kw))
+    return run_bulk(config_from_flags(BulkConfig, engine="local", progress_every=1.0, **kw))
 
 
 def test_local_engine_accounts_every_input_with_the_cli_pixels_and_reruns_skip(
@@ -100,7 +101,7 @@ def test_auto_runs_here_only_on_a_small_machine_with_no_cluster_and_no_videos(
     def engine(cuda: bool = False, videos: int = 0, **flags: Any) -> str:
         checked: Future[bool] = Future()
         checked.set_result(cuda)
-        config = BulkConfig(model="m", input="i", output="o", **flags)
+        config = config_from_flags(BulkConfig, model="m", input="i", output="o", **flags)
         return driver._engine(config, Plan(todo=3, videos=videos), checked)
 
     monkeypatch.setattr(driver, "cluster_to_join", lambda: False)

@@ -235,3 +235,20 @@ def test_the_parser_reads_defaults_and_flags() -> None:
         "--no-b": ("False", "b it (default: False)"),
         "--c": ("required", "c it (required)"),
     }
+
+
+def test_the_bulk_jobs_help_and_options_load_no_torch() -> None:
+    """The bulk job's config and the option dataclasses it holds import no torch: its --help and
+    the decode/encode workers never pay torch's start (infer/options.py is their torch-free home)."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['jobs/stylize.py', '--help']\n"
+        "try:\n    runpy.run_path('jobs/stylize.py', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "import stylekit.bulk.config, stylekit.infer.options, stylekit.files.images\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--strength" in done.stdout  # the help was printed, options and all
+    assert done.stderr.strip().splitlines()[-1] == "False", "torch was imported"

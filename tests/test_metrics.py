@@ -80,6 +80,7 @@ def test_bulk_run_exports_its_counts_bytes_rate_and_busy_share(
 ) -> None:
     from stylekit.bulk.config import BulkConfig
     from stylekit.bulk.driver import run_bulk
+    from stylekit.cli import config_from_flags
 
     src = tmp_path / "in"
     src.mkdir()
@@ -88,10 +89,14 @@ def test_bulk_run_exports_its_counts_bytes_rate_and_busy_share(
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(src / f"p{i}.png")
     (src / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    first = run_bulk(BulkConfig(model=str(model_file), input=str(src), output=str(out), batch_size=2))
+    first = run_bulk(
+        config_from_flags(BulkConfig, model=str(model_file), input=str(src), output=str(out), batch_size=2)
+    )
     assert (first.ok, first.failed) == (3, 1)
     (src / "p3.png").write_bytes((src / "p0.png").read_bytes())  # one new input: a second night
-    second = run_bulk(BulkConfig(model=str(model_file), input=str(src), output=str(out), batch_size=2))
+    second = run_bulk(
+        config_from_flags(BulkConfig, model=str(model_file), input=str(src), output=str(out), batch_size=2)
+    )
     assert (second.ok, second.failed, second.skipped) == (1, 1, 3)
     for summary in (first, second):  # each run wrote its morning report beside its manifest
         report = out / "_manifest" / f"run={summary.run_id}" / "_report.html"

@@ -13,13 +13,14 @@ from stylekit import ray_env
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import decode_memory
+from stylekit.cli import config_from_flags
 from stylekit.nodes import GIB, Node, NoNodeFits, capacity, node_types_from_config, nodes_from_ray
 
 HEAD = Node(0.0, memory=8 * GIB, name="head")  # a head started with num_cpus=0
 
 
 def config(**flags: object) -> BulkConfig:
-    return BulkConfig(model="m", input="i", output="o", **flags)  # type: ignore[arg-type]
+    return config_from_flags(BulkConfig, model="m", input="i", output="o", **flags)
 
 
 def test_two_cpu_nodes_get_actors_that_fit_one_node_each() -> None:

@@ -96,18 +96,29 @@ def test_bad_model_file_is_a_one_line_error(
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
 
-def test_bad_flag_value_is_a_one_line_error(model_file: Path, photos: list[Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--quality", "0", "error: --quality must be 1-100 (got 0)"),
+        ("--max-side", "0", "error: --max-side must be >= 1 (got 0)"),  # was a ValueError traceback
+        ("--max-memory", "lots", "error: --max-memory takes a size such as 2G, 1500M or 1.5GB (got 'lots')"),
+        ("--batch-size", "0", "error: --batch-size must be >= 1 (got 0)"),
+    ],
+)
+def test_bad_flag_value_is_a_one_line_error(
+    flag: str, value: str, message: str, model_file: Path, photos: list[Path], tmp_path: Path
+) -> None:
     result = run_cli(
         "stylize",
         "--model",
         str(model_file),
         "--output",
         str(tmp_path / "o.png"),
-        "--quality",
-        "0",
+        flag,
+        value,
         str(photos[0]),
     )
-    assert result.returncode == 2 and result.stderr.strip() == "error: --quality must be 1-100 (got 0)"
+    assert result.returncode == 2 and result.stderr.strip() == message
     result = run_cli(
         "stylize", "--model", str(model_file), "--output", "o.png", "--batch-size", "x", str(photos[0])
     )

@@ -63,7 +63,7 @@ class BlockContext:
             timeout=config.decode_timeout,
             quality=config.encode_options.quality,
             digest=digest,
-            batch_size=config.batch_size,
+            batch_size=config.run_options.batch_size,
         )
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from stylekit.bulk.layout import FORMATS, root_of
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
-from stylekit.infer import memory
+from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.options_meta import flag
 
@@ -68,9 +68,6 @@ class BulkConfig:
         ),
     )
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
-    batch_size: int = field(
-        default=8, metadata=flag("images per model call in an actor (same-size images share a pass)")
-    )
     actors: str = field(
         default="auto",
         metadata=flag(
@@ -91,38 +88,15 @@ class BulkConfig:
             "CPUs per actor; none: 1 with GPUs, else up to 4 each with one CPU of each node kept for reading keys (CPU actors decode and encode in their own threads)"
         ),
     )
-    max_side: int | None = field(
-        default=None, metadata=flag("downscale inputs so the longest side is at most this")
-    )
-    max_pixels: int = field(
-        default=images.DEFAULT_MAX_PIXELS,
-        metadata=flag("refuse images with more pixels than this (decompression bombs)"),
-    )
-    precision: str = field(
-        default="auto",
-        metadata=flag("auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"),
-    )
-    strength: float = field(
-        default=1.0,
-        metadata=flag("how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"),
-    )
-    preserve_color: bool = field(
-        default=False,
-        metadata=flag("keep the photo's own colours: only the stylized luminance is used"),
-    )
-    style_scale: float | None = field(
-        default=None,
-        metadata=flag(
-            "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half (the network runs on the photo resized by 1/SCALE); default: the model's own scale, the same painting on a photo of any size (stylekit models paint a large photo as a pyramid from the size they were trained for; a reference .pth runs at full size)"
-        ),
-    )
-    max_memory: str | None = field(
-        default=None,
-        metadata=flag(
-            "peak memory of each stylizing actor, e.g. 4G: larger images run tiled to stay inside "
-            "it (same pixels); default the actor's CPU share of its node's available memory"
-        ),
-    )
+    # --max-pixels, --max-side
+    decode_options: images.DecodeOptions = field(default_factory=images.DecodeOptions)
+    # --precision, --batch-size: the device is each actor's own ("auto": one with a GPU assigned
+    # sees it, one without sees none)
+    run_options: RunOptions = field(default_factory=RunOptions, metadata={"exclude": ("device",)})
+    # --strength, --preserve-color, --style-scale
+    style_controls: StyleControls = field(default_factory=StyleControls)
+    # --max-memory: each actor's (tiles in its temporary folder)
+    memory_options: MemoryOptions = field(default_factory=MemoryOptions, metadata={"exclude": ("tile_dir",)})
     stabilize: float = field(
         default=0.0,
         metadata=flag(
@@ -213,8 +187,6 @@ class BulkConfig:
             object.__setattr__(self, "then", zoo.resolve_shipped(self.then))
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
-        if self.max_memory:
-            memory.parse_size(self.max_memory)  # validates
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1 (got {self.limit})")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
@@ -242,11 +214,6 @@ class BulkConfig:
         if root_of(self.input) == root_of(self.output):
             raise ConfigError("--output must differ from --input (results would replace the photos)")
         self.actor_range  # noqa: B018 (validates)
-        self.inference_options  # noqa: B018
-        try:
-            self.decode_options  # noqa: B018
-        except ValueError as e:
-            raise ConfigError(f"--max-side/--max-pixels: {e}") from None
 
     @property
     def actor_range(self) -> tuple[int, int] | None:
@@ -264,20 +231,7 @@ class BulkConfig:
         return lo, hi
 
     @property
-    def decode_options(self) -> images.DecodeOptions:
-        return images.DecodeOptions(self.max_pixels, self.max_side)
-
-    @property
     def inference_options(self) -> InferenceOptions:
         from stylekit.infer.inference import InferenceOptions
 
-        # "auto" device: an actor with a GPU assigned sees it, one without sees none.
-        return InferenceOptions(
-            device="auto",
-            precision=self.precision,
-            max_batch=self.batch_size,
-            strength=self.strength,
-            preserve_color=self.preserve_color,
-            style_scale=self.style_scale,
-            max_memory=memory.parse_size(self.max_memory) if self.max_memory else None,
-        )
+        return InferenceOptions.of(self.run_options, self.style_controls, self.memory_options)

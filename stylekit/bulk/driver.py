@@ -236,7 +236,7 @@ def _check_models(config: BulkConfig, models: list[bytes]) -> bool:
     from stylekit.nn.modelio import load_model_bytes
 
     loaded = load_model_bytes(models[0], name=config.model)
-    if output_scale(loaded.model) != 1 and config.inference_options.controls_active:
+    if output_scale(loaded.model) != 1 and config.style_controls.active:
         raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
     if config.then:
         then = load_model_bytes(models[1], name=config.then)

@@ -132,14 +132,15 @@ _SETTINGS_BEFORE_CONTROLS = {"strength": 1.0, "preserve_color": False, "style_sc
 
 def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
     """What, besides the output key, decides an output's pixels."""
+    style = config.style_controls
     return {
         "model_digest": digest,
-        "max_side": config.max_side,
+        "max_side": config.decode_options.max_side,
         "quality": config.encode_options.quality,
-        "strength": config.strength,
-        "preserve_color": config.preserve_color,
+        "strength": style.strength,
+        "preserve_color": style.preserve_color,
         # None: the model's own stroke scale (a pyramid on large photos), recorded by name.
-        "style_scale": "model" if config.style_scale is None else config.style_scale,
+        "style_scale": "model" if style.style_scale is None else style.style_scale,
         "stabilize": config.stabilize,
     }
 

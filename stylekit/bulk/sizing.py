@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.infer import memory as memory_sizes
 from stylekit.nodes import Node, NoNodeFits, capacity, describe_nodes, largest, size_text
 
 MAX_CPU_THREADS = 4  # torch scales poorly past this on CPU; more actors do better
@@ -79,10 +78,10 @@ def plan_actors(config: BulkConfig, nodes: list[Node]) -> ActorPlan:
         )
     total_cpus, most_cpus, most_gpus = sum(n.cpus for n in work), largest(work, "cpus"), largest(work, "gpus")
     node_memory = largest(work, "memory")
-    mem = memory_sizes.parse_size(config.max_memory) if config.max_memory else 0
+    mem = config.memory_options.budget or 0
     if mem and node_memory and mem > node_memory:
         raise NoNodeFits(
-            f"--max-memory {config.max_memory} is more than any node offers Ray (the largest: "
+            f"--max-memory {config.memory_options.max_memory} is more than any node offers Ray (the largest: "
             f"{size_text(node_memory)}); lower --max-memory"
         )
     if most_cpus <= 0:

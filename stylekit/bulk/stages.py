@@ -98,7 +98,7 @@ def build_dataset(
         )
         bound_backlogs(ds.context)
         return ds
-    ds = ds.repartition(target_num_rows_per_block=config.batch_size)
+    ds = ds.repartition(target_num_rows_per_block=config.run_options.batch_size)
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={
@@ -108,7 +108,7 @@ def build_dataset(
             "timeout": config.decode_timeout,
             "clock": clock,
         },
-        batch_size=config.batch_size,
+        batch_size=config.run_options.batch_size,
         batch_format="numpy",
         num_cpus=actors.task_cpus,
         memory=decode_memory(config, actors.node_memory),
@@ -121,7 +121,7 @@ def build_dataset(
         actor or StylizeActor,
         fn_constructor_kwargs=actor_args,
         compute=compute,
-        batch_size=config.batch_size,
+        batch_size=config.run_options.batch_size,
         batch_format="numpy",
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
@@ -136,7 +136,7 @@ def build_dataset(
             "digest": digest,
             "clock": clock,
         },
-        batch_size=config.batch_size,
+        batch_size=config.run_options.batch_size,
         batch_format="numpy",
         # No CPU reserved: Ray Data hands a small cluster's CPUs to the upstream stages first,
         # so a write stage that needs one waited for every decode to finish. Writes run only
@@ -159,7 +159,7 @@ MIN_BLOCKS_PER_ACTOR = 16
 def block_rows(config: BulkConfig, plan: Plan, actors: ActorPlan) -> int:
     """Inputs per block for actors that run whole blocks (`ActorPlan.codecs_inside`)."""
     per_actor = -(-(plan.todo - plan.videos) // (MIN_BLOCKS_PER_ACTOR * max(1, actors.max_size)))
-    return max(config.batch_size, min(MAX_BLOCK_ROWS, per_actor))
+    return max(config.run_options.batch_size, min(MAX_BLOCK_ROWS, per_actor))
 
 
 def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
@@ -177,7 +177,7 @@ def decode_memory(config: BulkConfig, node_memory: float) -> int:
     until the batch is returned, so Ray packs no more decode tasks onto a node than fit.
     At most half the largest node's memory (`node_memory`, 0 if unknown), so one task can
     always be placed on one node."""
-    most = int(config.max_pixels * 3 * config.batch_size)
+    most = int(config.decode_options.max_pixels * 3 * config.run_options.batch_size)
     return min(most, int(node_memory / 2)) if node_memory > 0 else most
 
 

@@ -5,6 +5,7 @@ reference the feed-forward networks are compared with."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.infer.inference import InferenceOptions
+from stylekit.infer.options import RunOptions
 from stylekit.nn.gatys import GatysConfig, IterationRecord, optimize_image
 from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.vgg import default_loss_weights, load_vgg
@@ -71,11 +73,14 @@ class OptimizeConfig:
         },
     )
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
-    max_pixels: int = field(
-        default=images.DEFAULT_MAX_PIXELS,
-        metadata={"help": "refuse images with more pixels (decompression bombs)"},
+    # --max-pixels (each image's side is --size or --style-size)
+    decode_options: images.DecodeOptions = field(
+        default_factory=images.DecodeOptions, metadata={"exclude": ("max_side",)}
     )
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    # --device: VGG-16 runs in fp32, one image at a time
+    run_options: RunOptions = field(
+        default_factory=RunOptions, metadata={"exclude": ("precision", "batch_size")}
+    )
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
@@ -95,8 +100,6 @@ class OptimizeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
         if self.log_every < 0:
             raise ConfigError(f"--log-every must be >= 0 (got {self.log_every})")
-        InferenceOptions(device=self.device)  # validates --device as every command does
-        images.DecodeOptions(self.max_pixels)  # validates
 
     def output_for(self, source: str) -> str:
         if len(self.inputs) == 1:
@@ -106,11 +109,13 @@ class OptimizeConfig:
         return storage.join(self.output, stem + images.extension(fmt))
 
 
-def _decode(location: str, side: int | None, opts: storage.StorageOptions, max_pixels: int) -> np.ndarray:
+def _decode(
+    location: str, side: int | None, opts: storage.StorageOptions, decode: images.DecodeOptions
+) -> np.ndarray:
     """Read and decode an image, scaled so its longest side is `side` (None: as it is)."""
     data = storage.read_bytes(location, opts)  # its errors name the location
     try:
-        pixels = images.decode(data, images.DecodeOptions(max_pixels, side))
+        pixels = images.decode(data, dataclasses.replace(decode, max_side=side))
     except images.ImageError as e:
         raise images.ImageError(f"{location}: {e}") from None
     if side is not None and max(pixels.shape[:2]) != side:
@@ -165,15 +170,15 @@ def optimize_files(config: OptimizeConfig) -> None:
     """Optimise each content image against the style; write each result to its output. Every
     input is read and every output checked before the first (long) optimisation starts."""
     opts = config.storage_options
-    style = _decode(config.style, config.style_size, opts, config.max_pixels)
-    contents = [_decode(s, config.size, opts, config.max_pixels) for s in config.inputs]
+    style = _decode(config.style, config.style_size, opts, config.decode_options)
+    contents = [_decode(s, config.size, opts, config.decode_options) for s in config.inputs]
     outputs = [config.output_for(s) for s in config.inputs]
     if len(set(outputs)) != len(outputs):
         raise ConfigError("two content images share a file name stem; optimise them into separate folders")
     for target in outputs:
         storage.check_writable(target, opts, folder=False)
 
-    device = InferenceOptions(device=config.device).resolve_device()
+    device = InferenceOptions.of(config.run_options).resolve_device()
     defaults = default_loss_weights(config.vgg_weights)
     weights = (
         defaults.content if config.content_weight is None else config.content_weight,

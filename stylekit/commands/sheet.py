@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
 from stylekit.infer import sheet
 from stylekit.infer.inference import InferenceOptions
+from stylekit.infer.options import RunOptions
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 
@@ -32,11 +34,14 @@ class SheetConfig:
         metadata={"help": "cell size in px: photos are resized so their longest side is this"},
     )
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
-    max_pixels: int = field(
-        default=images.DEFAULT_MAX_PIXELS,
-        metadata={"help": "refuse photos with more pixels (decompression bombs)"},
+    # --max-pixels (photos are scaled to --cell)
+    decode_options: images.DecodeOptions = field(
+        default_factory=images.DecodeOptions, metadata={"exclude": ("max_side",)}
     )
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    # --device
+    run_options: RunOptions = field(
+        default_factory=RunOptions, metadata={"exclude": ("precision", "batch_size")}
+    )
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
@@ -50,8 +55,6 @@ class SheetConfig:
             raise ConfigError(f"--output {self.output!r} must end in .jpg, .jpeg, .png or .webp")
         if not sheet.MIN_CELL <= self.cell <= 4096:
             raise ConfigError(f"--cell must be {sheet.MIN_CELL}-4096 px (got {self.cell})")
-        images.DecodeOptions(self.max_pixels)  # validates
-        InferenceOptions(device=self.device)  # validates
 
     @property
     def format(self) -> str | None:
@@ -62,7 +65,7 @@ def make_sheet(config: SheetConfig) -> None:
     """Read every photo first (a bad one fails before any model is loaded), then the models,
     and write the sheet."""
     opts = config.storage_options
-    decode = images.DecodeOptions(config.max_pixels, config.cell)
+    decode = dataclasses.replace(config.decode_options, max_side=config.cell)
     storage.check_writable(config.output, opts, folder=False)  # before any work
     photos = []
     for source in config.photos:
@@ -75,7 +78,7 @@ def make_sheet(config: SheetConfig) -> None:
         loaded = load_model(location, opts)
         thumb = sheet.style_thumbnail(loaded.metadata, opts)
         rows.append(sheet.SheetModel(sheet.model_label(location), loaded.model, thumb))
-    pixels = sheet.contact_sheet(photos, rows, config.cell, InferenceOptions(device=config.device))
+    pixels = sheet.contact_sheet(photos, rows, config.cell, InferenceOptions.of(config.run_options))
     storage.write_bytes(
         config.output, images.encode(pixels, config.format or "jpg", config.encode_options.quality), opts
     )

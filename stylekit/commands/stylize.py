@@ -15,8 +15,8 @@ import numpy as np
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
-from stylekit.infer import memory
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 
@@ -39,42 +39,12 @@ class StylizeConfig:
         },
     )
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
-    batch_size: int = field(default=8, metadata={"help": "images of one size per forward pass"})
-    max_side: int | None = field(
-        default=None, metadata={"help": "downscale inputs so the longest side is at most this"}
-    )
-    max_pixels: int = field(
-        default=images.DEFAULT_MAX_PIXELS,
-        metadata={"help": "refuse images with more pixels (decompression bombs)"},
-    )
-    strength: float = field(
-        default=1.0,
-        metadata={"help": "how much style, 0-1: 1 the stylized image, 0 the photo, between a blend"},
-    )
-    preserve_color: bool = field(
-        default=False,
-        metadata={"help": "keep the photo's own colours: only the stylized luminance is used"},
-    )
-    style_scale: float | None = field(
-        default=None,
-        metadata={
-            "help": "brush-stroke size relative to the photo, 0.25-8: 2 twice as large, 0.5 half (the network runs on the photo resized by 1/SCALE); default: the model's own scale, the same painting on a photo of any size (stylekit models paint a large photo as a pyramid from the size they were trained for; a reference .pth runs at full size)"
-        },
-    )
-    max_memory: str | None = field(
-        default=None,
-        metadata={
-            "help": "peak memory for the whole process, e.g. 2G or 1500M: larger images run tiled "
-            "to stay inside it (same pixels); default a share of the machine's available memory"
-        },
-    )
-    tile_dir: str | None = field(
-        default=None, metadata={"help": "folder for tiled inference's scratch files (default: temp)"}
-    )
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(
-        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
-    )
+    # --max-pixels, --max-side
+    decode_options: images.DecodeOptions = field(default_factory=images.DecodeOptions)
+    # --strength, --preserve-color, --style-scale
+    style_controls: StyleControls = field(default_factory=StyleControls)
+    memory_options: MemoryOptions = field(default_factory=MemoryOptions)  # --max-memory, --tile-dir
+    run_options: RunOptions = field(default_factory=RunOptions)  # --device, --precision, --batch-size
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
@@ -84,20 +54,9 @@ class StylizeConfig:
             raise ConfigError("--output is required: a file for one input, a folder for several")
         if not self.inputs:
             raise ConfigError("give at least one input image")
-        images.DecodeOptions(self.max_pixels, self.max_side)  # validates
-        self.inference()  # validates, before any model is read
 
     def inference(self) -> InferenceOptions:
-        return InferenceOptions(
-            device=self.device,
-            precision=self.precision,
-            max_batch=self.batch_size,
-            strength=self.strength,
-            preserve_color=self.preserve_color,
-            style_scale=self.style_scale,
-            max_memory=memory.parse_size(self.max_memory) if self.max_memory else None,
-            tile_dir=self.tile_dir,
-        )
+        return InferenceOptions.of(self.run_options, self.style_controls, self.memory_options)
 
     def output_for(self, source: str) -> str:
         fmt = self.format or images.format_of(source)
@@ -122,10 +81,9 @@ def stylize_files(config: StylizeConfig) -> int:
     storage.check_writable(config.output, opts, folder=len(config.inputs) > 1)
     loaded = load_model(config.model, opts)
     stylizer = Stylizer(loaded.model, config.inference())
-    decode_opts = images.DecodeOptions(config.max_pixels, config.max_side)
 
     def read(source: str) -> np.ndarray:
-        return images.decode(storage.read_bytes(source, opts), decode_opts)
+        return images.decode(storage.read_bytes(source, opts), config.decode_options)
 
     def write(source: str, target: str, result: np.ndarray) -> None:
         fmt = config.format or images.format_of(target)

@@ -10,6 +10,7 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import storage
 from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.infer.options import RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 from stylekit.video import deps
@@ -48,25 +49,9 @@ class VideoConfig:
         default=False,
         metadata={"help": "measure and print the output's flicker figure (warping error, 0-255 units)"},
     )
-    batch_size: int = field(default=8, metadata={"help": "frames per forward pass"})
-    strength: float = field(
-        default=1.0,
-        metadata={"help": "how much style, 0-1: 1 the stylized frame, 0 the original, between a blend"},
-    )
-    preserve_color: bool = field(
-        default=False,
-        metadata={"help": "keep the video's own colours: only the stylized luminance is used"},
-    )
-    style_scale: float | None = field(
-        default=None,
-        metadata={
-            "help": "brush-stroke size relative to the frame, 0.25-8: 2 twice as large, 0.5 half (the network runs on the frame resized by 1/SCALE); default: the model's own scale, the same painting on a frame of any size (stylekit models paint a large frame as a pyramid from the size they were trained for; a reference .pth runs at full size)"
-        },
-    )
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(
-        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16"}
-    )
+    # --strength, --preserve-color, --style-scale
+    style_controls: StyleControls = field(default_factory=StyleControls)
+    run_options: RunOptions = field(default_factory=RunOptions)  # --device, --precision, --batch-size
     progress_every: float = field(default=10.0, metadata={"help": "seconds between progress lines"})
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
@@ -77,25 +62,17 @@ class VideoConfig:
             raise ConfigError("--output is required: the video file to write, e.g. out.mp4")
         if not self.input:
             raise ConfigError("give the input video")
-        self.inference()  # validates, before any model is read
-        self.video()
+        self.video()  # validates, before any model is read
 
     def inference(self) -> InferenceOptions:
-        return InferenceOptions(
-            device=self.device,
-            precision=self.precision,
-            max_batch=self.batch_size,
-            strength=self.strength,
-            preserve_color=self.preserve_color,
-            style_scale=self.style_scale,
-        )
+        return InferenceOptions.of(self.run_options, self.style_controls)
 
     def video(self) -> VideoOptions:
         return VideoOptions(
             codec=self.codec,
             crf=self.crf,
             stabilize=self.stabilize,
-            batch_frames=self.batch_size,
+            batch_frames=self.run_options.batch_size,
             measure_flicker=self.flicker,
             progress_every=self.progress_every,
         )

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from stylekit.errors import ConfigError, StylekitError
+from stylekit.options_meta import flag
 
 if TYPE_CHECKING:
     import torch  # imported where used: decode/encode workers and --help stay free of torch
@@ -47,14 +48,23 @@ class ImageError(StylekitError):
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_side: int | None = None
+    """How inputs are decoded: the pixel limit every command refuses bombs with, and the
+    longest side they are scaled down to (commands that size images themselves, such as
+    optimize's --size, leave --max-side out and set it)."""
+
+    max_pixels: int = field(
+        default=DEFAULT_MAX_PIXELS,
+        metadata=flag("refuse images with more pixels than this (decompression bombs)"),
+    )
+    max_side: int | None = field(
+        default=None, metadata=flag("downscale inputs so the longest side is at most this")
+    )
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
-            raise ValueError("max_pixels must be >= 1")
+            raise ConfigError(f"--max-pixels must be >= 1 (got {self.max_pixels})")
         if self.max_side is not None and self.max_side < 1:
-            raise ValueError("max_side must be >= 1")
+            raise ConfigError(f"--max-side must be >= 1 (got {self.max_side})")
 
 
 def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> np.ndarray:

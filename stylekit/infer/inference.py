@@ -35,13 +35,12 @@ import torch
 from stylekit.errors import ConfigError, first_line
 from stylekit.infer import controls, memory, tiles
 from stylekit.infer.fastpath import FastTransformer, nnpack_available, tune_cpu_allocator
+from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
 from stylekit.nn.model import MIN_SIDE, TransformerNet
 from stylekit.nn.sr import output_scale
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # An image whose every channel's standard deviation is below this (0-255 units) is all but flat: its
 # instance-norm statistics are ~0, which amplifies rounding differences without bound, so it is
@@ -56,56 +55,68 @@ TILE_MARGIN = 96 << 20
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """How to run the network. None / "auto" pick the fastest safe path measured for the device."""
+    """How to run the network. None / "auto" pick the fastest safe path measured for the device.
 
-    device: str = "auto"
-    precision: str = "auto"
+    The options a user sets have their home in options.py (type, default, check, help text);
+    this flat form is the library's, built from them by `of` or written out in code
+    (`InferenceOptions(device="cpu", strength=0.5)`), with their defaults and checks (a
+    dataclass field's default is its class attribute: `RunOptions.device` is "auto")."""
+
+    device: str = RunOptions.device
+    precision: str = RunOptions.precision
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
     compile: bool = False  # torch.compile, falling back to eager if it fails
-    max_batch: int = 8
+    max_batch: int = RunOptions.batch_size
     fast: bool | None = None  # FastTransformer (sub-pixel upsample-convs, ...); None: on
     nnpack: bool | None = None  # NNPACK convs on the CPU; None: on where it works (fp32 only)
     threads: int | None = None  # torch CPU threads (process-wide); None: leave as is
     tune_allocator: bool | None = None  # glibc: reuse large blocks (process-wide); None: on for CPU
     cuda_graphs: bool = False  # with compile on CUDA: mode="reduce-overhead" (CUDA graphs)
-    # Stylization controls (stylekit/infer/controls.py), applied by `Stylizer.stylize` only;
-    # at these defaults the pixels are the network's own.
-    strength: float = 1.0  # 1: the stylized image; 0: the photo; between: a blend of the two
-    preserve_color: bool = False  # the stylized luminance with the photo's own colours
-    # Brush strokes this many times larger relative to the photo; None: the model's own scale
-    # (a pyramid on photos much larger than the model's `paint_side`, controls.py).
-    style_scale: float | None = None
-    # Memory: the peak resident bytes the process may reach; an image whose untiled pass would
-    # go beyond it runs tiled (stylekit/infer/tiles.py). None: a share of the machine's
-    # available memory (memory.default_budget). `tile_dir`: the tiles' scratch files.
+    # Stylization controls (options.StyleControls), applied by `Stylizer.stylize` only.
+    strength: float = StyleControls.strength
+    preserve_color: bool = StyleControls.preserve_color
+    style_scale: float | None = StyleControls.style_scale
+    # Memory: the peak resident bytes the process may reach (options.MemoryOptions, parsed);
+    # None: a share of the machine's available memory (memory.default_budget). `tile_dir`:
+    # the tiles' scratch files.
     max_memory: int | None = None
-    tile_dir: str | None = None
+    tile_dir: str | None = MemoryOptions.tile_dir
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.max_batch < 1:
-            raise ConfigError(f"--batch-size must be >= 1 (got {self.max_batch})")
+        RunOptions(self.device, self.precision, self.max_batch)  # validates
+        StyleControls(self.strength, self.preserve_color, self.style_scale)  # validates
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1 (got {self.threads})")
         if self.max_memory is not None and self.max_memory <= 0:
             raise ConfigError(f"--max-memory must be positive (got {self.max_memory})")
-        if not 0 <= self.strength <= 1:  # also refuses NaN
-            raise ConfigError(f"--strength must be between 0 and 1 (got {self.strength})")
-        if self.style_scale is not None and not (
-            controls.MIN_STYLE_SCALE <= self.style_scale <= controls.MAX_STYLE_SCALE
-        ):
-            raise ConfigError(
-                f"--style-scale must be between {controls.MIN_STYLE_SCALE:g} and "
-                f"{controls.MAX_STYLE_SCALE:g} (got {self.style_scale})"
-            )
+
+    @classmethod
+    def of(
+        cls,
+        run: RunOptions,
+        style: StyleControls = StyleControls(),
+        memory_options: MemoryOptions = MemoryOptions(),
+    ) -> InferenceOptions:
+        """The options a command or job config holds, as the library's."""
+        return cls(
+            device=run.device,
+            precision=run.precision,
+            max_batch=run.batch_size,
+            strength=style.strength,
+            preserve_color=style.preserve_color,
+            style_scale=style.style_scale,
+            max_memory=memory_options.budget,
+            tile_dir=memory_options.tile_dir,
+        )
+
+    @property
+    def style_controls(self) -> StyleControls:
+        return StyleControls(self.strength, self.preserve_color, self.style_scale)
 
     @property
     def controls_active(self) -> bool:
         """Whether any stylization control changes the network's pixels."""
-        return self.strength != 1 or self.preserve_color or self.style_scale not in (None, 1)
+        return self.style_controls.active
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
