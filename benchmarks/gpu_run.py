@@ -751,6 +751,7 @@ def child_train_style(args: argparse.Namespace) -> int:
     from stylekit.train import training
     from stylekit.train.config import TrainConfig
     from stylekit.train.metadata import model_metadata
+    from stylekit.train.steps import train_step
 
     stop = {"now": False}
 
@@ -795,7 +796,7 @@ def child_train_style(args: argparse.Namespace) -> int:
     def save(step: int, seconds: float, why: str) -> None:
         meta = model_metadata(config, step, loss_fn.vgg.source, recent)
         meta.update({
-            "trained_with": "benchmarks/gpu_run.py (train part): stylekit.train.training.train_step in a Ray-free loop, "
+            "trained_with": "benchmarks/gpu_run.py (train part): stylekit.train.steps.train_step in a Ray-free loop, "
                             "the training crops held on the device, shuffled each epoch",
             "device": gpu_name,
             "precision": "bf16 autocast" if dtype == torch.bfloat16 else "fp32",
@@ -827,7 +828,7 @@ def child_train_style(args: argparse.Namespace) -> int:
         pos += batch
         if weight_at is not None:  # the job's schedule of the style weight, where it has one
             loss_fn.style_weight = weight_at(config, step)
-        terms = training.train_step(state.model, loss_fn, state.optimizer, data[idx.to(device)], dtype)
+        terms = train_step(state.model, loss_fn, state.optimizer, data[idx.to(device)], dtype)
         acc += torch.stack([terms.content, terms.style, terms.tv]).float()
         step += 1
         if step % window == 0 or step == steps:

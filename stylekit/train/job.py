@@ -260,7 +260,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if config.task == "style":
                 loss_fn.style_weight = training.style_weight_at(config, state.step)
             lowres = batch.get("lowres")  # super-resolution: the input; "image" is the target
-            terms = training.train_step(model, loss_fn, state.optimizer, batch["image"], dtype, lowres)
+            terms = steps.train_step(model, loss_fn, state.optimizer, batch["image"], dtype, lowres)
             state.step += 1
             state.step_in_epoch += 1
             budget -= 1

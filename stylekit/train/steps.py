@@ -1,5 +1,6 @@
-"""One optimizer step of training, kept free of storage and Ray imports so the training
-benchmark runs it on a bare GPU machine; `training.train_step` is this function.
+"""One optimizer step of training, style transfer or super-resolution, kept free of storage and
+Ray imports so the training benchmark runs it on a bare GPU machine; Ray Train's workers
+(train/job.py) call it for every step.
 
 What makes it faster than the reference example's step (measured in benchmarks/RESULTS.md):
 - the content target goes through VGG only up to relu2_2, without autograd (`PerceptualLoss`),
@@ -19,6 +20,7 @@ import torch
 
 from stylekit.infer.fastpath import tune_cpu_allocator
 from stylekit.nn.loss import LossTerms, PerceptualLoss
+from stylekit.nn.srloss import SRLoss
 
 
 def model_memory_format(model: torch.nn.Module) -> torch.memory_format:
@@ -39,47 +41,30 @@ def to_channels_last(model: torch.nn.Module, loss_fn: PerceptualLoss) -> None:
 
 def train_step(
     model: torch.nn.Module,
-    loss_fn: PerceptualLoss,
+    loss_fn: PerceptualLoss | SRLoss,
     optimizer: torch.optim.Optimizer,
     batch: torch.Tensor,
     dtype: torch.dtype = torch.float32,
+    lowres: torch.Tensor | None = None,
 ) -> LossTerms:
-    """One Adam step on a (B, H, W, 3) uint8 batch already on the device."""
-    if batch.device.type == "cpu":
+    """One Adam step on a (B, H, W, 3) uint8 `batch` already on the device: the target.
+
+    Style transfer: the batch is also the network's input (its photos are the content targets
+    of the perceptual loss). Super-resolution: `lowres`, (B, H/f, W/f, 3) uint8 on the device,
+    is the input and `batch` the originals it should become; `loss_fn` is an `SRLoss`
+    (feature or per-pixel). One step for both: a style step is an SR step whose input is the
+    target itself, converted once.
+    """
+    inputs = batch if lowres is None else lowres
+    if inputs.device.type == "cpu":
         tune_cpu_allocator()  # once per process
-    b, h, w, c = batch.shape
-    x = torch.empty(
-        (b, c, h, w), dtype=torch.float32, device=batch.device, memory_format=model_memory_format(model)
-    )
-    x.copy_(batch.permute(0, 3, 1, 2))  # (B, 3, H, W) in [0, 255]
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        y = model(x)
-        terms = loss_fn(y, x)
-    terms.total.backward()
-    optimizer.step()
-    return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())
-
-
-def sr_train_step(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    lowres: torch.Tensor,
-    target: torch.Tensor,
-    dtype: torch.dtype = torch.float32,
-) -> LossTerms:
-    """One Adam step of super-resolution: (B, h, w, 3) uint8 low-resolution inputs against
-    their (B, f*h, f*w, 3) uint8 originals, both already on the device; `loss_fn` is an
-    `SRLoss` (feature or per-pixel)."""
-    if lowres.device.type == "cpu":
-        tune_cpu_allocator()
     fmt = model_memory_format(model)
-    x, y_true = (_to_float_nchw(t, fmt) for t in (lowres, target))
+    x = _to_float_nchw(inputs, fmt)
+    target = x if lowres is None else _to_float_nchw(batch, fmt)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         y = model(x)
-        terms = loss_fn(y, y_true)
+        terms = loss_fn(y, target)
     terms.total.backward()
     optimizer.step()
     return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())

@@ -1,5 +1,6 @@
 """Training TransformerNet against the perceptual loss, or (task "sr") a super-resolution
-network against the feature or per-pixel loss: the run's state, its loss and one step.
+network against the feature or per-pixel loss: the run's state and its loss (one step is
+train/steps.py).
 
 Nothing here knows about Ray: `train_job` runs this on every Ray Train worker. The config is
 in train/config.py, the checkpoint format in train/checkpoint.py, a model file's metadata in
@@ -17,12 +18,12 @@ import torch
 
 from stylekit.errors import StylekitError
 from stylekit.files import images, storage
-from stylekit.nn.loss import LossTerms, PerceptualLoss
+from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.sr import SRNet
 from stylekit.nn.srloss import SRLoss
 from stylekit.nn.vgg import load_vgg
-from stylekit.train import previews, steps
+from stylekit.train import previews
 from stylekit.train.config import PREVIEW_IMAGE, PREVIEW_SIDE, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -115,22 +116,6 @@ def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss | SR
 def style_weight_at(config: TrainConfig, step: int) -> float:
     """The style weight for the step after `step` steps: 0 during the content warm-up."""
     return 0.0 if step < config.content_warmup else float(config.style_weight)  # type: ignore[arg-type]
-
-
-def train_step(
-    model: torch.nn.Module,
-    loss_fn: PerceptualLoss | SRLoss,
-    optimizer: torch.optim.Optimizer,
-    batch: torch.Tensor,
-    dtype: torch.dtype = torch.float32,
-    lowres: torch.Tensor | None = None,
-) -> LossTerms:
-    """One Adam step on a (B, H, W, 3) uint8 batch already on the device (see
-    `stylekit.train.steps.train_step`: what it does to be fast, and the benchmark that measures it).
-    Super-resolution: `lowres` (B, H/f, W/f, 3) uint8 is the input and `batch` the target."""
-    if lowres is not None:
-        return steps.sr_train_step(model, loss_fn, optimizer, lowres, batch, dtype)
-    return steps.train_step(model, loss_fn, optimizer, batch, dtype)  # type: ignore[arg-type]
 
 
 def preview_pixels(model: torch.nn.Module) -> np.ndarray:
