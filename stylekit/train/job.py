@@ -31,6 +31,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from stylekit.errors import RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import setup_logging
+from stylekit.nn.loss import LossTerms
 from stylekit.nn.modelio import save_model
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import cluster_nodes, init_ray, on_head, plan_on_nodes
@@ -40,6 +41,7 @@ from stylekit.train.board import Board, loss_scalars
 from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, save_checkpoint
 from stylekit.train.config import TrainConfig
 from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
+from stylekit.train.loop import RECENT_STEPS, LoopHooks, RecentLosses, Schedule, train_loop
 from stylekit.train.metadata import model_metadata
 from stylekit.train.metrics import TrainMetrics
 from stylekit.train.sizing import plan_workers
@@ -48,7 +50,6 @@ from stylekit.train.watch import StepClock, fit_watched
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_KEPT = 3
-RECENT_STEPS = 50  # the final losses recorded in a model are the mean over this many steps
 
 
 def run_training(config: TrainConfig) -> str:
@@ -240,62 +241,71 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     model = ray.train.torch.prepare_model(state.model)
     shard = ray.train.get_dataset_shard("train")
-    total, per_epoch = loop_config["total_steps"], loop_config["steps_per_epoch"]
-    meter = _Meter(config.batch_size * world)
-    step_metrics = TrainMetrics(config.name, config.batch_size * world) if rank == 0 else None
-    recent: collections.deque[dict[str, float]] = collections.deque(maxlen=RECENT_STEPS)
-    while state.step < total and state.epoch < config.epochs:
-        budget = per_epoch - state.step_in_epoch
-        batches = shard.iter_torch_batches(
+    schedule = Schedule(loop_config["total_steps"], loop_config["steps_per_epoch"])
+
+    def epoch_batches(epoch: int) -> collections.abc.Iterable[dict[str, torch.Tensor]]:
+        return shard.iter_torch_batches(
             batch_size=config.batch_size,
             dtypes=torch.uint8,
             device=device,
             local_shuffle_buffer_size=config.batch_size * 8,
-            local_shuffle_seed=config.seed + state.epoch * 1000 + rank,
+            local_shuffle_seed=config.seed + epoch * 1000 + rank,
             prefetch_batches=2,
         )
-        for batch in batches:
-            if budget <= 0:
-                break
-            if config.task == "style":
-                loss_fn.style_weight = training.style_weight_at(config, state.step)
-            lowres = batch.get("lowres")  # super-resolution: the input; "image" is the target
-            terms = steps.train_step(model, loss_fn, state.optimizer, batch["image"], dtype, lowres)
-            state.step += 1
-            state.step_in_epoch += 1
-            budget -= 1
-            meter.tick()
-            if rank == 0 and clock is not None:
-                clock.tick.remote(state.step)  # the driver's stall watchdog (train/watch.py)
-            recent.append(terms.as_floats())
-            if step_metrics is not None:
-                step_metrics.step(state.step, meter.rate(), recent[-1])
-            if rank == 0 and (state.step % config.log_every == 0 or state.step == total):
-                values = terms.as_floats()
-                log.info(
-                    "step %d/%d epoch %d  %.1f images/s  loss %.4g = content %.4g + style %.4g + tv %.4g",
-                    state.step,
-                    total,
-                    state.epoch + 1,
-                    meter.rate(),
-                    values["loss"],
-                    values["content"],
-                    values["style"],
-                    values["tv"],
-                )
-                if board is not None:
-                    board.log_scalars(state.step, loss_scalars(values, meter.rate()))
-            if state.step >= total:
-                break
-            if state.step % config.checkpoint_every == 0:
-                _report(state, config, rank, _mean(recent), board)
-        if state.step >= total and budget > 0:
-            break  # stopped by --max-steps inside the epoch: the epoch is not over
-        state.epoch += 1
-        state.step_in_epoch = 0
-    _report(state, config, rank, _mean(recent) if recent else None, board)
+
+    step_metrics = TrainMetrics(config.name, config.batch_size * world) if rank == 0 else None
+    hooks = _WorkerHooks(
+        config, rank, schedule.total_steps, _Meter(config.batch_size * world), clock, board, step_metrics
+    )
+    train_loop(config, state, model, loss_fn, dtype, epoch_batches, schedule, hooks)
+    _report(state, config, rank, hooks.recent.mean(), board)
     if board is not None:
         board.close()
+
+
+class _WorkerHooks(LoopHooks):
+    """What a worker does around its steps: the stall watchdog's tick, Ray metrics, progress
+    lines and TensorBoard scalars (rank 0), and every `checkpoint_every` steps a report."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        rank: int,
+        total: int,
+        meter: _Meter,
+        clock: Any,
+        board: Board | None,
+        step_metrics: TrainMetrics | None,
+    ):
+        self.config, self.rank, self.total, self.meter = config, rank, total, meter
+        self.clock, self.board, self.step_metrics = clock, board, step_metrics
+        self.recent = RecentLosses(RECENT_STEPS)
+
+    def after_step(self, state: training.TrainState, terms: LossTerms) -> None:
+        self.meter.tick()
+        if self.rank == 0 and self.clock is not None:
+            self.clock.tick.remote(state.step)  # the driver's stall watchdog (train/watch.py)
+        values = terms.as_floats()
+        self.recent.add(terms)
+        if self.step_metrics is not None:
+            self.step_metrics.step(state.step, self.meter.rate(), values)
+        if self.rank == 0 and (state.step % self.config.log_every == 0 or state.step == self.total):
+            log.info(
+                "step %d/%d epoch %d  %.1f images/s  loss %.4g = content %.4g + style %.4g + tv %.4g",
+                state.step,
+                self.total,
+                state.epoch + 1,
+                self.meter.rate(),
+                values["loss"],
+                values["content"],
+                values["style"],
+                values["tv"],
+            )
+            if self.board is not None:
+                self.board.log_scalars(state.step, loss_scalars(values, self.meter.rate()))
+
+    def checkpoint(self, state: training.TrainState) -> None:
+        _report(state, self.config, self.rank, self.recent.mean(), self.board)
 
 
 def _restore(state: training.TrainState, loop_config: dict[str, Any], config: TrainConfig, rank: int) -> None:
@@ -328,12 +338,6 @@ def _restore(state: training.TrainState, loop_config: dict[str, Any], config: Tr
         load_checkpoint(directory, state)
     if rank == 0:
         log.info("resumed from step %d (%s)", step, origin)
-
-
-def _mean(rows: collections.abc.Iterable[dict[str, float]]) -> dict[str, float]:
-    """Per-key mean of the recent steps' loss terms (one batch's loss is noisy)."""
-    rows = list(rows)
-    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
 def _report(

@@ -1,6 +1,6 @@
 """One optimizer step of training, style transfer or super-resolution, kept free of storage and
-Ray imports so the training benchmark runs it on a bare GPU machine; Ray Train's workers
-(train/job.py) call it for every step.
+Ray imports so the training benchmark runs it on a bare GPU machine; the training loop
+(train/loop.py) calls it for every step.
 
 What makes it faster than the reference example's step (measured in benchmarks/RESULTS.md):
 - the content target goes through VGG only up to relu2_2, without autograd (`PerceptualLoss`),
