@@ -183,8 +183,9 @@ def subpixel_weights(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Te
 # --- the network -------------------------------------------------------------------------
 
 
-class _Conv(nn.Module):
-    """One conv of the network with its padding; `subpixel` for the upsample-conv layers."""
+class FastConv(nn.Module):
+    """One conv of the network with its padding; `subpixel` for the upsample-conv layers. Public:
+    infer/tiles.py builds its tiled graph on these layers."""
 
     def __init__(self, layer: ConvLayer | UpsampleConvLayer):
         super().__init__()
@@ -265,7 +266,7 @@ def fill_border(buf: torch.Tensor, p: int, mode: str) -> torch.Tensor:
     return buf
 
 
-class _Norm(nn.Module):
+class FastNorm(nn.Module):
     """Affine instance norm, optionally followed by ReLU."""
 
     def __init__(self, norm: nn.InstanceNorm2d, relu: bool):
@@ -288,7 +289,9 @@ class _Norm(nn.Module):
             y = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
         return torch.relu_(y) if self.relu else y
 
-    def into_padded(self, x: torch.Tensor, nxt: _Conv, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def into_padded(
+        self, x: torch.Tensor, nxt: FastConv, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """This norm (+ ReLU, + `residual`) of NCHW `x`, written into `nxt`'s padded input.
 
         After a sub-pixel conv `x` is its unshuffled (N, 4C, H, W) output: the statistics of
@@ -323,13 +326,13 @@ class _Norm(nn.Module):
 class _Residual(nn.Module):
     def __init__(self, block: nn.Module):
         super().__init__()
-        self.conv1, self.in1 = _Conv(block.conv1), _Norm(block.in1, relu=True)
-        self.conv2, self.in2 = _Conv(block.conv2), _Norm(block.in2, relu=False)
+        self.conv1, self.in1 = FastConv(block.conv1), FastNorm(block.in1, relu=True)
+        self.conv2, self.in2 = FastConv(block.conv2), FastNorm(block.in2, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.in2(self.conv2(self.in1(self.conv1(x)))).add_(x)
 
-    def padded(self, xp: torch.Tensor, nxt: _Conv) -> torch.Tensor:
+    def padded(self, xp: torch.Tensor, nxt: FastConv) -> torch.Tensor:
         """The block on `xp`, its input already padded for its first conv, written into `nxt`'s
         padded input."""
         h = self.conv1.conv_padded(xp)
@@ -346,19 +349,19 @@ class FastTransformer(nn.Module):
 
     def __init__(self, net: TransformerNet, nnpack: bool = False):
         super().__init__()
-        self.conv1, self.in1 = _Conv(net.conv1), _Norm(net.in1, relu=True)
-        self.conv2, self.in2 = _Conv(net.conv2), _Norm(net.in2, relu=True)
-        self.conv3, self.in3 = _Conv(net.conv3), _Norm(net.in3, relu=True)
+        self.conv1, self.in1 = FastConv(net.conv1), FastNorm(net.in1, relu=True)
+        self.conv2, self.in2 = FastConv(net.conv2), FastNorm(net.in2, relu=True)
+        self.conv3, self.in3 = FastConv(net.conv3), FastNorm(net.in3, relu=True)
         self.res = nn.Sequential(*(_Residual(getattr(net, f"res{i}")) for i in range(1, 6)))
-        self.deconv1, self.in4 = _Conv(net.deconv1), _Norm(net.in4, relu=True)
-        self.deconv2, self.in5 = _Conv(net.deconv2), _Norm(net.in5, relu=True)
-        self.deconv3 = _Conv(net.deconv3)
+        self.deconv1, self.in4 = FastConv(net.deconv1), FastNorm(net.in4, relu=True)
+        self.deconv2, self.in5 = FastConv(net.deconv2), FastNorm(net.in5, relu=True)
+        self.deconv3 = FastConv(net.deconv3)
         self.set_nnpack(nnpack)
         self.eval()
 
     def set_nnpack(self, enabled: bool) -> None:
         for m in self.modules():
-            if isinstance(m, _Conv):
+            if isinstance(m, FastConv):
                 m.use_nnpack = enabled and m.stride == 1
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from stylekit.errors import ConfigError
-from stylekit.infer.fastpath import FastTransformer, _Conv, _Norm, allocator_returns_memory
+from stylekit.infer.fastpath import FastConv, FastNorm, FastTransformer, allocator_returns_memory
 from stylekit.infer.memory import format_size
 from stylekit.nn.model import padded_size
 
@@ -93,7 +93,7 @@ class _Stats:
         self.m2 += m2 + delta**2 * (self.n * k / total)
         self.n = total
 
-    def scale_shift(self, norm: _Norm) -> tuple[torch.Tensor, torch.Tensor]:
+    def scale_shift(self, norm: FastNorm) -> tuple[torch.Tensor, torch.Tensor]:
         """(C,) scale and shift with norm(x) = x * scale + shift, as F.instance_norm computes it."""
         var = self.m2 / self.n
         scale = norm.weight.double().cpu() / torch.sqrt(var + norm.eps)
@@ -180,7 +180,7 @@ class _Image(_Node):
 class _Conv2d(_Node):
     """One of the network's convolutions (stride 1 or 2, or a sub-pixel x2 upsample-conv)."""
 
-    def __init__(self, src: _Node, conv: _Conv, channels: int):
+    def __init__(self, src: _Node, conv: FastConv, channels: int):
         self.src, self.conv = src, conv
         self.channels = channels
         self.k, self.p, self.s = 2 * conv.pad + 1, conv.pad, conv.stride
@@ -213,7 +213,7 @@ class _Conv2d(_Node):
 class _Normed(_Node):
     """Instance norm with the whole image's statistics (and the norm's ReLU, if it has one)."""
 
-    def __init__(self, src: _Node, norm: _Norm, stats: _Stats):
+    def __init__(self, src: _Node, norm: FastNorm, stats: _Stats):
         self.src, self.relu = src, norm.relu
         self.channels, self.height, self.width = src.channels, src.height, src.width
         scale, shift = stats.scale_shift(norm)
