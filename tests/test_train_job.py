@@ -271,8 +271,8 @@ def test_a_flaky_store_then_a_rerun_resumes_and_leaves_no_temporary_files(
     s3_server: str, tiny_train_dir: Path
 ) -> None:
     """Everything on S3 behind an endpoint failing 15% of requests (503 SlowDown or a reset):
-    the run finishes; a rerun with more steps resumes from its checkpoint on S3 (fetched once
-    per node) and leaves no temporary copy behind."""
+    the run finishes; a rerun with more steps resumes from its checkpoint on S3 (each worker
+    fetches its own copy) and leaves no temporary copy behind."""
     make_bucket("train-flaky")
     upload_dir(tiny_train_dir, "train-flaky", "photos")
     import boto3

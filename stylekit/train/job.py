@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import contextlib
 import dataclasses
 import logging
 import math
@@ -18,7 +19,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -30,7 +30,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from stylekit.errors import RunFailed, StylekitError
 from stylekit.files import storage
-from stylekit.logs import setup_logging
+from stylekit.logs import Progress, setup_logging
 from stylekit.nn.loss import LossTerms
 from stylekit.nn.modelio import save_model
 from stylekit.nn.vgg import load_vgg
@@ -50,6 +50,7 @@ from stylekit.train.watch import StepClock, fit_watched
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_KEPT = 3
+RATE_WINDOW = 20  # steps: the images/s of progress lines and metrics is the current speed
 
 
 def run_training(config: TrainConfig) -> str:
@@ -255,7 +256,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     step_metrics = TrainMetrics(config.name, config.batch_size * world) if rank == 0 else None
     hooks = _WorkerHooks(
-        config, rank, schedule.total_steps, _Meter(config.batch_size * world), clock, board, step_metrics
+        config, rank, schedule.total_steps, config.batch_size * world, clock, board, step_metrics
     )
     train_loop(config, state, model, loss_fn, dtype, epoch_batches, schedule, hooks)
     _report(state, config, rank, hooks.recent.mean(), board)
@@ -272,17 +273,18 @@ class _WorkerHooks(LoopHooks):
         config: TrainConfig,
         rank: int,
         total: int,
-        meter: _Meter,
+        images_per_step: int,
         clock: Any,
         board: Board | None,
         step_metrics: TrainMetrics | None,
     ):
-        self.config, self.rank, self.total, self.meter = config, rank, total, meter
+        self.config, self.rank, self.total, self.images_per_step = config, rank, total, images_per_step
+        self.meter = Progress(window=RATE_WINDOW)  # images/s over the last steps
         self.clock, self.board, self.step_metrics = clock, board, step_metrics
         self.recent = RecentLosses(RECENT_STEPS)
 
     def after_step(self, state: training.TrainState, terms: LossTerms) -> None:
-        self.meter.tick()
+        self.meter.add(self.images_per_step)
         if self.rank == 0 and self.clock is not None:
             self.clock.tick.remote(state.step)  # the driver's stall watchdog (train/watch.py)
         values = terms.as_floats()
@@ -326,18 +328,29 @@ def _restore(state: training.TrainState, loop_config: dict[str, Any], config: Tr
         fs, path = storage.arrow_filesystem(latest, opts, native_s3=False)
         meta = _complete_checkpoint(fs, path)
         step = -1 if meta is None else int(meta["step"])
-        found = ray.train.Checkpoint(path, filesystem=fs)
-        # as_directory shares one download among a node's processes by the checkpoint's uuid,
-        # random per object: derive it from the location, so every worker here has the same.
-        found._uuid = uuid.uuid5(uuid.NAMESPACE_URL, latest)
-        candidates.append((step, found, redact(latest)))
+        candidates.append((step, ray.train.Checkpoint(path, filesystem=fs), redact(latest)))
     if not candidates:
         return
     step, checkpoint, origin = max(candidates, key=lambda c: c[0])
-    with checkpoint.as_directory() as directory:
+    with _local_copy(checkpoint) as directory:
         load_checkpoint(directory, state)
     if rank == 0:
         log.info("resumed from step %d (%s)", step, origin)
+
+
+@contextlib.contextmanager
+def _local_copy(checkpoint: ray.train.Checkpoint) -> collections.abc.Iterator[str]:
+    """The checkpoint as a local folder: read in place on a local filesystem, otherwise
+    downloaded into this worker's own temporary folder and removed after. (Ray's
+    `as_directory` shares one download per node by a uuid that is random per Checkpoint
+    object, so two workers' objects for the same found location would not share it anyway;
+    a checkpoint is tens of MB, one copy per worker costs little.)"""
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        yield checkpoint.path
+        return
+    with tempfile.TemporaryDirectory(prefix="stylekit-resume-") as directory:
+        checkpoint.to_directory(directory)
+        yield directory
 
 
 def _report(
@@ -368,18 +381,3 @@ def _report(
     if board is not None:
         board.log_image(state.step, "preview", preview)
         board.sync()
-
-
-class _Meter:
-    """Images per second over the last few steps."""
-
-    def __init__(self, images_per_step: int, window: int = 20):
-        self.images_per_step, self.window = images_per_step, window
-        self.times: list[float] = [time.perf_counter()]
-
-    def tick(self) -> None:
-        self.times = [*self.times[-self.window :], time.perf_counter()]
-
-    def rate(self) -> float:
-        span = self.times[-1] - self.times[0]
-        return (len(self.times) - 1) * self.images_per_step / span if span > 0 else 0.0
