@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -40,3 +41,42 @@ class Every:
             return False
         self.last = now
         return True
+
+
+class Progress:
+    """Work done out of a total, how fast it goes and how long is left: the one meter behind
+    the bulk job's, the video path's and training's progress lines (each words its own line).
+
+    The rate is measured since the start, or with `window` over the last `window` updates
+    (training: the current speed, not one dragged down by a slow first step). `due()` is true
+    once every `every` seconds."""
+
+    def __init__(self, total: int | None = None, every: float = 0.0, window: int = 0):
+        self.total, self.done = total, 0
+        self.started = time.monotonic()
+        self.marks: deque[tuple[float, int]] | None = (
+            deque([(self.started, 0)], maxlen=window + 1) if window else None
+        )
+        self.every = Every(every)
+
+    def add(self, n: int = 1) -> None:
+        self.done += n
+        if self.marks is not None:
+            self.marks.append((time.monotonic(), self.done))
+
+    def due(self) -> bool:
+        return self.every.due()
+
+    def rate(self) -> float:
+        """Units per second (0 before any time has passed)."""
+        if self.marks is not None:
+            (t0, d0), (t1, d1) = self.marks[0], self.marks[-1]
+            return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+        return self.done / max(time.monotonic() - self.started, 1e-9)
+
+    def left(self) -> float:
+        """Seconds left at the current rate (inf when the total or the rate is unknown)."""
+        rate = self.rate()
+        if self.total is None or rate <= 0:
+            return float("inf")
+        return max(self.total - self.done, 0) / rate

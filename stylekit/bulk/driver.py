@@ -74,7 +74,7 @@ from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.bulk.watch import start_clock, watched
 from stylekit.errors import ConfigError, RunFailed, StylekitError
 from stylekit.files import storage
-from stylekit.logs import format_duration
+from stylekit.logs import Progress, format_duration
 from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
 from stylekit.ray_env import cluster_to_join, init_ray, plan_on_nodes
@@ -298,18 +298,19 @@ def _consume(
 
 
 class _Progress:
-    """Counts finished rows and logs `done/total, rate, ETA` every `every` seconds."""
+    """Counts finished rows and logs `done/total, rate, ETA` every `every` seconds (the
+    counting and timing are logs.Progress; this words the line and shows the failures)."""
 
     FAILURES_SHOWN = 20
 
     def __init__(self, total: int, every: float, run_metrics: RunMetrics | None = None):
-        self.total, self.every, self.metrics = total, every, run_metrics
+        self.total, self.meter, self.metrics = total, Progress(total, every), run_metrics
         self.ok = self.failed = self.failures_shown = 0
-        self.started = self.last = time.monotonic()
         self.logged = -1  # rows done at the last line
 
     def update(self, table: pa.Table) -> None:
         for row in table.select(["input", "status", "error"]).to_pylist():
+            self.meter.add()
             if row["status"] == OK:
                 self.ok += 1
                 continue
@@ -318,27 +319,24 @@ class _Progress:
                 self.failures_shown += 1
                 log.warning("failed: %s: %s", row["input"], row["error"])
         if self.metrics is not None:
-            done = self.ok + self.failed
-            self.metrics.progress(done / max(time.monotonic() - self.started, 1e-9), self.total - done)
-        if time.monotonic() - self.last >= self.every:
+            self.metrics.progress(self.meter.rate(), self.total - self.meter.done)
+        if self.meter.due():
             self.log_line()
 
     def log_line(self, final: bool = False) -> None:
         """One progress line; the final one only when rows finished since the last."""
-        done = self.ok + self.failed
+        done = self.meter.done
         if final and done == self.logged:
             return
-        self.last, self.logged = time.monotonic(), done
-        rate = done / max(self.last - self.started, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        self.logged = done
         log.info(
             "stylized %d/%d (%d ok, %d failed), %.2f images/s, about %s left",
             done,
             self.total,
             self.ok,
             self.failed,
-            rate,
-            format_duration(eta),
+            self.meter.rate(),
+            format_duration(self.meter.left()),
         )
 
 

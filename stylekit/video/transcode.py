@@ -25,7 +25,7 @@ import numpy as np
 
 from stylekit.errors import ConfigError
 from stylekit.files import storage
-from stylekit.logs import format_duration
+from stylekit.logs import Progress, format_duration
 from stylekit.redact import redact
 from stylekit.video import deps
 from stylekit.video.flicker import FlickerMeter
@@ -205,37 +205,36 @@ def stylize_local(
 
 
 class _Progress:
-    """Logs `frame n/total, frames/s, time left` every `every` seconds."""
+    """Logs `frame n/total, frames/s, time left` every `every` seconds (the counting and
+    timing are logs.Progress; this words the line)."""
 
     def __init__(self, total: int, every: float, emit: Callable[..., None] | None = None) -> None:
-        self.total, self.every, self.done_frames, self.logged = total, every, 0, 0
-        self.started = self.last = time.monotonic()
+        self.meter, self.logged = Progress(total or None, every), 0
         self.log = emit or log.info
 
     def update(self, frames: int) -> None:
-        self.done_frames += frames
-        if time.monotonic() - self.last >= self.every:
+        self.meter.add(frames)
+        if self.meter.due():
             self.line()
 
     def line(self) -> None:
-        self.last, self.logged = time.monotonic(), self.done_frames
-        rate = self.done_frames / max(self.last - self.started, 1e-9)
-        if self.total:
-            left = max(self.total - self.done_frames, 0) / rate if rate > 0 else float("inf")
+        self.logged = self.meter.done
+        total = self.meter.total
+        if total:
             self.log(
                 "frame %d/%d (%d%%), %.2f frames/s, about %s left",
-                self.done_frames,
-                self.total,
-                min(100, 100 * self.done_frames // self.total),
-                rate,
-                format_duration(left),
+                self.meter.done,
+                total,
+                min(100, 100 * self.meter.done // total),
+                self.meter.rate(),
+                format_duration(self.meter.left()),
             )
         else:
-            self.log("frame %d, %.2f frames/s", self.done_frames, rate)
+            self.log("frame %d, %.2f frames/s", self.meter.done, self.meter.rate())
 
     def done(self) -> None:
-        if self.logged != self.done_frames:
-            self.total = self.done_frames
+        if self.logged != self.meter.done:
+            self.meter.total = self.meter.done
             self.line()
 
 
