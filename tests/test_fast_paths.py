@@ -238,6 +238,21 @@ def test_compile_failure_falls_back_to_eager(
     assert np.array_equal(got, Stylizer(model, InferenceOptions(device="cpu")).stylize([img])[0])
 
 
+def test_the_compile_flag_reaches_the_library_options() -> None:
+    """--compile off/on/cuda-graphs (RunOptions, every command's flag) as InferenceOptions."""
+    from stylekit.errors import ConfigError
+    from stylekit.infer.options import RunOptions
+
+    modes = {m: InferenceOptions.of(RunOptions(compile=m)) for m in ("off", "on", "cuda-graphs")}
+    assert [(o.compile, o.cuda_graphs) for o in modes.values()] == [
+        (False, False),
+        (True, False),
+        (True, True),
+    ]
+    with pytest.raises(ConfigError, match="--compile must be one of off, on, cuda-graphs"):
+        RunOptions(compile="fast")
+
+
 def test_explicit_options_resolve_as_asked() -> None:
     plan = InferenceOptions(device="cpu", nnpack=False, channels_last=True, tune_allocator=False).resolve()
     assert plan.fast and not plan.nnpack and plan.channels_last and not plan.tune_allocator

@@ -30,6 +30,7 @@ COMMANDS: dict[str, list[str]] = {
 
 # Changed on purpose since the snapshot (issue 21's drift), in SNAPSHOT below:
 # - sheet --quality 90 -> 95: one JPEG quality for every command (images.EncodeOptions).
+# - --compile (off): torch.compile was reachable only from code (issue 21: a user reaches it or it goes).
 SNAPSHOT: dict[str, dict[str, str | None]] = {
     "stylize": {
         "--model": "",
@@ -46,6 +47,7 @@ SNAPSHOT: dict[str, dict[str, str | None]] = {
         "--max-memory": "none",
         "--tile-dir": "none",
         "--device": "auto",
+        "--compile": "off",
         "--precision": "auto",
         "--s3-endpoint": "none",
     },
@@ -99,6 +101,7 @@ SNAPSHOT: dict[str, dict[str, str | None]] = {
         "--no-preserve-color": "False",
         "--style-scale": "none",
         "--device": "auto",
+        "--compile": "off",
         "--precision": "auto",
         "--progress-every": "10.0",
         "--s3-endpoint": "none",
@@ -147,6 +150,7 @@ SNAPSHOT: dict[str, dict[str, str | None]] = {
         "--cpus-per-actor": "none",
         "--max-side": "none",
         "--max-pixels": "100000000",
+        "--compile": "off",
         "--precision": "auto",
         "--strength": "1.0",
         "--preserve-color": "False",

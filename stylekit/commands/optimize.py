@@ -79,7 +79,7 @@ class OptimizeConfig:
     )
     # --device: VGG-16 runs in fp32, one image at a time
     run_options: RunOptions = field(
-        default_factory=RunOptions, metadata={"exclude": ("precision", "batch_size")}
+        default_factory=RunOptions, metadata={"exclude": ("precision", "batch_size", "compile")}
     )
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 

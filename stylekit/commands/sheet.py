@@ -40,7 +40,7 @@ class SheetConfig:
     )
     # --device
     run_options: RunOptions = field(
-        default_factory=RunOptions, metadata={"exclude": ("precision", "batch_size")}
+        default_factory=RunOptions, metadata={"exclude": ("precision", "batch_size", "compile")}
     )
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 

@@ -65,13 +65,13 @@ class InferenceOptions:
     device: str = RunOptions.device
     precision: str = RunOptions.precision
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
-    compile: bool = False  # torch.compile, falling back to eager if it fails
+    compile: bool = False  # torch.compile, falling back to eager if it fails (--compile on)
     max_batch: int = RunOptions.batch_size
     fast: bool | None = None  # FastTransformer (sub-pixel upsample-convs, ...); None: on
     nnpack: bool | None = None  # NNPACK convs on the CPU; None: on where it works (fp32 only)
     threads: int | None = None  # torch CPU threads (process-wide); None: leave as is
     tune_allocator: bool | None = None  # glibc: reuse large blocks (process-wide); None: on for CPU
-    cuda_graphs: bool = False  # with compile on CUDA: mode="reduce-overhead" (CUDA graphs)
+    cuda_graphs: bool = False  # with compile on CUDA: mode="reduce-overhead" (--compile cuda-graphs)
     # Stylization controls (options.StyleControls), applied by `Stylizer.stylize` only.
     strength: float = StyleControls.strength
     preserve_color: bool = StyleControls.preserve_color
@@ -102,6 +102,8 @@ class InferenceOptions:
             device=run.device,
             precision=run.precision,
             max_batch=run.batch_size,
+            compile=run.compile != "off",
+            cuda_graphs=run.compile == "cuda-graphs",
             strength=style.strength,
             preserve_color=style.preserve_color,
             style_scale=style.style_scale,

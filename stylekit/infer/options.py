@@ -19,6 +19,7 @@ from stylekit.options_meta import flag
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("off", "on", "cuda-graphs")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,16 @@ class RunOptions:
         default=8,
         metadata=flag("images (video frames) per forward pass; only images of one size share a pass"),
     )
+    # Off by default: measured no faster than the eager fast path on CPU once its compile
+    # time is counted (benchmarks/RESULTS.md); on a GPU with one image size it can pay.
+    compile: str = field(
+        default="off",
+        metadata=flag(
+            "torch.compile the network: off, on, or cuda-graphs (on a GPU, CUDA graphs too; pays "
+            "for many images of one size); falls back to eager if compiling fails",
+            choices=list(COMPILE_MODES),
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -42,6 +53,8 @@ class RunOptions:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"--compile must be one of {', '.join(COMPILE_MODES)} (got {self.compile!r})")
 
 
 @dataclass(frozen=True)
