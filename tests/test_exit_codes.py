@@ -106,7 +106,15 @@ def test_a_signal_while_waiting_is_interrupted(tmp_path: Path, model_file: Path,
     inp, out = photos(tmp_path / "in"), tmp_path / "out"
     hold_lease(out)
     cmd = [PYTHON, JOB, "--model", str(model_file), "--input", str(inp), "--output", str(out)]
-    proc = subprocess.Popen([*cmd, "--lease-wait", "300"], env=job_env(), stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal sends it: a suite started in the background (`pytest &`) passes
+    # its children SIGINT ignored, and Python then keeps it ignored.
+    proc = subprocess.Popen(
+        [*cmd, "--lease-wait", "300"],
+        env=job_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     lines: list[str] = []
     waiting = threading.Event()
 

@@ -44,7 +44,8 @@ class StylizeConfig:
     # --strength, --preserve-color, --style-scale
     style_controls: StyleControls = field(default_factory=StyleControls)
     memory_options: MemoryOptions = field(default_factory=MemoryOptions)  # --max-memory, --tile-dir
-    run_options: RunOptions = field(default_factory=RunOptions)  # --device, --precision, --batch-size, --compile
+    # --device, --precision, --batch-size, --compile
+    run_options: RunOptions = field(default_factory=RunOptions)
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:

@@ -51,7 +51,8 @@ class VideoConfig:
     )
     # --strength, --preserve-color, --style-scale
     style_controls: StyleControls = field(default_factory=StyleControls)
-    run_options: RunOptions = field(default_factory=RunOptions)  # --device, --precision, --batch-size, --compile
+    # --device, --precision, --batch-size, --compile
+    run_options: RunOptions = field(default_factory=RunOptions)
     progress_every: float = field(default=10.0, metadata={"help": "seconds between progress lines"})
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
