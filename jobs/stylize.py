@@ -45,8 +45,9 @@ def main() -> int:
     setup_logging()
     config = config_from_args(BulkConfig, args)
     from stylekit.bulk.driver import run_bulk
-    from stylekit.ray_env import shutdown_ray
+    from stylekit.ray_env import own_console, shutdown_ray
 
+    own_console()  # Ray's routine native lines stay off it (stylekit/stderr_filter.py)
     summary = run_bulk(config)
     shutdown_ray()  # before the summary: no late Ray output may follow it
     print(summary.to_json(), flush=True)

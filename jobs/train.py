@@ -22,8 +22,10 @@ def main() -> int:
     args = parser.parse_args()
     setup_logging()
     config = config_from_args(TrainConfig, args)
-    from stylekit.ray_env import shutdown_ray
+    from stylekit.ray_env import own_console, shutdown_ray
     from stylekit.train.job import run_training
+
+    own_console()  # Ray's routine native lines stay off it (stylekit/stderr_filter.py)
 
     model = run_training(config)
     shutdown_ray()  # before the model's path: no late worker output may follow it

@@ -20,6 +20,7 @@ import ray
 from stylekit import exitcodes
 from stylekit.logs import format_duration
 from stylekit.nodes import Node, NoNodeFits, describe_nodes, node_types_from_config, nodes_from_ray
+from stylekit.stderr_filter import drop_native_lines
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -61,6 +62,15 @@ ROUTINE_WORKER_LINES = (
     "`ExecutionOptions.exclude_resources` is deprecated",  # Ray Train's own ingest options
     "has constructor arguments in the object store",
 )
+# Lines Ray's C++ core worker in the driver writes straight to stderr (no Python logger sees
+# them) that ask nothing of a user: kept off the console by stylekit/stderr_filter.py where
+# a job owns its console (`own_console`); Ray's driver log file keeps them.
+NATIVE_ROUTINE_LINES = (
+    # On every actor pool Ray Data starts: it passes its own map transformer by reference and
+    # keeps it for the pool's life, so the restart this warns about works (ray#53727).
+    "has constructor arguments in the object store and max_restarts > 0",
+)
+_console_is_ours = False
 # Ray Data's info lines (execution plan, "execution finished", where its logs are): our own
 # progress lines replace them on the console; Ray Data's log file under the session keeps them.
 RAY_DATA_CONSOLE_LEVEL = logging.WARNING
@@ -151,6 +161,14 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def own_console() -> None:
+    """This process is a job whose console is the user's log (jobs/stylize.py, jobs/train.py):
+    `init_ray` then keeps NATIVE_ROUTINE_LINES off it. Not for a process that only borrows
+    Ray (a test, a notebook): its stderr is left alone."""
+    global _console_is_ours
+    _console_is_ours = True
+
+
 def cluster_to_join() -> bool:
     """Whether `init_ray` would join a running Ray (this process's, RAY_ADDRESS, a `ray start`
     on this machine) rather than start one; RAY_ADDRESS=local counts as asking for Ray."""
@@ -169,6 +187,8 @@ def init_ray() -> None:
     with neither, start a local Ray for this process."""
     quiet_ray_notices()
     if not ray.is_initialized():
+        if _console_is_ours:
+            drop_native_lines(NATIVE_ROUTINE_LINES)
         quiet_ray_data_workers()
         main = threading.current_thread() is threading.main_thread()
         own = signal.getsignal(signal.SIGTERM) if main else None

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stylekit"
 # Lowest floor first. A part is a subpackage (`nn`) or a top-level module (`redact`).
 FLOORS: list[set[str]] = [
     {"exitcodes"},
-    {"__init__", "errors", "logs", "options_meta"},
+    {"__init__", "errors", "logs", "options_meta", "stderr_filter"},
     {"redact"},
     {"nodes"},
     {"files"},
