@@ -5,6 +5,16 @@ is submitted to) at the schedule given by the flags; an interrupted run resumes 
 again. Finished models are copied into `stylekit/models/` under the style's name and
 `stylekit/models/index.json` is rewritten with their sha256 (`stylekit.nn.zoo`).
 
+`--continue` resumes the shipped styles' training from the weights committed in stylekit/models/
+(the training that spans stints of work: stylekit/train/ship.py): rounds of `--round-steps` steps
+per style, each round measured on held-out photos against the installed model and installed only
+when better; the model's metadata then holds its whole schedule and its figures. Run it in the
+background at low priority while other work goes on:
+
+    nohup nice -n 19 python jobs/ship_models.py --continue --styles starry_night,wave,composition_vii > runs/ship.log 2>&1 &
+
+`--measure` prints the installed models' figures (and those of `--output`'s runs) without training.
+
 Super-resolution models (`--sr-models sr_x4_pixel,sr_x4`) are trained the same way with
 `--task sr` (factor and loss from the name) into OUTPUT/NAME; when installed, their Set5 and
 Set14 PSNR/SSIM (the literature's protocol, stylekit/infer/srmetrics.py) are measured on the
@@ -12,8 +22,10 @@ shipped float16 weights and recorded in their metadata.
 """
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +35,7 @@ import torch  # noqa: E402
 
 from stylekit.nn import zoo  # noqa: E402
 from stylekit.nn.modelio import load_model, save_model  # noqa: E402
+from stylekit.train import ship  # noqa: E402
 
 STYLES = {
     "starry_night": "Vincent van Gogh, The Starry Night (1889)",
@@ -39,6 +52,10 @@ SR_MODELS = {
     "sr_x8_pixel": "x8 super-resolution, per-pixel MSE loss (the paper's baseline)",
 }
 SR_TEST_SETS = REPO.parent / "shared" / "data" / "sr"
+SHARED = REPO.parent / "shared" / "data"
+# The recipe --continue trains with when the installed model records none: the content and TV
+# weights rebalanced for short CPU schedules (RESULTS: shipped pictures), the paper's other settings.
+DEFAULT_RECIPE = ["--image-size", "128", "--style-size", "256", "--content-weight", "3", "--tv-weight", "4"]
 TRAIN_MINI = "train-mini: 148 photos (colour BSD68 + Sun-Hays 80), a small stand-in for the paper's MS-COCO"
 
 
@@ -52,6 +69,25 @@ def main() -> int:
     parser.add_argument("--output", default=str(REPO / "runs" / "zoo"))
     parser.add_argument("--install-only", action="store_true", help="only copy finished models in")
     parser.add_argument("--sr-models", default="", help=f"super-resolution models: {', '.join(SR_MODELS)}")
+    parser.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="resume the shipped styles' training from the installed weights, in rounds; install a round only when it measures better",
+    )
+    parser.add_argument("--rounds", type=int, default=1000, help="--continue: rounds per style")
+    parser.add_argument("--round-steps", type=int, default=200, help="--continue: training steps per round")
+    parser.add_argument(
+        "--measure", action="store_true", help="print the installed models' figures on the held-out photos"
+    )
+    parser.add_argument(
+        "--shared", default=str(SHARED), help="the held-out photos and the 2016 models' outputs"
+    )
+    parser.add_argument(
+        "--models-dir",
+        default=str(zoo.models_dir()),
+        help="--continue, --measure: where the installed models are",
+    )
     args, train_flags = parser.parse_known_args()
     names = [s for s in args.styles.split(",") if s]
     unknown = [s for s in names if s not in STYLES]
@@ -61,6 +97,12 @@ def main() -> int:
     unknown = [s for s in sr_names if s not in SR_MODELS]
     if unknown:
         parser.error(f"unknown SR model(s) {', '.join(unknown)}; choose from {', '.join(SR_MODELS)}")
+    if args.continue_ or args.measure:
+        if not (Path(args.shared) / "content").is_dir():
+            parser.error(f"--shared {args.shared} has no content/ folder of held-out photos")
+        if args.continue_:
+            return continue_training(args, names, train_flags)
+        return measure(args, names)
     for name in names:
         model = Path(args.output) / name / "model.safetensors"
         if not args.install_only:
@@ -87,6 +129,85 @@ def main() -> int:
     for name, entry in entries.items():
         print(f"{name}: {entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...")
     print(models_table(entries))
+    return 0
+
+
+def continue_training(args: argparse.Namespace, names: list[str], train_flags: list[str]) -> int:
+    """Rounds of training for each style from where the installed model (or this work tree's
+    run of it) stands, each measured and installed only when better."""
+    output = Path(args.output) if args.output != str(REPO / "runs" / "zoo") else REPO / "runs" / "ship"
+    judges: dict[str, ship.Judge] = {}
+    for round_no in range(1, args.rounds + 1):
+        for name in names:
+            run = output / name
+            installed = Path(args.models_dir) / f"{name}.safetensors"
+            start = ship.start_run(run, installed)
+            flags = train_flags or start.flags or DEFAULT_RECIPE
+            target = ship.steps_done(run) + args.round_steps
+            style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
+            cmd = [
+                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", args.data,
+                "--data-description", args.data_description, "--output", str(output), "--name", name,
+                "--init-from", str(start.weights), "--max-steps", str(target), "--checkpoint-every", "100",
+                *flags,
+            ]  # fmt: skip
+            print(f"round {round_no}, {name}: + {' '.join(cmd)}", flush=True)
+            subprocess.run(cmd, check=True)
+            judge = judges.get(name) or judges.setdefault(
+                name, ship.Judge(name, style, ship.Shared(Path(args.shared)))
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                candidate = Path(tmp) / f"{name}.safetensors"
+                loaded = load_model(str(run / "model.safetensors"))
+                schedule = [*start.schedule, ship.segment_of(loaded.metadata, flags=flags)]
+                save_model(
+                    str(candidate),
+                    loaded.model,
+                    shipped_metadata(name, loaded.metadata, schedule),
+                    dtype=torch.float16,
+                )
+                ours, theirs = judge.measure(str(candidate)), judge.measure(str(installed))
+                install, why = ship.better(ours, theirs)
+                ship.record_round(run, target, ours, install, why)
+                print(
+                    f"{name} at {target} steps: {ours.row()} ({'installed' if install else 'kept the installed'}: {why})",
+                    flush=True,
+                )
+                if install:
+                    meta = {**load_model(str(candidate)).metadata, **ours.as_metadata()}
+                    meta.pop("weights_sha256", None)
+                    save_model(str(installed), load_model(str(candidate)).model, meta, dtype=torch.float16)
+                    zoo.write_index(Path(args.models_dir), {**STYLES, **SR_MODELS})
+    return 0
+
+
+def shipped_metadata(name: str, meta: dict[str, str], schedule: list[dict[str, object]]) -> dict[str, str]:
+    """A trained style model's metadata as shipped: float16, the bundled painting's name (a path
+    on the training machine means nothing to a user), the whole schedule and its total steps."""
+    meta = {**meta, "stored_dtype": "float16", "style": f"stylekit/examples/styles/{name}.jpg"}
+    meta["schedule"] = json.dumps(schedule)
+    meta["steps"] = str(ship.total_steps(schedule))
+    for stale in ("weights_sha256", "initialised_from", "content_warmup_steps"):
+        meta.pop(stale, None)
+    return meta
+
+
+def measure(args: argparse.Namespace, names: list[str]) -> int:
+    """The installed models' figures (and any finished run of them under --output)."""
+    print(
+        "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
+    )
+    print("|---|---|---|---|")
+    for name in names:
+        style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
+        judge = ship.Judge(name, style, ship.Shared(Path(args.shared)))
+        print(
+            f"| {name} (installed) | {judge.measure(str(Path(args.models_dir) / f'{name}.safetensors')).row()} |",
+            flush=True,
+        )
+        run = Path(args.output) / name / "model.safetensors"
+        if run.is_file():
+            print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
     return 0
 
 
@@ -131,19 +252,21 @@ def models_table(entries: dict) -> str:
     sr = {n: e for n, e in entries.items() if e.get("task") == "sr"}
     entries = {n: e for n, e in entries.items() if n not in sr}
     rows = [
-        "| name | painting | training | final loss (content + style + tv) | sha256 |",
+        "| name | painting | training (batch 4) | on chicago: grain / content / style, x the 2016 model's | sha256 |",
         "|---|---|---|---|---|",
     ]
     for name, entry in sorted(entries.items()):
         meta = load_model(name).metadata
-        schedule = f"{meta.get('steps')} steps x {meta.get('batch_size')} at {meta.get('image_size')} px"
-        if meta.get("content_warmup_steps"):
-            schedule += f" (first {meta['content_warmup_steps']} content only)"
-        if meta.get("initialised_from"):
-            schedule += f", from {meta['initialised_from']}"
-        losses = " + ".join(f"{float(meta.get('final_' + k, 'nan')):.3g}" for k in ("content", "style", "tv"))
+        schedule = ship.describe_schedule(ship.schedule_of(meta))
+        figures = (
+            " / ".join(
+                f"x{float(meta[f'chicago_{k}_x_original']):.2f}" for k in ("grain", "content", "style")
+            )
+            if "chicago_grain_x_original" in meta
+            else "-"
+        )
         rows.append(
-            f"| `{name}` | {entry.get('description', '')} | {schedule} | {losses} | `{entry['sha256'][:12]}` |"
+            f"| `{name}` | {entry.get('description', '')} | {schedule} | {figures} | `{entry['sha256'][:12]}` |"
         )
     if sr:
         rows += [

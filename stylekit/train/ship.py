@@ -1,0 +1,264 @@
+"""The shipped style models' training, carried from one stint of work to the next.
+
+The shipped weights (stylekit/models/) are the checkpoint of a training that never stops: each
+stint resumes it from the committed weights (`jobs/ship_models.py --continue`), trains in rounds
+in the background, measures every round on held-out photos, and installs a round's weights only
+when they are better than what is installed (`better`). A model's metadata carries its whole
+schedule (`schedule`: one segment per run it went through, with its steps and settings) and its
+figures, so the README's table and the next stint both read them from the file itself.
+
+Held-out photos are `../shared/data/content` (none is in the training data). The bar is the one
+the issue on shipped pictures sets, on chicago at the size of the paper's own outputs
+(`../shared/data/reference-outputs/`): grain at most 1.25x the original's, content at most
+1.15x, style at most 1x (stylekit/nn/measures.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.measures import Figures, Yardstick, fit_longest
+from stylekit.nn.modelio import load_model
+from stylekit.nn.vgg import load_vgg
+
+log = logging.getLogger(__name__)
+
+TARGETS = Figures(grain=1.25, content=1.15, style=1.0)
+# Held-out photos beside the comparison photo, each at this longer side.
+HELD_OUT = ("golden_gate.jpg", "tubingen.jpg")
+HELD_OUT_SIDE = 512
+# A round may cost at most this much (relative) on the other held-out photos' mean content or
+# grain and still be installed for what it gains on the bar.
+HELD_OUT_SLACK = 0.03
+# What a segment of the schedule records, from a run's model metadata.
+SEGMENT_KEYS = ("image_size", "style_size", "content_weight", "style_weight", "tv_weight", "lr", "batch_size")
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Where the comparison data lives: the photos and the 2016 models' outputs."""
+
+    root: Path
+
+    @property
+    def comparison_photo(self) -> Path:
+        return self.root / "content" / "chicago.jpg"
+
+    def original(self, name: str) -> Path | None:
+        path = self.root / "reference-outputs" / f"chicago_{name}.jpg"
+        return path if path.is_file() else None
+
+    def held_out(self) -> list[Path]:
+        return [p for p in (self.root / "content" / n for n in HELD_OUT) if p.is_file()]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A model's figures: on the comparison photo (and the original's there, when there is
+    one) and the mean over the other held-out photos."""
+
+    chicago: Figures
+    original: Figures | None
+    held_out: Figures
+
+    @property
+    def ratios(self) -> Figures | None:
+        return self.chicago.ratios(self.original) if self.original else None
+
+    @property
+    def shortfall(self) -> float | None:
+        """How far the comparison photo's figures are from the bar: the sum over the three
+        figures of how much each exceeds its target, relative (0: the bar is met); None without
+        an original to compare with."""
+        ratios = self.ratios
+        if ratios is None:
+            return None
+        return sum(
+            max(0.0, getattr(ratios, k) / getattr(TARGETS, k) - 1) for k in ("grain", "content", "style")
+        )
+
+    def row(self) -> str:
+        r = self.ratios
+        bar = (
+            f"x{r.grain:.2f} / x{r.content:.2f} / x{r.style:.2f}"
+            if r
+            else f"{self.chicago.grain:.1f} / {self.chicago.content:.3f} / {self.chicago.style:.3f}"
+        )
+        h = self.held_out
+        short = "-" if self.shortfall is None else f"{self.shortfall:.3f}"
+        return f"{bar} | {h.grain:.1f} / {h.content:.3f} / {h.style:.3f} | {short}"
+
+    def as_metadata(self) -> dict[str, str]:
+        meta = {f"chicago_{k}": f"{v:.4g}" for k, v in self.chicago.as_dict().items()}
+        if self.ratios:
+            meta.update({f"chicago_{k}_x_original": f"{v:.3f}" for k, v in self.ratios.as_dict().items()})
+        meta.update({f"held_out_{k}": f"{v:.4g}" for k, v in self.held_out.as_dict().items()})
+        return meta
+
+
+def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file, resized (Lanczos) to `size` = (width, height)."""
+    img = Image.open(path).convert("RGB")
+    if size and img.size != size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return np.asarray(img)
+
+
+class Judge:
+    """Measures style models of one painting on the comparison and held-out photos, the way
+    a user runs them (`python -m stylekit stylize`'s defaults on the CPU)."""
+
+    def __init__(self, name: str, painting: Path, shared: Shared):
+        vgg = load_vgg("caffe")
+        paint = read_rgb(painting)
+        original_path = shared.original(name)
+        # The comparison photo at the size of the paper's outputs (their size when there is one).
+        size = Image.open(original_path).size if original_path else None
+        chicago = read_rgb(shared.comparison_photo, size)
+        self.photos = [chicago] + [fit_longest(read_rgb(p), HELD_OUT_SIDE) for p in shared.held_out()]
+        self.sticks = [Yardstick(photo, paint, vgg) for photo in self.photos]
+        self.original = self.sticks[0].measure(read_rgb(original_path)) if original_path else None
+
+    def measure(self, model_location: str) -> Measured:
+        stylizer = Stylizer(load_model(model_location).model, InferenceOptions(device="cpu"))
+        figures = [
+            stick.measure(out) for stick, out in zip(self.sticks, stylizer.stylize(self.photos), strict=True)
+        ]
+        rest = figures[1:] or figures[:1]
+        mean = Figures(
+            *(float(np.mean([getattr(f, k) for f in rest])) for k in ("grain", "content", "style"))
+        )
+        return Measured(figures[0], self.original, mean)
+
+
+def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
+    """Whether to install the candidate, and why. With an original to compare with: closer to
+    the bar on the comparison photo, and no more than HELD_OUT_SLACK worse on the other
+    held-out photos' mean content and grain. Without one: lower held-out content and grain
+    (within the slack for one of them, lower by more than it for the other) and no less of
+    the painting (style no higher)."""
+    c, i = candidate.held_out, installed.held_out
+    worse = [k for k in ("content", "grain") if getattr(c, k) > getattr(i, k) * (1 + HELD_OUT_SLACK)]
+    if candidate.shortfall is not None and installed.shortfall is not None:
+        if candidate.shortfall >= installed.shortfall - 1e-3:
+            return False, f"bar shortfall {candidate.shortfall:.3f}, installed {installed.shortfall:.3f}"
+        if worse:
+            return (
+                False,
+                f"held-out {worse[0]} {getattr(c, worse[0]):.3g} against {getattr(i, worse[0]):.3g} installed",
+            )
+        return True, f"bar shortfall {candidate.shortfall:.3f} < {installed.shortfall:.3f} installed"
+    gained = [k for k in ("content", "grain") if getattr(c, k) < getattr(i, k) * (1 - HELD_OUT_SLACK)]
+    if worse or not gained or c.style > i.style:
+        return False, (
+            f"held-out grain/content/style {c.grain:.1f}/{c.content:.3f}/{c.style:.3f} against "
+            f"{i.grain:.1f}/{i.content:.3f}/{i.style:.3f} installed"
+        )
+    return True, f"held-out {', '.join(gained)} lower, style no higher"
+
+
+def schedule_of(metadata: dict[str, str]) -> list[dict[str, object]]:
+    """A model's schedule: its recorded segments, or for a model trained before schedules were
+    recorded, one segment read from its flat fields."""
+    if "schedule" in metadata:
+        return json.loads(metadata["schedule"])
+    segment = segment_of(metadata)
+    if metadata.get("initialised_from"):
+        segment["from"] = metadata["initialised_from"]
+    return [segment]
+
+
+def segment_of(metadata: dict[str, str], flags: Sequence[str] = ()) -> dict[str, object]:
+    """One run's segment of a schedule: its steps and settings, from its model metadata, and
+    the training flags it ran with (the next stint trains on with the same)."""
+    segment: dict[str, object] = {"steps": int(metadata.get("steps", 0))}
+    for key in SEGMENT_KEYS:
+        if key in metadata:
+            segment[key] = metadata[key]
+    if metadata.get("content_warmup_steps"):
+        segment["content_warmup"] = metadata["content_warmup_steps"]
+    if flags:
+        segment["flags"] = list(flags)
+    return segment
+
+
+def total_steps(schedule: Sequence[dict[str, object]]) -> int:
+    return sum(int(s["steps"]) for s in schedule)  # type: ignore[call-overload]
+
+
+def describe_schedule(schedule: Sequence[dict[str, object]]) -> str:
+    """ "1000 steps at 128 px, then 600 at 128 px (content 3, tv 4)": a README cell."""
+    parts = []
+    for i, s in enumerate(schedule):
+        text = (
+            f"{s['steps']} steps at {s.get('image_size', '?')} px"
+            if i == 0
+            else f"{s['steps']} at {s.get('image_size', '?')} px"
+        )
+        weights = [
+            f"{k.split('_')[0]} {float(s[k]):g}"  # type: ignore[arg-type]
+            for k in ("content_weight", "style_weight", "tv_weight")
+            if k in s
+        ]
+        if weights:
+            text += f" ({', '.join(weights)})"
+        if s.get("from"):
+            text += f" from {s['from']}"
+        parts.append(text)
+    return ", then ".join(parts)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a run of the shipped training started: a copy of the installed weights taken
+    when the run began (installs during the run do not move it), their schedule, and the
+    flags of its last segment."""
+
+    weights: Path
+    schedule: list[dict[str, object]]
+
+    @property
+    def flags(self) -> list[str]:
+        return list(self.schedule[-1].get("flags", [])) if self.schedule else []  # type: ignore[call-overload]
+
+
+def start_run(run: Path, installed: Path) -> Start:
+    """The run's start, taken from the installed model the first time (`run/start.safetensors`
+    and `run/start.json`), read back after."""
+    weights, record = run / "start.safetensors", run / "start.json"
+    if not record.is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(installed, weights)
+        schedule = schedule_of(load_model(str(installed)).metadata)
+        record.write_text(json.dumps({"schedule": schedule}, indent=1) + "\n")
+    return Start(weights, json.loads(record.read_text())["schedule"])
+
+
+def steps_done(run: Path) -> int:
+    """Steps the run's last finished round reached (its model file's), 0 before the first."""
+    model = run / "model.safetensors"
+    return int(load_model(str(model)).metadata.get("steps", 0)) if model.is_file() else 0
+
+
+def record_round(run: Path, step: int, measured: Measured, installed: bool, why: str) -> None:
+    """One line of the run's curve, `run/curve.jsonl`: the step, the figures, the verdict."""
+    row = {
+        "step": step,
+        "chicago": measured.chicago.as_dict(),
+        "x_original": measured.ratios.as_dict() if measured.ratios else None,
+        "held_out": measured.held_out.as_dict(),
+        "shortfall": measured.shortfall,
+        "installed": installed,
+        "why": why,
+    }
+    with open(run / "curve.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")

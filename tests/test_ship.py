@@ -1,0 +1,193 @@
+"""The shipped models' training that spans stints of work: the measures it judges by, the
+verdict that decides an install, the schedule a model carries, and `jobs/ship_models.py
+--continue` / `--measure` end to end on tiny photos and a temporary models folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import PYTHON, REPO
+from stylekit.nn.measures import PAINTING_SIDE, Figures, Yardstick, fit_longest, grain
+from stylekit.nn.model import TransformerNet
+from stylekit.nn.modelio import load_model, save_model
+from stylekit.nn.vgg import load_vgg
+from stylekit.train import ship
+
+
+def test_grain_is_zero_on_flat_and_large_on_a_checkerboard() -> None:
+    flat = np.full((16, 16, 3), 128, np.uint8)
+    assert grain(flat) == pytest.approx(0, abs=1e-9)
+    board = (np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)
+    checker = np.repeat(board[..., None], 3, axis=2)
+    # Every interior pixel differs from its four neighbours by 255: |Laplacian| = 4 * 255.
+    assert grain(checker) == pytest.approx(4 * 255, rel=1e-6)
+
+
+def test_fit_longest_keeps_the_aspect_ratio() -> None:
+    img = np.zeros((30, 60, 3), np.uint8)
+    assert fit_longest(img, 20).shape == (10, 20, 3)
+    assert fit_longest(img, 60) is img
+
+
+def test_yardstick_places_the_photo_at_one_and_the_painting_at_zero() -> None:
+    rng = np.random.default_rng(0)
+    size = (PAINTING_SIDE, PAINTING_SIDE * 3 // 4)  # (width, height): the painting's own yardstick size
+    photo = np.asarray(Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).resize(size))
+    painting = np.zeros((size[1], size[0], 3), np.uint8)
+    painting[:, ::4] = (200, 60, 20)
+    stick = Yardstick(photo, painting, load_vgg("random"))
+    itself = stick.measure(photo)
+    assert itself.content == 0 and itself.style == pytest.approx(1.0)
+    assert stick.measure(painting).style == pytest.approx(0, abs=1e-6)
+    assert 0 < stick.measure(photo // 2 + painting // 2).style < 1
+
+
+def test_ratios() -> None:
+    assert Figures(2, 3, 4).ratios(Figures(1, 2, 8)) == Figures(2, 1.5, 0.5)
+
+
+def measured(
+    ratios: tuple[float, float, float], held_out: tuple[float, float, float] = (20, 1, 0.2)
+) -> ship.Measured:
+    original = Figures(10.0, 1.0, 0.5)
+    chicago = Figures(ratios[0] * 10.0, ratios[1] * 1.0, ratios[2] * 0.5)
+    return ship.Measured(chicago, original, Figures(*held_out))
+
+
+def test_shortfall_is_zero_at_the_bar_and_sums_the_excess() -> None:
+    assert measured((1.25, 1.15, 1.0)).shortfall == pytest.approx(0)
+    assert measured((1.5, 1.15, 0.2)).shortfall == pytest.approx(0.2)
+    assert measured((2.5, 2.3, 2.0)).shortfall == pytest.approx(3.0)
+
+
+def test_better_needs_a_closer_bar_without_a_held_out_cost() -> None:
+    installed = measured((1.8, 1.3, 0.2))
+    ok, why = ship.better(measured((1.8, 1.2, 0.3)), installed)
+    assert ok, why
+    assert not ship.better(measured((1.8, 1.3, 0.3)), installed)[0]  # the same bar distance
+    # Closer on the comparison photo, but the photo is lost on the others: refused.
+    ok, why = ship.better(measured((1.8, 1.2, 0.3), held_out=(20, 1.1, 0.2)), installed)
+    assert not ok and "content" in why
+
+
+def test_better_without_an_original_keeps_the_painting() -> None:
+    def plain(held_out: tuple[float, float, float]) -> ship.Measured:
+        return ship.Measured(Figures(20, 1, 0.2), None, Figures(*held_out))
+
+    installed = plain((20, 1.0, 0.2))
+    assert ship.better(plain((18, 0.95, 0.2)), installed)[0]
+    assert not ship.better(plain((18, 0.95, 0.25)), installed)[0]  # less of the painting
+    assert not ship.better(plain((20, 1.0, 0.1)), installed)[0]  # nothing gained
+
+
+def test_schedule_of_a_model_without_one_is_read_from_its_fields() -> None:
+    legacy = {"steps": "250", "image_size": "128", "content_weight": "1.0", "tv_weight": "0.4",
+              "initialised_from": "starry_night"}  # fmt: skip
+    schedule = ship.schedule_of(legacy)
+    assert schedule == [
+        {
+            "steps": 250,
+            "image_size": "128",
+            "content_weight": "1.0",
+            "tv_weight": "0.4",
+            "from": "starry_night",
+        }
+    ]
+    more = [*schedule, ship.segment_of({"steps": "200", "image_size": "256"}, flags=["--image-size", "256"])]
+    assert ship.schedule_of({"schedule": json.dumps(more)}) == more
+    assert ship.total_steps(more) == 450
+    assert ship.describe_schedule(more) == (
+        "250 steps at 128 px (content 1, tv 0.4) from starry_night, then 200 at 256 px"
+    )
+
+
+def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    installed = tmp_path / "models" / "m.safetensors"
+    installed.parent.mkdir()
+    save_model(str(installed), TransformerNet(), {"steps": "10", "image_size": "64"})
+    run = tmp_path / "runs" / "m"
+    start = ship.start_run(run, installed)
+    assert start.schedule == [{"steps": 10, "image_size": "64"}] and start.flags == []
+    assert start.weights.read_bytes() == installed.read_bytes()
+    # An install during the run does not move its start.
+    save_model(str(installed), TransformerNet(), {"steps": "99"})
+    again = ship.start_run(run, installed)
+    assert again.schedule == start.schedule and again.weights.read_bytes() != installed.read_bytes()
+    assert ship.steps_done(run) == 0
+    ship.record_round(run, 5, measured((1.5, 1.2, 0.3)), False, "not closer")
+    row = json.loads((run / "curve.jsonl").read_text())
+    assert row["step"] == 5 and row["installed"] is False and row["x_original"]["grain"] == pytest.approx(1.5)
+
+
+def fake_shared(root: Path) -> Path:
+    """A stand-in for ../shared/data: a comparison photo, an "original" stylization of it, and
+    two held-out photos, all tiny."""
+    rng = np.random.default_rng(1)
+    (root / "content").mkdir(parents=True)
+    (root / "reference-outputs").mkdir()
+    for name in ("chicago", "golden_gate", "tubingen"):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)).save(root / "content" / f"{name}.jpg")
+    Image.fromarray(rng.integers(0, 256, (36, 52, 3), np.uint8)).save(
+        root / "reference-outputs" / "chicago_starry_night.jpg"
+    )
+    return root
+
+
+@pytest.mark.ray
+def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
+    tmp_path: Path, tiny_train_dir: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shipped = load_model("starry_night")
+    save_model(str(models / "starry_night.safetensors"), shipped.model, shipped.metadata, dtype=torch.float16)
+    shared = fake_shared(tmp_path / "shared")
+    cmd = [
+        PYTHON, str(REPO / "jobs" / "ship_models.py"), "--continue", "--styles", "starry_night",
+        "--rounds", "1", "--round-steps", "2", "--models-dir", str(models), "--shared", str(shared),
+        "--output", str(tmp_path / "runs"), "--data", str(tiny_train_dir), "--image-size", "32",
+        "--vgg-weights", "random", "--batch-size", "2", "--num-workers", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    curve = [
+        json.loads(line)
+        for line in (tmp_path / "runs" / "starry_night" / "curve.jsonl").read_text().splitlines()
+    ]
+    assert [row["step"] for row in curve] == [2]
+    verdict = "installed" if curve[0]["installed"] else "kept the installed"
+    assert "starry_night at 2 steps:" in done.stdout and verdict in done.stdout
+    meta = load_model(str(models / "starry_night.safetensors")).metadata
+    if curve[0]["installed"]:
+        schedule = json.loads(meta["schedule"])
+        assert schedule[0]["steps"] == 1000 and schedule[-1]["steps"] == 2
+        assert meta["steps"] == "1002" and "chicago_grain_x_original" in meta
+        assert json.loads((models / "index.json").read_text())["starry_night"]["sha256"]
+    else:
+        assert meta == shipped.metadata
+    measure = subprocess.run(
+        [PYTHON, str(REPO / "jobs" / "ship_models.py"), "--measure", "--styles", "starry_night",
+         "--models-dir", str(models), "--shared", str(shared), "--output", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert measure.returncode == 0, measure.stderr[-2000:]
+    assert "| starry_night (installed) | x" in measure.stdout
+    assert "runs/starry_night/model.safetensors) | x" in measure.stdout
+
+
+def test_continue_without_the_held_out_photos_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [PYTHON, str(REPO / "jobs" / "ship_models.py"), "--continue", "--shared", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "has no content/ folder of held-out photos" in done.stderr
+    assert "Traceback" not in done.stderr
