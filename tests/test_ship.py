@@ -77,6 +77,14 @@ def test_better_needs_a_closer_bar_without_a_held_out_cost() -> None:
     assert not ok and "content" in why
 
 
+def test_better_at_the_bar_looks_at_the_held_out_photos() -> None:
+    installed = measured((1.2, 1.1, 0.8), held_out=(20, 1.0, 0.3))
+    assert ship.better(measured((1.1, 1.0, 0.9), held_out=(19, 0.9, 0.3)), installed)[0]
+    assert not ship.better(measured((1.1, 1.0, 0.9), held_out=(19, 0.9, 0.4)), installed)[0]
+    # Off the bar again is never better, however the other photos look.
+    assert not ship.better(measured((1.3, 1.0, 0.9), held_out=(15, 0.8, 0.2)), installed)[0]
+
+
 def test_better_without_an_original_keeps_the_painting() -> None:
     def plain(held_out: tuple[float, float, float]) -> ship.Measured:
         return ship.Measured(Figures(20, 1, 0.2), None, Figures(*held_out))

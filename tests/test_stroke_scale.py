@@ -11,11 +11,16 @@ from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.nn.modelio import load_model, paint_side_of
 
 
-def test_pyramid_sides_are_octaves_down_to_the_paint_side() -> None:
-    assert controls.pyramid_sides(300, 400, 256) == [(300, 400)]  # within sqrt(2): one level
-    assert controls.pyramid_sides(200, 300, 256) == [(200, 300)]  # smaller: as it is
-    assert controls.pyramid_sides(1000, 1500, 256) == [(250, 375), (500, 750), (1000, 1500)]
-    assert controls.pyramid_sides(3000, 4000, 256)[0] == (188, 250)  # shorter side within sqrt(2)
+def test_pyramid_sides_start_at_the_paint_side_and_go_up_by_octaves() -> None:
+    assert controls.pyramid_sides(256, 400, 256) == [(256, 400)]  # at the paint side: as it is
+    assert controls.pyramid_sides(270, 400, 256) == [(270, 400)]  # within PAINT_SIDE_SLACK
+    assert controls.pyramid_sides(338, 510, 256) == [(256, 386), (338, 510)]
+    assert controls.pyramid_sides(1000, 1500, 256) == [(256, 384), (512, 768), (1000, 1500)]
+    assert controls.pyramid_sides(3000, 4000, 256) == [
+        (256, 341), (512, 683), (1024, 1365), (2048, 2731), (3000, 4000),
+    ]  # fmt: skip
+    # A thumbnail is painted enlarged to the paint side (and shrunk back by the Stylizer).
+    assert controls.pyramid_sides(100, 150, 256) == [(256, 384)]
 
 
 def test_compose_levels_keeps_each_levels_own_band() -> None:
@@ -27,19 +32,23 @@ def test_compose_levels_keeps_each_levels_own_band() -> None:
     assert np.abs(same.astype(int) - up.astype(int)).mean() < 1
     # ...and a single level is returned as it is.
     assert np.array_equal(controls.compose_levels([coarse]), coarse)
-    # The fine level's detail band survives: the result minus the enlarged coarse level
-    # is the fine level's high-pass.
+    # The fine level's detail band survives at its weight: the result minus the enlarged coarse
+    # level is the fine level's high-pass, scaled.
     fine = np.clip(up.astype(int) + rng.integers(-20, 21, up.shape), 0, 255).astype(np.uint8)
-    out = controls.compose_levels([coarse, fine]).astype(float)
     detail = fine.astype(float) - controls.resize(controls.resize(fine, 16, 24), 32, 48).astype(float)
-    assert np.corrcoef((out - up).ravel(), detail.ravel())[0, 1] > 0.9
+    for weight in (1.0, controls.DETAIL_WEIGHT):
+        out = controls.compose_levels([coarse, fine], detail=weight).astype(float)
+        assert np.corrcoef((out - up).ravel(), detail.ravel())[0, 1] > 0.9
+        slope = ((out - up) * detail).sum() / (detail * detail).sum()
+        assert slope == pytest.approx(weight, abs=0.1)
+    assert np.array_equal(controls.compose_levels([coarse, fine], detail=0.0), up)
 
 
 def test_paint_side_comes_from_the_model_file() -> None:
     assert paint_side_of({"paint_side": "300", "image_size": "128"}) == 300
-    assert paint_side_of({"image_size": "128"}) == 512
+    assert paint_side_of({"image_size": "128"}) == 256
     assert paint_side_of({"format": "reference-pth"}) is None
-    assert load_model("starry_night").model.paint_side == 512
+    assert load_model("starry_night").model.paint_side == 256
 
 
 def photo(h: int, w: int) -> np.ndarray:
@@ -85,8 +94,17 @@ def test_the_same_painting_at_two_resolutions(starry) -> None:
     assert sharpness(ours[1]) > 1.5 * sharpness(enlarged)
 
 
-def test_small_photos_and_an_explicit_scale_are_the_networks_own_pixels(starry) -> None:
-    img = photo(40, 56)  # within sqrt(2) of 32: one level
+def test_a_thumbnail_is_painted_at_the_paint_side_and_shrunk_back(starry) -> None:
+    thumb = photo(20, 28)
+    default = Stylizer(starry, InferenceOptions(device="cpu")).stylize([thumb])[0]
+    fixed = Stylizer(starry, InferenceOptions(device="cpu", style_scale=1))
+    at_paint_side = fixed.stylize([controls.resize(thumb, 32, 45)])[0]
+    assert default.shape == thumb.shape
+    assert np.array_equal(default, controls.resize(at_paint_side, 20, 28))
+
+
+def test_photos_at_the_paint_side_and_an_explicit_scale_are_the_networks_own_pixels(starry) -> None:
+    img = photo(34, 48)  # within PAINT_SIDE_SLACK of 32: one level, the photo itself
     default = Stylizer(starry, InferenceOptions(device="cpu")).stylize([img])[0]
     fixed = Stylizer(starry, InferenceOptions(device="cpu", style_scale=1)).stylize([img])[0]
     assert np.array_equal(default, fixed)

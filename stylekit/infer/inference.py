@@ -299,23 +299,24 @@ class Stylizer:
         ]
 
     def _stylize_at_paint_scale(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The network's output at the model's own stroke scale: images whose pyramid has one
-        level (or a model with no `paint_side`) are the network's own pixels; larger ones are
-        painted level by level and composed (controls.pyramid_sides, compose_levels)."""
+        """The network's output at the model's own stroke scale, each at its input's size: an
+        image painted at its own size (or a model with no `paint_side`) is the network's own
+        pixels; others are painted from `paint_side` up, level by level, and composed
+        (controls.pyramid_sides, compose_levels)."""
         plans = [
             controls.pyramid_sides(*img.shape[:2], self.paint_side) if self.paint_side else [img.shape[:2]]
             for img in images
         ]
-        single = [i for i, sides in enumerate(plans) if len(sides) == 1]
+        own = [i for i, sides in enumerate(plans) if sides == [images[i].shape[:2]]]
         out: list[np.ndarray | None] = [None] * len(images)
-        for i, result in zip(single, self._stylize_network([images[i] for i in single]), strict=True):
+        for i, result in zip(own, self._stylize_network([images[i] for i in own]), strict=True):
             out[i] = result
         for i, sides in enumerate(plans):
-            if len(sides) > 1:
-                levels = [controls.resize(images[i], h, w) for h, w in sides[:-1]] + [images[i]]
+            if out[i] is None:
+                levels = [controls.resize(images[i], h, w) for h, w in sides]
                 painted = self._stylize_network(levels)
-                del levels  # the smaller inputs are not needed while the levels are blended
-                out[i] = controls.compose_levels(painted)
+                del levels  # the resized inputs are not needed while the levels are blended
+                out[i] = controls.resize(controls.compose_levels(painted), *images[i].shape[:2])
         return out  # type: ignore[return-value]
 
     def _stylize_network(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

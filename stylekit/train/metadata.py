@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stylekit import __version__
+from stylekit.nn.modelio import PAINT_SIDE_PER_CROP
 from stylekit.train.config import TrainConfig
 
 
@@ -33,10 +34,9 @@ def model_metadata(
         "steps": str(step),
         "training_data": config.data_description or config.data,
         "image_size": str(config.image_size),
-        # The shorter photo side the strokes are sized for (inference paints larger photos as
-        # a pyramid from it, infer/controls.py): measured on 128 px models, four times the
-        # training crops (modelio.paint_side_of).
-        "paint_side": str(4 * config.image_size),
+        # The shorter photo side the strokes are sized for (inference paints every photo from
+        # that size up, infer/controls.py; modelio.paint_side_of).
+        "paint_side": str(PAINT_SIDE_PER_CROP * config.image_size),
         "style_size": str(config.style_size or "original"),
         "batch_size": str(config.batch_size),
         "num_workers": str(config.num_workers),

@@ -39,6 +39,8 @@ HELD_OUT_SIDE = 512
 # A round may cost at most this much (relative) on the other held-out photos' mean content or
 # grain and still be installed for what it gains on the bar.
 HELD_OUT_SLACK = 0.03
+# A shortfall this small is the bar met (and the least gain that counts as closer).
+BAR_MET = 1e-3
 # What a segment of the schedule records, from a run's model metadata.
 SEGMENT_KEYS = ("image_size", "style_size", "content_weight", "style_weight", "tv_weight", "lr", "batch_size")
 
@@ -143,20 +145,22 @@ class Judge:
 def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
     """Whether to install the candidate, and why. With an original to compare with: closer to
     the bar on the comparison photo, and no more than HELD_OUT_SLACK worse on the other
-    held-out photos' mean content and grain. Without one: lower held-out content and grain
-    (within the slack for one of them, lower by more than it for the other) and no less of
-    the painting (style no higher)."""
+    held-out photos' mean content and grain. Once both meet the bar, and without an original:
+    lower held-out content and grain (within the slack for one of them, lower by more than it
+    for the other) and no less of the painting (held-out style no higher)."""
     c, i = candidate.held_out, installed.held_out
     worse = [k for k in ("content", "grain") if getattr(c, k) > getattr(i, k) * (1 + HELD_OUT_SLACK)]
     if candidate.shortfall is not None and installed.shortfall is not None:
-        if candidate.shortfall >= installed.shortfall - 1e-3:
+        met = candidate.shortfall <= BAR_MET and installed.shortfall <= BAR_MET
+        if not met and candidate.shortfall >= installed.shortfall - BAR_MET:
             return False, f"bar shortfall {candidate.shortfall:.3f}, installed {installed.shortfall:.3f}"
-        if worse:
+        if not met and worse:
             return (
                 False,
                 f"held-out {worse[0]} {getattr(c, worse[0]):.3g} against {getattr(i, worse[0]):.3g} installed",
             )
-        return True, f"bar shortfall {candidate.shortfall:.3f} < {installed.shortfall:.3f} installed"
+        if not met:
+            return True, f"bar shortfall {candidate.shortfall:.3f} < {installed.shortfall:.3f} installed"
     gained = [k for k in ("content", "grain") if getattr(c, k) < getattr(i, k) * (1 - HELD_OUT_SLACK)]
     if worse or not gained or c.style > i.style:
         return False, (
