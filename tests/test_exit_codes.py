@@ -65,9 +65,11 @@ def test_the_codes_are_distinct_and_documented() -> None:
     codes = [v for k, v in vars(exitcodes).items() if k.isupper() and isinstance(v, int)]
     assert len(codes) == len(set(codes)) == len(exitcodes.MEANINGS)
     nightly = (REPO / "docs" / "nightly.md").read_text()
+    bulk = (REPO / "docs" / "bulk.md").read_text()
     readme = (REPO / "README.md").read_text()
     for code in codes:
         assert re.search(rf"^\| `{code}` \|", nightly, re.M), f"docs/nightly.md: no row for exit {code}"
+        assert re.search(rf"^\| `{code}` \|", bulk, re.M), f"docs/bulk.md: no row for exit {code}"
         assert f"`{code}`" in readme, f"README: exit status {code} not documented"
 
 

@@ -1,4 +1,4 @@
-"""The package's layers, as the README's Layout section draws them, read from the source.
+"""The package's layers, as docs/layout.md draws them, read from the source.
 
 Every `import stylekit...` in stylekit/ (module level, inside functions, under TYPE_CHECKING)
 is an edge. A part may import itself and the parts on floors below it, never a part on its own
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "stylekit"
+LAYOUT_PAGE = PACKAGE.parent / "docs" / "layout.md"
 
 # Lowest floor first. A part is a subpackage (`nn`) or a top-level module (`redact`).
 FLOORS: list[set[str]] = [
@@ -101,12 +102,25 @@ def floor(part: str) -> int:
     for i, parts in enumerate(FLOORS):
         if part in parts:
             return i
-    pytest.fail(f"stylekit part {part!r} is on no floor: add it to FLOORS and the README's Layout")
+    pytest.fail(f"stylekit part {part!r} is on no floor: add it to FLOORS and docs/layout.md")
 
 
 def test_every_part_has_a_floor() -> None:
     for name in MODULES:
         floor(part_of(name))
+
+
+def test_the_layout_page_names_every_floor() -> None:
+    """docs/layout.md's reading order names every part of the package, so the page a new
+    engineer reads first cannot leave a floor out."""
+    floors = LAYOUT_PAGE.read_text().split("## Floors", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        p
+        for parts in FLOORS
+        for p in sorted(parts)
+        if p not in {"__init__", "__main__"} and f"`{p}`" not in floors
+    ]
+    assert not missing, f"docs/layout.md's Floors section does not name {missing}"
 
 
 def test_parts_import_only_their_own_and_lower_floors() -> None:

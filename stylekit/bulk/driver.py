@@ -1,47 +1,10 @@
 """Nightly bulk stylization with Ray Data: every image under IN -> OUT at the same relative key.
 
-Design, in the order data flows:
-
-1. Listing and skip check, on the driver (`bulk/planner.py`): the listing of IN is streamed (S3 pages
-   of 1000 keys) and each page is merged against one range listing of OUT in a helper thread;
-   inputs still to do go into Parquet key shards (256 keys, doubling up to 20,000) under
-   OUT/_manifest/_keys/<run-id>/, the rest straight into the manifest. Listing is a sequential
-   walk in any case (S3 continuation tokens), so the check hides inside it and costs about one
-   request per 1000 inputs; a glob by Ray instead would hold every path in the driver, and an
-   existence check per row inside Ray would cost a HEAD per input and per night, plus a pass
-   of every done input through the pipeline. Ray is started (or joined) only if there is
-   work. The listing completes before stylizing starts: a wait of a minute or two per million
-   S3 keys, traded for a plain, restartable plan.
-2. The key shards, one read task and one block each (`read_keys`), cut into blocks.
-3. On CPU-only nodes (stylekit/bulk/blocks.py): blocks of up to 256 inputs go to the
-   stylizing actors (`StylizeActor`), each of which reads and decodes a block's inputs in its
-   own threads, stylizes them with its share of the node's CPUs as torch threads, then encodes
-   and writes each result atomically in its own threads, and returns the block's manifest rows:
-   `python -m stylekit stylize`'s overlap of codecs and network, with one Ray call per block.
-   The actors load the model once (the bytes the driver checked, through the object store) and
-   run the same `inference.Stylizer` as `python -m stylekit stylize`, so pixels are the CLI's.
-4. With GPUs: blocks of --batch-size rows; read + decode in CPU tasks (`decode_batch`), stylize
-   in GPU actors, encode + atomic write in tasks (`write_batch`), so the GPU never waits for
-   codec work; the decode tasks are kept out of the actor (Ray would otherwise fuse them).
-   Decoding in either path: EXIF orientation, modes, 16-bit, --max-side and --max-pixels
-   through `images.decode`; a bad image becomes a row with status failed, and one that takes
-   longer than --decode-timeout fails alone.
-   With --then SR_MODEL each actor also holds a super-resolution model and upscales every
-   result in the same pass (stylize at a low resolution, then super-resolve: a 4K result for a
-   fraction of the style network's cost at 4K); the run's digest covers both models.
-5. The driver consumes the small manifest rows as they stream out, writes them as Parquet parts
-   under OUT/_manifest/run=<run-id>/ and logs progress. The key shards are deleted at the end.
-   The models are checked on the driver in a helper thread while the listing runs and Ray
-   starts (a bad model is one line, before any output).
-
-Each stage runs at most a few blocks ahead of the next (stylekit/bulk/backpressure.py), so
-the first outputs are written within seconds of the actors' start and the object store holds
-a bounded number of blocks, whatever the number of inputs.
-
-Videos under IN take their own path after the photos: one video per actor call, decoded,
-stylized and encoded inside the actor (stylekit/bulk/video.py).
-
-Incremental reruns, interrupted runs and the manifest's format are described in `bulk/planner.py`.
+The driver's part: take the output's lease, plan on the driver (listing, skip check and key
+shards: `bulk/planner.py`) while the models are checked and Ray starts, run the plan through an
+engine (Ray Data's actor pool, `bulk/stages.py` and `bulk/video.py`, or the job's own process,
+`bulk/local.py`), write the manifest as its rows stream back, then the summary and the report.
+How the stages fit together and why: docs/bulk.md, "Architecture".
 """
 
 from __future__ import annotations
