@@ -19,7 +19,7 @@ from stylekit.train import training
 from stylekit.train.config import TrainConfig
 from stylekit.train.held import HeldBatches, load_crops
 from stylekit.train.loop import LoopHooks, RecentLosses, Schedule, train_loop
-from stylekit.train.steps import train_step
+from stylekit.train.step import train_step
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "stylekit" / "examples"
 SIDE = 16  # the smallest --image-size

@@ -12,8 +12,8 @@ from stylekit.nn.model import TransformerNet
 from stylekit.nn.modelio import load_model, save_model
 from stylekit.train import training
 from stylekit.train.config import TrainConfig
-from stylekit.train.job import preflight
 from stylekit.train.metadata import model_metadata
+from stylekit.train.ray_job import preflight
 
 
 def test_max_steps_alone_is_not_capped_by_the_default_epochs() -> None:

@@ -1,6 +1,6 @@
 """Training TransformerNet against the perceptual loss, or (task "sr") a super-resolution
 network against the feature or per-pixel loss: the run's state and its loss (one step is
-train/steps.py, the loop of steps train/loop.py).
+train/step.py, the loop of steps train/loop.py).
 
 Nothing here knows about Ray: `train_job` runs this on every Ray Train worker. The config is
 in train/config.py, the checkpoint format in train/checkpoint.py, a model file's metadata in
