@@ -449,7 +449,7 @@ def reference_training(args: argparse.Namespace, device: torch.device, style: to
     w = default_loss_weights("caffe")
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    init = TransformerNet()  # the same draws as stylekit.train.training.new_state
+    init = TransformerNet()  # the same draws as stylekit.train.state.new_state
     transformer = reference.reference_net(init, device).train()
     optimizer = torch.optim.Adam(transformer.parameters(), args.lr)
     vgg = load_vgg("caffe").to(device)

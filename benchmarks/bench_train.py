@@ -42,8 +42,8 @@ from stylekit.nn.loss import (
 )
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import load_vgg
+from stylekit.train.precision import cpu_has_native_bf16, resolve_dtype
 from stylekit.train.step import to_channels_last, train_step
-from stylekit.train.training import cpu_has_native_bf16, resolve_dtype
 
 PAPER_IMAGES = 40_000 * 4  # the paper's schedule: 40k steps of 4 images
 

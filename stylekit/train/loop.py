@@ -18,8 +18,8 @@ import torch
 from stylekit.nn.loss import LossTerms, PerceptualLoss
 from stylekit.nn.srloss import SRLoss
 from stylekit.train.config import TrainConfig
+from stylekit.train.state import TrainState
 from stylekit.train.step import train_step
-from stylekit.train.training import TrainState, style_weight_at
 
 RECENT_STEPS = 50  # the final losses recorded in a model are the mean over this many steps
 TERMS = ("loss", "content", "style", "tv")
@@ -81,6 +81,11 @@ class RecentLosses:
             return None
         rows = torch.stack(list(self.rows)).tolist()
         return {term: sum(r[i] for r in rows) / len(rows) for i, term in enumerate(TERMS)}
+
+
+def style_weight_at(config: TrainConfig, step: int) -> float:
+    """The style weight for the step after `step` steps: 0 during the content warm-up."""
+    return 0.0 if step < config.content_warmup else float(config.style_weight)  # type: ignore[arg-type]
 
 
 def train_loop(
