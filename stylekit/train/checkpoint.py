@@ -1,7 +1,8 @@
 """A training checkpoint is a folder of data files, never a pickle: `model.safetensors`,
 `optimizer.safetensors` (Adam's moments, flattened), `state.json` (step, epoch, config; written
 last, with the sizes of the other two so a half-copied checkpoint is recognised and skipped) and
-`preview.jpg`."""
+`preview.jpg`. `find_latest_checkpoint` finds the newest complete one in a run folder, local or
+in object storage, reading only the state.json files in place."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ def load_style_tensor(config: TrainConfig) -> torch.Tensor:
 
 
 def build_loss(config: TrainConfig, device: torch.device) -> PerceptualLoss | SRLoss:
+    """The run's loss on `device`, its loss network (VGG-16) loaded as --vgg-weights says."""
     if config.task == "sr":
         # The per-pixel loss needs no loss network: no VGG is loaded for it.
         vgg = (

@@ -1,7 +1,11 @@
-"""Ray Train glue: data-parallel training of TransformerNet over `num_workers` workers.
+"""The Ray Train glue: data-parallel training (TransformerNet, or a super-resolution network)
+over `num_workers` workers, the job `jobs/train.py` runs.
 
-The driver lists the data (to size the epochs) and runs a TorchTrainer whose workers each run
-`train_loop_per_worker` on their shard of a streaming Ray Dataset. At every (re)start the
+The driver (`run_training`) checks every input once (`preflight`), lists the data to size the
+epochs, and runs a TorchTrainer whose workers each run `train_loop_per_worker`: the Ray-free
+loop (train/loop.py) over their shard of a streaming Ray Dataset (train/data.py), reporting a
+checkpoint with a preview every `--checkpoint-every` steps; the driver then writes the model
+file from the last checkpoint. At every (re)start the
 workers resume from the newer of Ray's latest checkpoint and the newest complete checkpoint in
 `<output>/<name>/`: a replaced worker and a rerun after the driver died both go on from there,
 even from a checkpoint Ray had not yet recorded as reported.

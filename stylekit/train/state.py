@@ -27,6 +27,8 @@ class TrainState:
 
 
 def new_state(config: TrainConfig, device: torch.device) -> TrainState:
+    """A run's start: the network (seeded draws, or --init-from's weights) on `device`, and
+    its Adam."""
     torch.manual_seed(config.seed)
     model: TransformerNet | SRNet = SRNet(config.factor) if config.task == "sr" else TransformerNet()
     if config.init_from:
