@@ -8,7 +8,7 @@ Caffe VGG-16 with the paper's weights:
   reference           the pytorch/examples loop (bench_quality.reference_training's step)
   reference, shuffled the same loop with the 4 images in a new (seeded) order at every step:
                       the same loss in exact arithmetic, summed in another order
-  stylekit step       stylekit.train.steps.train_step with stylekit's PerceptualLoss
+  stylekit step       stylekit.train.step.train_step with stylekit's PerceptualLoss
 
 Prints the loss curves (mean of each window of --log-every steps) and each final network's
 loss on held-out photos (bench_quality's evaluation set), so the Ray Train runs of
@@ -35,7 +35,7 @@ import torch
 from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import default_loss_weights, load_vgg
-from stylekit.train.steps import train_step
+from stylekit.train.step import train_step
 
 
 def reference_net(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -17,7 +17,7 @@ image size and number of steps, trained three ways:
              stylekit's), Adam lr 1e-3, DataLoader over --data (Resize + CenterCrop, x255,
              shuffled with a seeded generator), batch 4, fp32, the example's loss code
              (separate VGG passes for y and x, its gram_matrix, F.mse_loss) plus the TV term
-  ray 1x4    stylekit's Ray Train job (stylekit.train.job.run_training), 1 worker x batch 4
+  ray 1x4    stylekit's Ray Train job (stylekit.train.ray_job.run_training), 1 worker x batch 4
   ray 2x2    the same, 2 workers x batch 2 (the same global batch)
 Prints the loss curves (total loss, mean over each window of --log-every steps, per run; the
 Ray runs' per-step losses are read from their TensorBoard event files; 2x2's are rank 0's
@@ -449,7 +449,7 @@ def reference_training(args: argparse.Namespace, device: torch.device, style: to
     w = default_loss_weights("caffe")
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    init = TransformerNet()  # the same draws as stylekit.train.training.new_state
+    init = TransformerNet()  # the same draws as stylekit.train.state.new_state
     transformer = reference.reference_net(init, device).train()
     optimizer = torch.optim.Adam(transformer.parameters(), args.lr)
     vgg = load_vgg("caffe").to(device)
@@ -505,7 +505,7 @@ def stylekit_training(
 ) -> Run:
     from stylekit.nn.modelio import load_model
     from stylekit.train.config import TrainConfig
-    from stylekit.train.job import run_training
+    from stylekit.train.ray_job import run_training
 
     name = f"w{workers}b{batch}"
     config = TrainConfig(

@@ -5,10 +5,10 @@ and backward, Adam) at IMAGE_SIZE px, for each batch size, reference and styleki
     python benchmarks/bench_train.py --batch-sizes 4 --image-size 128 --repeat 3   # CPU
 
 Reference: the pytorch/examples step (benchmarks/common.py: ReferenceTrainer), fp32, eager,
-NCHW. stylekit: `stylekit.train.steps.train_step` (the step every training run takes) with
+NCHW. stylekit: `stylekit.train.step.train_step` (the step every training run takes) with
 `PerceptualLoss`, in the variants asked for:
   auto   what `jobs/train.py` runs: `--precision auto` (bf16 autocast on CUDA, fp32 on CPU)
-  bf16   `--precision bf16`: bf16 autocast, on a CPU with channels_last weights (train/job.py)
+  bf16   `--precision bf16`: bf16 autocast, on a CPU with channels_last weights (train/ray_job.py)
   fp32   fp32 everywhere (the fast loss path only)
   cl     auto + network and VGG weights channels_last (`steps.to_channels_last`)
   cat    auto, but one VGG pass over [y, x] instead of two (backward then covers both halves)
@@ -42,8 +42,8 @@ from stylekit.nn.loss import (
 )
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import load_vgg
-from stylekit.train.steps import to_channels_last, train_step
-from stylekit.train.training import cpu_has_native_bf16, resolve_dtype
+from stylekit.train.precision import cpu_has_native_bf16, resolve_dtype
+from stylekit.train.step import to_channels_last, train_step
 
 PAPER_IMAGES = 40_000 * 4  # the paper's schedule: 40k steps of 4 images
 
@@ -81,7 +81,7 @@ def stylekit_step(
     loss_fn = loss_cls(vgg, style, 1e5, 1e10, 10.0).to(device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(variant) or resolve_dtype("auto", device)
     # `bf16` is what `jobs/train.py --precision bf16` runs on a CPU: bf16 autocast with
-    # channels_last weights (train/job.py).
+    # channels_last weights (train/ray_job.py).
     if variant == "cl" or (variant == "bf16" and device.type == "cpu"):
         to_channels_last(net, loss_fn)
     if variant == "compile":

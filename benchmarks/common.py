@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 import reference  # noqa: E402
 
 from stylekit.nn.model import TransformerNet  # noqa: E402
-from stylekit.train import training  # noqa: E402
+from stylekit.train import precision  # noqa: E402
 
 PHOTO_DIRS = [REPO.parent / "shared" / "data" / "content", REPO / "stylekit" / "examples" / "content"]
 STYLE_IMAGE = REPO / "stylekit" / "examples" / "styles" / "starry_night.jpg"
@@ -172,7 +172,7 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> str:
-    flags = training.cpu_flags()
+    flags = precision.cpu_flags()
     if flags is None:
         return "?"
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_tile"]

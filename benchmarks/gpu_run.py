@@ -16,7 +16,7 @@ so a run cut short keeps what it measured:
   train  the shipped styles at the paper's schedule (40,000 steps of batch 4 at 256 px) for
          the time left, one process per style on the one GPU, without Ray: models with
          metadata saying how far they got, packed into DIR/models.tar
-  ray    Ray itself on the GPU: the training job (`stylekit.train.job.run_training`) for a few
+  ray    Ray itself on the GPU: the training job (`stylekit.train.ray_job.run_training`) for a few
          steps with its worker checking the NCCL process group, then the bulk job's GPU actors
          over a small folder (needs Ray: benchmarks/gpu_wheels.sh carries it)
 

@@ -23,7 +23,7 @@ def main() -> int:
     setup_logging()
     config = config_from_args(TrainConfig, args)
     from stylekit.ray_env import own_console, shutdown_ray
-    from stylekit.train.job import run_training
+    from stylekit.train.ray_job import run_training
 
     own_console()  # Ray's routine native lines stay off it (stylekit/stderr_filter.py)
 

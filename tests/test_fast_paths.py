@@ -37,7 +37,7 @@ from stylekit.infer.srmetrics import psnr
 from stylekit.nn.loss import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import load_vgg
-from stylekit.train.steps import to_channels_last, train_step
+from stylekit.train.step import to_channels_last, train_step
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "content"
 

@@ -371,7 +371,7 @@ def _check_uploaded_working_dir(head: Head) -> None:
     assert unpacked, "no unpacked working dir found on the node"
     for root in unpacked:
         assert (root / "jobs" / "train.py").is_file()
-        assert (root / "stylekit" / "train" / "job.py").is_file()
+        assert (root / "stylekit" / "train" / "ray_job.py").is_file()
         assert not (root / ".venv").exists() or not any((root / ".venv").iterdir())
         assert not (root / ".git").exists()
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())

@@ -143,7 +143,7 @@ def test_training_exports_step_rate_and_losses(
     metrics_url: str, tmp_path: Path, tiny_train_dir: Path
 ) -> None:
     from stylekit.train.config import TrainConfig
-    from stylekit.train.job import run_training
+    from stylekit.train.ray_job import run_training
 
     config = TrainConfig(
         style=str(REPO / "stylekit" / "examples" / "styles" / "wave.jpg"), data=str(tiny_train_dir),

@@ -107,4 +107,4 @@ def test_routine_lines_of_ray_processes_are_dropped_and_real_errors_reach_the_co
     )
     assert [d["lines"] for d in seen] == [["RuntimeError: disk full"]]
     assert routine_line("Starting execution of Dataset train_1_0. Full logs are in /tmp/ray/...")
-    assert not routine_line("ERROR stylekit.train.job: training failed")
+    assert not routine_line("ERROR stylekit.train.ray_job: training failed")

@@ -82,6 +82,6 @@ def test_a_secret_in_a_write_failure_reaches_neither_the_manifest_nor_the_log(
 
 
 def test_training_failures_go_through_the_redacting_root_cause() -> None:
-    from stylekit.train import job
+    from stylekit.train import ray_job
 
-    assert job.root_cause is root_cause  # `training failed: ...` masks credentials as bulk does
+    assert ray_job.root_cause is root_cause  # `training failed: ...` masks credentials as bulk does

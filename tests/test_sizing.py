@@ -185,7 +185,7 @@ def test_a_half_written_checkpoint_is_never_the_one_resumed_from(tmp_path: objec
     from pathlib import Path
 
     from stylekit.files.storage import StorageOptions
-    from stylekit.train.job import find_latest_checkpoint
+    from stylekit.train.checkpoint import find_latest_checkpoint
 
     run = Path(str(tmp_path)) / "run"
 

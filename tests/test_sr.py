@@ -19,7 +19,7 @@ from stylekit.nn.model import TransformerNet, count_parameters
 from stylekit.nn.modelio import load_model, load_model_bytes, model_bytes, save_model
 from stylekit.nn.sr import SRNet, output_scale
 from stylekit.nn.srloss import SRLoss
-from stylekit.train.steps import train_step
+from stylekit.train.step import train_step
 
 
 def _by_hand(factor: int) -> int:

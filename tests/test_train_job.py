@@ -153,7 +153,7 @@ def test_worker_killed_mid_run_is_replaced_and_the_run_finishes(
     import ray
 
     from stylekit.train.config import TrainConfig
-    from stylekit.train.job import run_training
+    from stylekit.train.ray_job import run_training
 
     config = TrainConfig(
         style=STYLE, data=str(tiny_train_dir), output=str(tmp_path / "runs"), vgg_weights="random",

@@ -15,11 +15,12 @@ import torch
 from conftest import PYTHON, REPO
 from stylekit.errors import StylekitError
 from stylekit.nn.loss import LossTerms
-from stylekit.train import training
 from stylekit.train.config import TrainConfig
 from stylekit.train.held import HeldBatches, load_crops
-from stylekit.train.loop import LoopHooks, RecentLosses, Schedule, train_loop
-from stylekit.train.steps import train_step
+from stylekit.train.loop import LoopHooks, RecentLosses, Schedule, style_weight_at, train_loop
+from stylekit.train.losses import build_loss
+from stylekit.train.state import TrainState, new_state
+from stylekit.train.step import train_step
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "stylekit" / "examples"
 SIDE = 16  # the smallest --image-size
@@ -46,21 +47,21 @@ class Recorder(LoopHooks):
         self.terms: list[LossTerms] = []
         self.stop_after, self.loss_fn = stop_after, None
 
-    def after_step(self, state: training.TrainState, terms: LossTerms) -> None:
+    def after_step(self, state: TrainState, terms: LossTerms) -> None:
         weight = float(self.loss_fn.style_weight) if self.loss_fn is not None else -1.0
         self.steps.append((state.step, state.epoch, state.step_in_epoch, weight))
         self.terms.append(terms)
 
-    def checkpoint(self, state: training.TrainState) -> None:
+    def checkpoint(self, state: TrainState) -> None:
         self.checkpoints.append(state.step)
 
     def stop(self) -> bool:
         return self.stop_after is not None and len(self.steps) >= self.stop_after
 
 
-def setup(config: TrainConfig) -> tuple[training.TrainState, torch.nn.Module]:
+def setup(config: TrainConfig) -> tuple[TrainState, torch.nn.Module]:
     device = torch.device("cpu")
-    return training.new_state(config, device), training.build_loss(config, device)
+    return new_state(config, device), build_loss(config, device)
 
 
 def photos(n: int) -> torch.Tensor:
@@ -89,7 +90,7 @@ def test_the_loop_is_its_steps_with_the_schedule_and_checkpoints_between() -> No
     optimizer = torch.optim.Adam(again.model.parameters(), lr=config.lr)
     batches = [b["image"] for epoch in range(2) for b in held(epoch)][:3]
     for i, batch in enumerate(batches):
-        loss_again.style_weight = training.style_weight_at(config, i)
+        loss_again.style_weight = style_weight_at(config, i)
         terms = train_step(again.model, loss_again, optimizer, batch)
         assert torch.equal(terms.total, hooks.terms[i].total)
     for a, b in zip(state.model.parameters(), again.model.parameters(), strict=True):
@@ -173,7 +174,8 @@ def test_the_ray_free_training_modules_import_no_ray() -> None:
         "        if name.split('.')[0] == 'ray':\n"
         "            raise ImportError('no Ray here')\n"
         "sys.meta_path.insert(0, NoRay())\n"
-        "import stylekit.train.loop, stylekit.train.held, stylekit.train.metadata, stylekit.nn.modelio\n"
+        "import stylekit.train.loop, stylekit.train.losses, stylekit.train.precision, stylekit.train.held\n"
+        "import stylekit.train.metadata, stylekit.train.checkpoint, stylekit.nn.modelio\n"
     )
     proc = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -10,10 +10,11 @@ import torch
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.modelio import load_model, save_model
-from stylekit.train import training
+from stylekit.train import loop, precision
 from stylekit.train.config import TrainConfig
-from stylekit.train.job import preflight
 from stylekit.train.metadata import model_metadata
+from stylekit.train.ray_job import preflight
+from stylekit.train.state import new_state
 
 
 def test_max_steps_alone_is_not_capped_by_the_default_epochs() -> None:
@@ -24,8 +25,8 @@ def test_max_steps_alone_is_not_capped_by_the_default_epochs() -> None:
 
 def test_content_warmup_zeroes_the_style_weight_then_restores_it() -> None:
     config = TrainConfig(content_warmup=3)
-    assert [training.style_weight_at(config, s) for s in range(5)] == [0.0, 0.0, 0.0, 5.0, 5.0]
-    assert training.style_weight_at(TrainConfig(), 0) == 5.0  # the paper: style from step 0
+    assert [loop.style_weight_at(config, s) for s in range(5)] == [0.0, 0.0, 0.0, 5.0, 5.0]
+    assert loop.style_weight_at(TrainConfig(), 0) == 5.0  # the paper: style from step 0
     with pytest.raises(ConfigError, match="--content-warmup must be >= 0"):
         TrainConfig(content_warmup=-1)
 
@@ -51,7 +52,7 @@ def test_init_from_starts_from_the_given_weights(tmp_path: Path) -> None:
     path = tmp_path / "start.safetensors"
     save_model(str(path), start, {"format": "stylekit"})
     config = TrainConfig(init_from=str(path))
-    state = training.new_state(config, torch.device("cpu"))
+    state = new_state(config, torch.device("cpu"))
     for k, v in start.state_dict().items():
         assert torch.equal(state.model.state_dict()[k], v)
     meta = model_metadata(config, 10, "caffe", {"loss": 1.5, "content": 1.0, "style": 0.4, "tv": 0.1})
@@ -77,10 +78,10 @@ def test_bf16_in_hardware_is_read_from_the_cpu_flags_and_auto_stays_fp32_on_the_
     amx, plain = tmp_path / "amx", tmp_path / "plain"
     amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
     plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
-    assert training.cpu_has_native_bf16(str(amx))
-    assert not training.cpu_has_native_bf16(str(plain))
-    assert not training.cpu_has_native_bf16(str(tmp_path / "missing"))  # not Linux: fp32
-    assert training.resolve_dtype("auto", torch.device("cpu")) == torch.float32  # grain: see resolve_dtype
-    assert training.resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
-    assert training.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
-    assert training.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert precision.cpu_has_native_bf16(str(amx))
+    assert not precision.cpu_has_native_bf16(str(plain))
+    assert not precision.cpu_has_native_bf16(str(tmp_path / "missing"))  # not Linux: fp32
+    assert precision.resolve_dtype("auto", torch.device("cpu")) == torch.float32  # grain: see resolve_dtype
+    assert precision.resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert precision.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert precision.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16

@@ -99,7 +99,7 @@ def test_quick_start_defaults_need_no_network(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(socket.socket, "connect", refuse)
     from stylekit.bulk.config import BulkConfig
     from stylekit.train.config import TrainConfig
-    from stylekit.train.job import preflight
+    from stylekit.train.ray_job import preflight
 
     assert preflight(TrainConfig()) == "caffe"
     load_model(BulkConfig().model)

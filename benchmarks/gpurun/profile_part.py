@@ -171,7 +171,7 @@ def child_profile(args: argparse.Namespace) -> int:
     from stylekit.infer.inference import InferenceOptions, Stylizer
     from stylekit.nn.loss import PerceptualLoss
     from stylekit.nn.vgg import load_vgg
-    from stylekit.train.steps import train_step
+    from stylekit.train.step import train_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"

@@ -27,7 +27,7 @@ def nccl_checked_loop(probe_file: str) -> Any:
         import torch
         import torch.distributed as dist
 
-        from stylekit.train import job
+        from stylekit.train import ray_job
 
         device = ray.train.torch.get_device()
         info: dict[str, Any] = {"initialized": dist.is_initialized(), "device": str(device)}
@@ -38,7 +38,7 @@ def nccl_checked_loop(probe_file: str) -> Any:
             info.update(backend=str(dist.get_backend()), world=dist.get_world_size(), all_reduce=float(t.item()),
                         all_reduce_ms=round(1000 * (time.perf_counter() - t0), 2))  # fmt: skip
         Path(probe_file).write_text(json.dumps(info))
-        job.train_loop_per_worker(loop_config)
+        ray_job.train_loop_per_worker(loop_config)
 
     return loop
 
@@ -91,14 +91,14 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
          gpus=res.get("GPU", 0), seconds=round(time.time() - t0, 1))  # fmt: skip
 
     from stylekit.nn.modelio import load_model
-    from stylekit.train import job
+    from stylekit.train import ray_job
     from stylekit.train.config import TrainConfig
 
     data, _ = training_data()
     if dry:
         data = str(EXAMPLES / "content")
     probe = tmp / "probe.json"
-    job.train_loop_per_worker = nccl_checked_loop(str(probe))  # run_training hands this to Ray Train
+    ray_job.train_loop_per_worker = nccl_checked_loop(str(probe))  # run_training hands this to Ray Train
     steps, batch, side = (1, 2, 32) if dry else (30, 16, PAPER_SIDE)
     config = TrainConfig(
         style=str(EXAMPLES / "styles" / "starry_night.jpg"), data=data, output=str(tmp / "runs"), name="gpu-run",
@@ -108,7 +108,7 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
     model_path = None
     t0 = time.time()
     try:
-        model_path = job.run_training(config)
+        model_path = ray_job.run_training(config)
         seconds = time.time() - t0
         info = json.loads(probe.read_text()) if probe.is_file() else {"initialized": "no probe written"}
         meta = load_model(model_path).metadata

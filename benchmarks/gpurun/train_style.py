@@ -21,11 +21,13 @@ from gpurun.setting import EXAMPLES, PAPER_BATCH, PAPER_SIDE, PAPER_STEPS, PAPER
 from stylekit.logs import setup_logging
 from stylekit.nn.loss import LossTerms
 from stylekit.nn.modelio import save_model
-from stylekit.train import training
 from stylekit.train.config import TrainConfig
 from stylekit.train.held import HeldBatches, load_crops
 from stylekit.train.loop import LoopHooks, RecentLosses, Schedule, train_loop
+from stylekit.train.losses import build_loss
 from stylekit.train.metadata import model_metadata
+from stylekit.train.precision import resolve_dtype
+from stylekit.train.state import TrainState, new_state
 
 LOG_EVERY_S = 15  # a progress line
 SAVE_EVERY_S = 60  # the model so far: a run cut off by its machine still returns one
@@ -55,7 +57,7 @@ class BudgetHooks(LoopHooks):
         self.recent = RecentLosses()
         self.started = self.last_log = self.last_save = time.time()
 
-    def after_step(self, state: training.TrainState, terms: LossTerms) -> None:
+    def after_step(self, state: TrainState, terms: LossTerms) -> None:
         self.recent.add(terms)
         now = time.time()
         if now - self.last_log > LOG_EVERY_S:
@@ -87,9 +89,9 @@ def train_style(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the job's workers do
-    state = training.new_state(config, device)
-    loss_fn = training.build_loss(config, device)
-    dtype = training.resolve_dtype(config.precision, device)
+    state = new_state(config, device)
+    loss_fn = build_loss(config, device)
+    dtype = resolve_dtype(config.precision, device)
     held = HeldBatches(torch.from_numpy(load_crops(args.data, side)).to(device), batch, seed=config.seed)
     out = Path(args.out) / "models" / args.style / "model.safetensors"
     gpu_name = (

@@ -1,7 +1,8 @@
 """A training checkpoint is a folder of data files, never a pickle: `model.safetensors`,
 `optimizer.safetensors` (Adam's moments, flattened), `state.json` (step, epoch, config; written
 last, with the sizes of the other two so a half-copied checkpoint is recognised and skipped) and
-`preview.jpg`."""
+`preview.jpg`. `find_latest_checkpoint` finds the newest complete one in a run folder, local or
+in object storage, reading only the state.json files in place."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 from safetensors.torch import load_file, save_file
 
 from stylekit import __version__
-from stylekit.files import images
+from stylekit.files import images, storage
 
 if TYPE_CHECKING:
     from stylekit.train.config import TrainConfig
-    from stylekit.train.training import TrainState
+    from stylekit.train.state import TrainState
 
 STATE_FILE = "state.json"
 
@@ -104,3 +106,30 @@ def checkpoint_is_complete(read_text, size_of) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def find_latest_checkpoint(run_dir: str, opts: storage.StorageOptions) -> str | None:
+    """URI of the complete checkpoint with the highest step under `run_dir`, if any."""
+    best: tuple[int, str] | None = None
+    for name in storage.list_folders(run_dir, opts):
+        if not name.startswith("checkpoint_"):
+            continue
+        uri = storage.join(run_dir, name)
+        fs, path = storage.arrow_filesystem(uri, opts, native_s3=False)
+        meta = complete_checkpoint(fs, path)
+        if meta is not None and (best is None or meta["step"] > best[0]):
+            best = (meta["step"], uri)
+    return best[1] if best else None
+
+
+def complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """A checkpoint's state.json if it is complete, read in place (nothing is downloaded)."""
+
+    def read_text(name: str) -> str:
+        with fs.open_input_stream(f"{path}/{name}") as f:
+            return f.read().decode()
+
+    def size_of(name: str) -> int:
+        return fs.get_file_info(f"{path}/{name}").size or -1
+
+    return checkpoint_is_complete(read_text, size_of)

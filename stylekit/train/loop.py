@@ -1,7 +1,7 @@
-"""The training loop, free of Ray: epochs of batches, one optimizer step each (train/steps.py),
+"""The training loop, free of Ray: epochs of batches, one optimizer step each (train/step.py),
 the style weight's schedule, and where the checkpoints fall.
 
-Ray Train's workers (train/job.py) run it over their shard of the streaming dataset; the GPU
+Ray Train's workers (train/ray_job.py) run it over their shard of the streaming dataset; the GPU
 run (benchmarks/gpu_run.py) over photos held on the device (train/held.py), on a machine
 without Ray. What a run does around its steps (progress lines, metrics, checkpoints, an early
 stop) is the caller's, through `LoopHooks`.
@@ -18,8 +18,8 @@ import torch
 from stylekit.nn.loss import LossTerms, PerceptualLoss
 from stylekit.nn.srloss import SRLoss
 from stylekit.train.config import TrainConfig
-from stylekit.train.steps import train_step
-from stylekit.train.training import TrainState, style_weight_at
+from stylekit.train.state import TrainState
+from stylekit.train.step import train_step
 
 RECENT_STEPS = 50  # the final losses recorded in a model are the mean over this many steps
 TERMS = ("loss", "content", "style", "tv")
@@ -81,6 +81,11 @@ class RecentLosses:
             return None
         rows = torch.stack(list(self.rows)).tolist()
         return {term: sum(r[i] for r in rows) / len(rows) for i, term in enumerate(TERMS)}
+
+
+def style_weight_at(config: TrainConfig, step: int) -> float:
+    """The style weight for the step after `step` steps: 0 during the content warm-up."""
+    return 0.0 if step < config.content_warmup else float(config.style_weight)  # type: ignore[arg-type]
 
 
 def train_loop(

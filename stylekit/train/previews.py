@@ -26,6 +26,7 @@ from stylekit.files import images, storage
 from stylekit.infer import sheet
 from stylekit.infer.degrade import degrade, modcrop
 from stylekit.nn.sr import output_scale
+from stylekit.train.config import PREVIEW_IMAGE, PREVIEW_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,19 @@ def network_input(model: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
     downsampling), so the result is (about) photo-sized."""
     factor = output_scale(model)
     return pixels if factor == 1 else degrade(modcrop(pixels, factor), factor)
+
+
+def preview_pixels(model: torch.nn.Module) -> np.ndarray:
+    """The current stylization of the fixed preview photo, (H, W, 3) uint8."""
+    pixels = images.resize_longest(images.load_image(PREVIEW_IMAGE), PREVIEW_SIDE)
+    pixels = network_input(model, pixels)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        y = model(images.to_tensor(pixels).to(device))
+    model.train(was_training)
+    return images.to_pixels(y[0])
 
 
 def stylize(model: torch.nn.Module, photos: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Sizing the Ray Train workers from the nodes that exist (no Ray calls: train/job.py passes
+"""Sizing the Ray Train workers from the nodes that exist (no Ray calls: train/ray_job.py passes
 the alive nodes through stylekit/ray_env.py `plan_on_nodes`).
 
 Each worker is one actor on one node, so its CPUs (and GPU) must fit on one node; the CPU share

@@ -1,6 +1,7 @@
-"""One optimizer step of training, style transfer or super-resolution, kept free of storage and
-Ray imports so the training benchmark runs it on a bare GPU machine; the training loop
-(train/loop.py) calls it for every step.
+"""One optimizer step of training, style transfer or super-resolution: the losses of one batch,
+their gradients and Adam's update. Free of storage and Ray imports so the training benchmark
+(benchmarks/bench_train.py) runs it on a bare GPU machine; the training loop (train/loop.py)
+calls it for every step.
 
 What makes it faster than the reference example's step (measured in benchmarks/RESULTS.md):
 - the content target goes through VGG only up to relu2_2, without autograd (`PerceptualLoss`),

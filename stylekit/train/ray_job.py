@@ -1,7 +1,11 @@
-"""Ray Train glue: data-parallel training of TransformerNet over `num_workers` workers.
+"""The Ray Train glue: data-parallel training (TransformerNet, or a super-resolution network)
+over `num_workers` workers, the job `jobs/train.py` runs.
 
-The driver lists the data (to size the epochs) and runs a TorchTrainer whose workers each run
-`train_loop_per_worker` on their shard of a streaming Ray Dataset. At every (re)start the
+The driver (`run_training`) checks every input once (`preflight`), lists the data to size the
+epochs, and runs a TorchTrainer whose workers each run `train_loop_per_worker`: the Ray-free
+loop (train/loop.py) over their shard of a streaming Ray Dataset (train/data.py), reporting a
+checkpoint with a preview every `--checkpoint-every` steps; the driver then writes the model
+file from the last checkpoint. At every (re)start the
 workers resume from the newer of Ray's latest checkpoint and the newest complete checkpoint in
 `<output>/<name>/`: a replaced worker and a rerun after the driver died both go on from there,
 even from a checkpoint Ray had not yet recorded as reported.
@@ -36,15 +40,24 @@ from stylekit.nn.modelio import save_model
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import cluster_nodes, init_ray, on_head, plan_on_nodes
 from stylekit.redact import redact, root_cause
-from stylekit.train import previews, steps, training
+from stylekit.train import previews
 from stylekit.train.board import Board, loss_scalars
-from stylekit.train.checkpoint import checkpoint_is_complete, load_checkpoint, save_checkpoint
+from stylekit.train.checkpoint import (
+    complete_checkpoint,
+    find_latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from stylekit.train.config import TrainConfig
 from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
 from stylekit.train.loop import RECENT_STEPS, LoopHooks, RecentLosses, Schedule, train_loop
+from stylekit.train.losses import build_loss, load_style_tensor
 from stylekit.train.metadata import model_metadata
 from stylekit.train.metrics import TrainMetrics
+from stylekit.train.precision import resolve_dtype
 from stylekit.train.sizing import plan_workers
+from stylekit.train.state import TrainState, new_state
+from stylekit.train.step import to_channels_last
 from stylekit.train.watch import StepClock, fit_watched
 
 log = logging.getLogger(__name__)
@@ -135,7 +148,7 @@ def run_training(config: TrainConfig) -> str:
     if result.checkpoint is None:
         raise StylekitError("training ended without a checkpoint; see the log above")
     with result.checkpoint.as_directory() as directory:
-        state = training.TrainState(*_blank_model_and_optimizer(config))
+        state = TrainState(*_blank_model_and_optimizer(config))
         load_checkpoint(directory, state)
 
     final = {k: v for k, v in (result.metrics or {}).items() if k in ("loss", "content", "style", "tv")}
@@ -160,7 +173,7 @@ def preflight(config: TrainConfig) -> str:
         storage.require_shared(location, flag)
     storage.check_writable(config.run_dir, config.storage_options, folder=True)
     if config.task == "style":
-        training.load_style_tensor(config)
+        load_style_tensor(config)
     if config.init_from:
         from stylekit.nn.modelio import load_model
 
@@ -172,38 +185,8 @@ def preflight(config: TrainConfig) -> str:
 
 def _blank_model_and_optimizer(config: TrainConfig) -> tuple[Any, Any]:
     # A checkpoint is loaded into it next: no need to read --init-from's weights first.
-    state = training.new_state(dataclasses.replace(config, init_from=None), torch.device("cpu"))
+    state = new_state(dataclasses.replace(config, init_from=None), torch.device("cpu"))
     return state.model, state.optimizer
-
-
-# --- finding checkpoints in storage ---------------------------------------------------------
-
-
-def find_latest_checkpoint(run_dir: str, opts: storage.StorageOptions) -> str | None:
-    """URI of the complete checkpoint with the highest step under `run_dir`, if any."""
-    best: tuple[int, str] | None = None
-    for name in storage.list_folders(run_dir, opts):
-        if not name.startswith("checkpoint_"):
-            continue
-        uri = storage.join(run_dir, name)
-        fs, path = storage.arrow_filesystem(uri, opts, native_s3=False)
-        meta = _complete_checkpoint(fs, path)
-        if meta is not None and (best is None or meta["step"] > best[0]):
-            best = (meta["step"], uri)
-    return best[1] if best else None
-
-
-def _complete_checkpoint(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
-    """A checkpoint's state.json if it is complete, read in place (nothing is downloaded)."""
-
-    def read_text(name: str) -> str:
-        with fs.open_input_stream(f"{path}/{name}") as f:
-            return f.read().decode()
-
-    def size_of(name: str) -> int:
-        return fs.get_file_info(f"{path}/{name}").size or -1
-
-    return checkpoint_is_complete(read_text, size_of)
 
 
 # --- the per-worker loop --------------------------------------------------------------------
@@ -225,13 +208,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, threads))
     else:
         torch.backends.cudnn.benchmark = True
-    dtype = training.resolve_dtype(config.precision, device)
-    state = training.new_state(config, device)
-    loss_fn = training.build_loss(config, device)
+    dtype = resolve_dtype(config.precision, device)
+    state = new_state(config, device)
+    loss_fn = build_loss(config, device)
     if device.type == "cpu" and dtype == torch.bfloat16:
         # --precision bf16 on a CPU: oneDNN's bf16 convolutions run channels_last without
         # reorders (measured with AMX: 2.0x the reference step with it, 1.8x without).
-        steps.to_channels_last(state.model, loss_fn)
+        to_channels_last(state.model, loss_fn)
     _restore(state, loop_config, config, rank)
     if not state.worker_counts or state.worker_counts[-1][1] != world:
         state.worker_counts.append([state.step + 1, world])  # this group's size, from its first step
@@ -283,7 +266,7 @@ class _WorkerHooks(LoopHooks):
         self.clock, self.board, self.step_metrics = clock, board, step_metrics
         self.recent = RecentLosses(RECENT_STEPS)
 
-    def after_step(self, state: training.TrainState, terms: LossTerms) -> None:
+    def after_step(self, state: TrainState, terms: LossTerms) -> None:
         self.meter.add(self.images_per_step)
         if self.rank == 0 and self.clock is not None:
             self.clock.tick.remote(state.step)  # the driver's stall watchdog (train/watch.py)
@@ -306,11 +289,11 @@ class _WorkerHooks(LoopHooks):
             if self.board is not None:
                 self.board.log_scalars(state.step, loss_scalars(values, self.meter.rate()))
 
-    def checkpoint(self, state: training.TrainState) -> None:
+    def checkpoint(self, state: TrainState) -> None:
         _report(state, self.config, self.rank, self.recent.mean(), self.board)
 
 
-def _restore(state: training.TrainState, loop_config: dict[str, Any], config: TrainConfig, rank: int) -> None:
+def _restore(state: TrainState, loop_config: dict[str, Any], config: TrainConfig, rank: int) -> None:
     """Resume from the newer of Ray's latest checkpoint (a replaced worker) and the newest
     complete checkpoint found in storage when the job started (a rerun). Steps are read in
     place; only the chosen checkpoint is fetched, through Ray's `as_directory`, which
@@ -319,14 +302,14 @@ def _restore(state: training.TrainState, loop_config: dict[str, Any], config: Tr
     ray_ckpt = ray.train.get_checkpoint()
     opts = config.storage_options
     if ray_ckpt is not None:
-        meta = _complete_checkpoint(ray_ckpt.filesystem, ray_ckpt.path)
+        meta = complete_checkpoint(ray_ckpt.filesystem, ray_ckpt.path)
         candidates.append((-1 if meta is None else int(meta["step"]), ray_ckpt, "Ray's latest checkpoint"))
     # Scanned here, at every (re)start, not once by the driver: a worker group restarted just
     # after a checkpoint landed in storage, before Ray registered it, still finds it.
     latest = find_latest_checkpoint(config.run_dir, opts)
     if latest:
         fs, path = storage.arrow_filesystem(latest, opts, native_s3=False)
-        meta = _complete_checkpoint(fs, path)
+        meta = complete_checkpoint(fs, path)
         step = -1 if meta is None else int(meta["step"])
         candidates.append((step, ray.train.Checkpoint(path, filesystem=fs), redact(latest)))
     if not candidates:
@@ -354,7 +337,7 @@ def _local_copy(checkpoint: ray.train.Checkpoint) -> collections.abc.Iterator[st
 
 
 def _report(
-    state: training.TrainState,
+    state: TrainState,
     config: TrainConfig,
     rank: int,
     losses: dict[str, float] | None,
@@ -371,7 +354,7 @@ def _report(
         return
     directory = tempfile.mkdtemp(prefix="stylekit-ckpt-")
     try:
-        preview = training.preview_pixels(state.model)
+        preview = previews.preview_pixels(state.model)
         save_checkpoint(directory, state, config, preview)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         log.info("checkpoint at step %d (with preview.jpg)", state.step)
