@@ -1,19 +1,21 @@
 """Train the models that ship in the package and install them: `python jobs/ship_models.py`.
 
 Each style is trained with `jobs/train.py` (its own run, its own local Ray or the cluster this
-is submitted to) at the schedule given by the flags; an interrupted run resumes when this is run
-again. Finished models are copied into `stylekit/models/` under the style's name and
-`stylekit/models/index.json` is rewritten with their sha256 (`stylekit.nn.zoo`).
+is submitted to) into OUTPUT/NAME; flags not listed here go to `jobs/train.py` as they are
+(`--max-steps 40000 --image-size 256`, the schedule). An interrupted run resumes when this is run
+again. Finished models are copied into `stylekit/models/` under the style's name, float16, and
+`stylekit/models/index.json` is rewritten with their sha256.
 
 Super-resolution models (`--sr-models sr_x4_pixel,sr_x4`) are trained the same way with
-`--task sr` (factor and loss from the name) into OUTPUT/NAME; when installed, their Set5 and
-Set14 PSNR/SSIM (the literature's protocol, stylekit/infer/srmetrics.py) are measured on the
-shipped float16 weights and recorded in their metadata.
+`--task sr` (factor and loss from the name); when installed, their Set5 and Set14 PSNR/SSIM
+(the literature's protocol) are measured on the shipped float16 weights and recorded in their
+metadata.
 """
 
 import argparse
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +23,11 @@ sys.path.insert(0, str(REPO))  # this checkout's stylekit first
 
 import torch  # noqa: E402
 
+from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main  # noqa: E402
+from stylekit.errors import ConfigError  # noqa: E402
 from stylekit.nn import zoo  # noqa: E402
 from stylekit.nn.modelio import load_model, save_model  # noqa: E402
+from stylekit.options_meta import flag  # noqa: E402
 
 STYLES = {
     "starry_night": "Vincent van Gogh, The Starry Night (1889)",
@@ -42,32 +47,67 @@ SR_TEST_SETS = REPO.parent / "shared" / "data" / "sr"
 TRAIN_MINI = "train-mini: 148 photos (colour BSD68 + Sun-Hays 80), a small stand-in for the paper's MS-COCO"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s for s in text.split(",") if s)
+
+
+@dataclass(frozen=True)
+class ShipConfig:
+    """What to train and install; flags it does not name go to `jobs/train.py` untouched."""
+
+    styles: str = field(
+        default="starry_night,wave,the_scream,composition_vii",
+        metadata=flag(
+            f"styles to train and install, comma-separated ('' for none): any of {', '.join(STYLES)}"
+        ),
     )
-    parser.add_argument("--styles", default="starry_night,wave,the_scream,composition_vii")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "train-mini"))
-    parser.add_argument("--data-description", default=TRAIN_MINI)
-    parser.add_argument("--output", default=str(REPO / "runs" / "zoo"))
-    parser.add_argument("--install-only", action="store_true", help="only copy finished models in")
-    parser.add_argument("--sr-models", default="", help=f"super-resolution models: {', '.join(SR_MODELS)}")
+    data: str = field(
+        default=str(REPO.parent / "shared" / "data" / "train-mini"),
+        metadata=flag(
+            "training images (jobs/train.py's --data)",
+            default_text="shared/data/train-mini beside the checkout",
+        ),
+    )
+    data_description: str = field(
+        default=TRAIN_MINI, metadata=flag("what the training data is, recorded in each model's metadata")
+    )
+    output: str = field(
+        default=str(REPO / "runs" / "zoo"),
+        metadata=flag(
+            "where the training runs go: OUTPUT/NAME each", default_text="runs/zoo in the checkout"
+        ),
+    )
+    install_only: bool = field(
+        default=False, metadata=flag("train nothing: only install the finished models found in OUTPUT")
+    )
+    sr_models: str = field(
+        default="",
+        metadata=flag(
+            f"super-resolution models to train and install, comma-separated: any of {', '.join(SR_MODELS)}"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in _names(self.styles) if s not in STYLES]
+        if unknown:
+            raise ConfigError(f"unknown style(s) {', '.join(unknown)}; choose from {', '.join(STYLES)}")
+        unknown = [s for s in _names(self.sr_models) if s not in SR_MODELS]
+        if unknown:
+            raise ConfigError(f"unknown SR model(s) {', '.join(unknown)}; choose from {', '.join(SR_MODELS)}")
+
+
+def main() -> int:
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, ShipConfig)
     args, train_flags = parser.parse_known_args()
-    names = [s for s in args.styles.split(",") if s]
-    unknown = [s for s in names if s not in STYLES]
-    if unknown:
-        parser.error(f"unknown style(s) {', '.join(unknown)}; choose from {', '.join(STYLES)}")
-    sr_names = [s for s in args.sr_models.split(",") if s]
-    unknown = [s for s in sr_names if s not in SR_MODELS]
-    if unknown:
-        parser.error(f"unknown SR model(s) {', '.join(unknown)}; choose from {', '.join(SR_MODELS)}")
-    for name in names:
-        model = Path(args.output) / name / "model.safetensors"
-        if not args.install_only:
+    config = config_from_args(ShipConfig, args)
+    for name in _names(config.styles):
+        model = Path(config.output) / name / "model.safetensors"
+        if not config.install_only:
             style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
             cmd = [
-                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", args.data,
-                "--data-description", args.data_description, "--output", args.output, "--name", name,
+                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", config.data,
+                "--data-description", config.data_description, "--output", config.output, "--name", name,
                 *train_flags,
             ]  # fmt: skip
             print("+", " ".join(cmd), flush=True)
@@ -81,8 +121,8 @@ def main() -> int:
             meta["style"] = f"stylekit/examples/styles/{name}.jpg"
             meta.pop("weights_sha256", None)
             save_model(str(zoo.models_dir() / f"{name}.safetensors"), loaded.model, meta, dtype=torch.float16)
-    for name in sr_names:
-        ship_sr(name, Path(args.output), args, train_flags)
+    for name in _names(config.sr_models):
+        ship_sr(name, config, train_flags)
     entries = zoo.write_index(zoo.models_dir(), {**STYLES, **SR_MODELS})
     for name, entry in entries.items():
         print(f"{name}: {entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...")
@@ -90,16 +130,16 @@ def main() -> int:
     return 0
 
 
-def ship_sr(name: str, output: Path, args: argparse.Namespace, train_flags: list[str]) -> None:
+def ship_sr(name: str, config: ShipConfig, train_flags: list[str]) -> None:
     """Train (unless --install-only) and install one super-resolution model, float16, with its
     Set5/Set14 figures in the metadata."""
     factor, loss = name.split("_")[1].removeprefix("x"), "pixel" if name.endswith("_pixel") else "feature"
-    model = output / name / "model.safetensors"
-    if not args.install_only:
+    model = Path(config.output) / name / "model.safetensors"
+    if not config.install_only:
         cmd = [
             sys.executable, str(REPO / "jobs" / "train.py"), "--task", "sr", "--factor", factor,
-            "--sr-loss", loss, "--data", args.data, "--data-description", args.data_description,
-            "--output", str(output), "--name", name, *train_flags,
+            "--sr-loss", loss, "--data", config.data, "--data-description", config.data_description,
+            "--output", config.output, "--name", name, *train_flags,
         ]  # fmt: skip
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -166,4 +206,4 @@ def models_table(entries: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
