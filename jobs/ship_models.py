@@ -113,8 +113,8 @@ def main() -> int:
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         if model.is_file():
-            # Shipped as float16 (half the bytes; loaded as float32): the checkout must stay
-            # small enough to travel to a GPU machine (benchmarks/README.md).
+            # Shipped as float16, loaded as float32: half the bytes in every checkout, wheel and
+            # image that carries the package.
             loaded = load_model(str(model))
             meta = {**loaded.metadata, "stored_dtype": "float16"}
             # Paths on the training machine mean nothing to a user: name the bundled style.
