@@ -1,24 +1,26 @@
 """Train the models that ship in the package and install them: `python jobs/ship_models.py`.
 
 Each style is trained with `jobs/train.py` (its own run, its own local Ray or the cluster this
-is submitted to) at the schedule given by the flags; an interrupted run resumes when this is run
-again. Finished models are copied into `stylekit/models/` under the style's name and
-`stylekit/models/index.json` is rewritten with their sha256 (`stylekit.nn.zoo`).
+is submitted to) into OUTPUT/NAME; flags not listed here go to `jobs/train.py` as they are
+(`--max-steps 40000 --image-size 256`, the schedule). An interrupted run resumes when this is run
+again. Finished models are copied into `stylekit/models/` under the style's name, float16, and
+`stylekit/models/index.json` is rewritten with their sha256.
 
 `--continue` resumes the shipped styles' training from the weights committed in stylekit/models/
 (the training that spans stints of work: stylekit/train/ship.py): rounds of `--round-steps` steps
 per style, each round measured on held-out photos against the installed model and installed only
-when better; the model's metadata then holds its whole schedule and its figures. Run it in the
-background at low priority while other work goes on:
+when better; the model's metadata then holds its whole schedule and its figures. A style that
+is not installed yet starts from the installed starry_night and is first installed after
+`--first-install-steps`. Run it in the background at low priority while other work goes on:
 
-    nohup nice -n 19 python jobs/ship_models.py --continue --styles starry_night,wave,composition_vii > runs/ship.log 2>&1 &
+    RAY_ADDRESS=local nohup nice -n 19 python jobs/ship_models.py --continue > runs/ship.log 2>&1 &
 
-`--measure` prints the installed models' figures (and those of `--output`'s runs) without training.
+`--measure` prints the installed models' figures (and those of OUTPUT's runs) without training.
 
 Super-resolution models (`--sr-models sr_x4_pixel,sr_x4`) are trained the same way with
-`--task sr` (factor and loss from the name) into OUTPUT/NAME; when installed, their Set5 and
-Set14 PSNR/SSIM (the literature's protocol, stylekit/infer/srmetrics.py) are measured on the
-shipped float16 weights and recorded in their metadata.
+`--task sr` (factor and loss from the name); when installed, their Set5 and Set14 PSNR/SSIM
+(the literature's protocol) are measured on the shipped float16 weights and recorded in their
+metadata.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +36,11 @@ sys.path.insert(0, str(REPO))  # this checkout's stylekit first
 
 import torch  # noqa: E402
 
+from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main  # noqa: E402
+from stylekit.errors import ConfigError  # noqa: E402
 from stylekit.nn import zoo  # noqa: E402
 from stylekit.nn.modelio import load_model, save_model  # noqa: E402
+from stylekit.options_meta import flag  # noqa: E402
 from stylekit.train import ship  # noqa: E402
 
 STYLES = {
@@ -56,75 +62,129 @@ SHARED = REPO.parent / "shared" / "data"
 # The recipe --continue trains with when the installed model records none: the content and TV
 # weights rebalanced for short CPU schedules (RESULTS: shipped pictures), the paper's other settings.
 DEFAULT_RECIPE = ["--image-size", "128", "--style-size", "256", "--content-weight", "3", "--tv-weight", "4"]
+# A style that ships for the first time starts from this one's weights.
+FIRST_FROM = "starry_night"
 TRAIN_MINI = "train-mini: 148 photos (colour BSD68 + Sun-Hays 80), a small stand-in for the paper's MS-COCO"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s for s in text.split(",") if s)
+
+
+@dataclass(frozen=True)
+class ShipConfig:
+    """What to train and install; flags it does not name go to `jobs/train.py` untouched."""
+
+    styles: str = field(
+        default="starry_night,wave,the_scream,composition_vii",
+        metadata=flag(
+            f"styles to train and install, comma-separated ('' for none): any of {', '.join(STYLES)}"
+        ),
     )
-    parser.add_argument("--styles", default="starry_night,wave,the_scream,composition_vii")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "train-mini"))
-    parser.add_argument("--data-description", default=TRAIN_MINI)
-    parser.add_argument("--output", default=str(REPO / "runs" / "zoo"))
-    parser.add_argument("--install-only", action="store_true", help="only copy finished models in")
-    parser.add_argument("--sr-models", default="", help=f"super-resolution models: {', '.join(SR_MODELS)}")
-    parser.add_argument(
-        "--continue",
-        dest="continue_",
-        action="store_true",
-        help="resume the shipped styles' training from the installed weights, in rounds; install a round only when it measures better",
+    data: str = field(
+        default=str(REPO.parent / "shared" / "data" / "train-mini"),
+        metadata=flag(
+            "training images (jobs/train.py's --data)",
+            default_text="shared/data/train-mini beside the checkout",
+        ),
     )
-    parser.add_argument("--rounds", type=int, default=1000, help="--continue: rounds per style")
-    parser.add_argument("--round-steps", type=int, default=200, help="--continue: training steps per round")
-    parser.add_argument(
-        "--measure", action="store_true", help="print the installed models' figures on the held-out photos"
+    data_description: str = field(
+        default=TRAIN_MINI, metadata=flag("what the training data is, recorded in each model's metadata")
     )
-    parser.add_argument(
-        "--shared", default=str(SHARED), help="the held-out photos and the 2016 models' outputs"
+    output: str = field(
+        default=str(REPO / "runs" / "zoo"),
+        metadata=flag(
+            "where the training runs go: OUTPUT/NAME each", default_text="runs/zoo in the checkout"
+        ),
     )
-    parser.add_argument(
-        "--models-dir",
+    install_only: bool = field(
+        default=False, metadata=flag("train nothing: only install the finished models found in OUTPUT")
+    )
+    sr_models: str = field(
+        default="",
+        metadata=flag(
+            f"super-resolution models to train and install, comma-separated: any of {', '.join(SR_MODELS)}"
+        ),
+    )
+
+    continue_training: bool = field(
+        default=False,
+        metadata=flag(
+            "resume the shipped styles' training from the installed weights, in rounds; install a round only when it measures better on the held-out photos",
+            aliases=["--continue"],
+        ),
+    )
+    rounds: int = field(default=1000, metadata=flag("--continue: rounds of training per style"))
+    round_steps: int = field(default=200, metadata=flag("--continue: training steps per round"))
+    first_install_steps: int = field(
+        default=800,
+        metadata=flag("--continue: steps before a style that does not ship yet is first installed"),
+    )
+    measure: bool = field(
+        default=False,
+        metadata=flag("print the installed models' figures on the held-out photos, train nothing"),
+    )
+    shared: str = field(
+        default=str(SHARED),
+        metadata=flag(
+            "--continue, --measure: the held-out photos (content/) and the 2016 models' outputs (reference-outputs/)",
+            default_text="shared/data beside the checkout",
+        ),
+    )
+    models_dir: str = field(
         default=str(zoo.models_dir()),
-        help="--continue, --measure: where the installed models are",
+        metadata=flag(
+            "--continue, --measure: where the installed models are", default_text="the package's models"
+        ),
     )
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "round_steps", "first_install_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        unknown = [s for s in _names(self.styles) if s not in STYLES]
+        if unknown:
+            raise ConfigError(f"unknown style(s) {', '.join(unknown)}; choose from {', '.join(STYLES)}")
+        unknown = [s for s in _names(self.sr_models) if s not in SR_MODELS]
+        if unknown:
+            raise ConfigError(f"unknown SR model(s) {', '.join(unknown)}; choose from {', '.join(SR_MODELS)}")
+
+
+def main() -> int:
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, ShipConfig)
     args, train_flags = parser.parse_known_args()
-    names = [s for s in args.styles.split(",") if s]
-    unknown = [s for s in names if s not in STYLES]
-    if unknown:
-        parser.error(f"unknown style(s) {', '.join(unknown)}; choose from {', '.join(STYLES)}")
-    sr_names = [s for s in args.sr_models.split(",") if s]
-    unknown = [s for s in sr_names if s not in SR_MODELS]
-    if unknown:
-        parser.error(f"unknown SR model(s) {', '.join(unknown)}; choose from {', '.join(SR_MODELS)}")
-    if args.continue_ or args.measure:
-        if not (Path(args.shared) / "content").is_dir():
-            parser.error(f"--shared {args.shared} has no content/ folder of held-out photos")
-        if args.continue_:
-            return continue_training(args, names, train_flags)
-        return measure(args, names)
-    for name in names:
-        model = Path(args.output) / name / "model.safetensors"
-        if not args.install_only:
+    config = config_from_args(ShipConfig, args)
+    if config.continue_training or config.measure:
+        if not (Path(config.shared) / "content").is_dir():
+            raise ConfigError(
+                f"--shared {config.shared} has no content/ folder of held-out photos; give the shared data folder"
+            )
+        if config.continue_training:
+            return continue_training(config, train_flags)
+        return measure(config)
+    for name in _names(config.styles):
+        model = Path(config.output) / name / "model.safetensors"
+        if not config.install_only:
             style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
             cmd = [
-                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", args.data,
-                "--data-description", args.data_description, "--output", args.output, "--name", name,
+                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", config.data,
+                "--data-description", config.data_description, "--output", config.output, "--name", name,
                 *train_flags,
             ]  # fmt: skip
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         if model.is_file():
-            # Shipped as float16 (half the bytes; loaded as float32): the checkout must stay
-            # small enough to travel to a GPU machine (benchmarks/README.md).
+            # Shipped as float16, loaded as float32: half the bytes in every checkout, wheel and
+            # image that carries the package.
             loaded = load_model(str(model))
             meta = {**loaded.metadata, "stored_dtype": "float16"}
             # Paths on the training machine mean nothing to a user: name the bundled style.
             meta["style"] = f"stylekit/examples/styles/{name}.jpg"
             meta.pop("weights_sha256", None)
             save_model(str(zoo.models_dir() / f"{name}.safetensors"), loaded.model, meta, dtype=torch.float16)
-    for name in sr_names:
-        ship_sr(name, Path(args.output), args, train_flags)
+    for name in _names(config.sr_models):
+        ship_sr(name, config, train_flags)
     entries = zoo.write_index(zoo.models_dir(), {**STYLES, **SR_MODELS})
     for name, entry in entries.items():
         print(f"{name}: {entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...")
@@ -132,52 +192,56 @@ def main() -> int:
     return 0
 
 
-def continue_training(args: argparse.Namespace, names: list[str], train_flags: list[str]) -> int:
+def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
     """Rounds of training for each style from where the installed model (or this work tree's
-    run of it) stands, each measured and installed only when better."""
-    output = Path(args.output) if args.output != str(REPO / "runs" / "zoo") else REPO / "runs" / "ship"
+    run of it) stands, each measured and installed only when better; a style that does not
+    ship yet starts from FIRST_FROM's weights and is installed once it has trained
+    --first-install-steps."""
+    # Not OUTPUT/NAME of a from-scratch training (runs/zoo): its checkpoints would be resumed.
+    output = Path(config.output) if config.output != str(REPO / "runs" / "zoo") else REPO / "runs" / "ship"
+    models = Path(config.models_dir)
     judges: dict[str, ship.Judge] = {}
-    for round_no in range(1, args.rounds + 1):
-        for name in names:
-            run = output / name
-            installed = Path(args.models_dir) / f"{name}.safetensors"
-            start = ship.start_run(run, installed)
+    for round_no in range(1, config.rounds + 1):
+        for name in _names(config.styles):
+            run, installed = output / name, models / f"{name}.safetensors"
+            new = not installed.is_file()
+            start = ship.start_run(run, models / f"{FIRST_FROM}.safetensors" if new else installed, new=new)
             flags = train_flags or start.flags or DEFAULT_RECIPE
-            target = ship.steps_done(run) + args.round_steps
+            target = ship.steps_done(run) + config.round_steps
             style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
             cmd = [
-                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", args.data,
-                "--data-description", args.data_description, "--output", str(output), "--name", name,
+                sys.executable, str(REPO / "jobs" / "train.py"), "--style", str(style), "--data", config.data,
+                "--data-description", config.data_description, "--output", str(output), "--name", name,
                 "--init-from", str(start.weights), "--max-steps", str(target), "--checkpoint-every", "100",
                 *flags,
             ]  # fmt: skip
             print(f"round {round_no}, {name}: + {' '.join(cmd)}", flush=True)
             subprocess.run(cmd, check=True)
             judge = judges.get(name) or judges.setdefault(
-                name, ship.Judge(name, style, ship.Shared(Path(args.shared)))
+                name, ship.Judge(name, style, ship.Shared(Path(config.shared)))
             )
             with tempfile.TemporaryDirectory() as tmp:
                 candidate = Path(tmp) / f"{name}.safetensors"
                 loaded = load_model(str(run / "model.safetensors"))
-                schedule = [*start.schedule, ship.segment_of(loaded.metadata, flags=flags)]
-                save_model(
-                    str(candidate),
-                    loaded.model,
-                    shipped_metadata(name, loaded.metadata, schedule),
-                    dtype=torch.float16,
-                )
-                ours, theirs = judge.measure(str(candidate)), judge.measure(str(installed))
-                install, why = ship.better(ours, theirs)
+                segment = ship.segment_of(loaded.metadata, flags=flags)
+                if start.origin:
+                    segment["from"] = start.origin
+                meta = shipped_metadata(name, loaded.metadata, [*start.schedule, segment])
+                save_model(str(candidate), loaded.model, meta, dtype=torch.float16)
+                ours = judge.measure(str(candidate))
+                if new:
+                    install = target >= config.first_install_steps
+                    why = f"first install at {config.first_install_steps} steps"
+                else:
+                    install, why = ship.better(ours, judge.measure(str(installed)))
                 ship.record_round(run, target, ours, install, why)
-                print(
-                    f"{name} at {target} steps: {ours.row()} ({'installed' if install else 'kept the installed'}: {why})",
-                    flush=True,
-                )
+                verdict = "installed" if install else "kept the installed" if not new else "not installed yet"
+                print(f"{name} at {target} steps: {ours.row()} ({verdict}: {why})", flush=True)
                 if install:
-                    meta = {**load_model(str(candidate)).metadata, **ours.as_metadata()}
+                    meta = {**meta, **ours.as_metadata()}
                     meta.pop("weights_sha256", None)
                     save_model(str(installed), load_model(str(candidate)).model, meta, dtype=torch.float16)
-                    zoo.write_index(Path(args.models_dir), {**STYLES, **SR_MODELS})
+                    zoo.write_index(models, {**STYLES, **SR_MODELS})
     return 0
 
 
@@ -192,35 +256,35 @@ def shipped_metadata(name: str, meta: dict[str, str], schedule: list[dict[str, o
     return meta
 
 
-def measure(args: argparse.Namespace, names: list[str]) -> int:
+def measure(config: ShipConfig) -> int:
     """The installed models' figures (and any finished run of them under --output)."""
     print(
         "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
     )
     print("|---|---|---|---|")
-    for name in names:
+    for name in _names(config.styles):
         style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
-        judge = ship.Judge(name, style, ship.Shared(Path(args.shared)))
+        judge = ship.Judge(name, style, ship.Shared(Path(config.shared)))
         print(
-            f"| {name} (installed) | {judge.measure(str(Path(args.models_dir) / f'{name}.safetensors')).row()} |",
+            f"| {name} (installed) | {judge.measure(str(Path(config.models_dir) / f'{name}.safetensors')).row()} |",
             flush=True,
         )
-        run = Path(args.output) / name / "model.safetensors"
+        run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
     return 0
 
 
-def ship_sr(name: str, output: Path, args: argparse.Namespace, train_flags: list[str]) -> None:
+def ship_sr(name: str, config: ShipConfig, train_flags: list[str]) -> None:
     """Train (unless --install-only) and install one super-resolution model, float16, with its
     Set5/Set14 figures in the metadata."""
     factor, loss = name.split("_")[1].removeprefix("x"), "pixel" if name.endswith("_pixel") else "feature"
-    model = output / name / "model.safetensors"
-    if not args.install_only:
+    model = Path(config.output) / name / "model.safetensors"
+    if not config.install_only:
         cmd = [
             sys.executable, str(REPO / "jobs" / "train.py"), "--task", "sr", "--factor", factor,
-            "--sr-loss", loss, "--data", args.data, "--data-description", args.data_description,
-            "--output", str(output), "--name", name, *train_flags,
+            "--sr-loss", loss, "--data", config.data, "--data-description", config.data_description,
+            "--output", config.output, "--name", name, *train_flags,
         ]  # fmt: skip
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -289,4 +353,4 @@ def models_table(entries: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

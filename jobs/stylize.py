@@ -4,19 +4,17 @@
 
 IN and OUT are local folders or fsspec URLs (s3://bucket/prefix, gs://..., az://...; an
 S3-compatible store through --s3-endpoint or AWS_ENDPOINT_URL; credentials the standard AWS
-way), MODEL a stylekit
-.safetensors or a reference-example .pth, local or URI. Each result lands in OUT at its input's
-relative key; a rerun skips inputs whose output is up to date, does new ones and retries
-failures. One row per input goes to the Parquet manifest under OUT/_manifest/run=<run-id>/;
-the last line printed is a JSON summary. Runs on the Ray cluster it was submitted to
-(`ray job submit -- python jobs/stylize.py ...`), a `ray start` cluster on this machine, or,
-with neither, a local Ray it starts itself.
+way), MODEL a shipped model's name, a stylekit .safetensors or a reference-example .pth,
+local or URI. Each result lands in OUT at its input's relative key; a rerun skips inputs
+whose output is up to date, does new ones and retries failures. One row per input goes to the
+Parquet manifest under OUT/_manifest/run=<run-id>/; the last line printed is a JSON summary.
+Runs on the Ray cluster it was submitted to (`ray job submit -- python jobs/stylize.py ...`),
+a `ray start` cluster on this machine, or, with neither, a local Ray it starts itself.
 
-Exit status (stylekit/exitcodes.py): 0 finished (failed inputs are failed rows, still 0
-unless --strict), 1 --strict and an input failed, 2 refused (bad flag or value, a setting the
-output refuses), 3 the run could not finish (a store or Ray failed), 4 stalled
-(--stall-timeout), 5 another run holds the output's lease past --lease-wait, 130 interrupted
-(SIGINT or SIGTERM).
+Exit status: 0 finished (failed inputs are failed rows, still 0 unless --strict), 1 --strict
+and an input failed, 2 refused (bad flag or value, a setting the output refuses), 3 the run
+could not finish (a store or Ray failed), 4 stalled (--stall-timeout), 5 another run holds the
+output's lease past --lease-wait, 130 interrupted (SIGINT or SIGTERM).
 """
 
 import argparse

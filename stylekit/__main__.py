@@ -1,6 +1,5 @@
-"""stylekit on one machine: `python -m stylekit COMMAND ...` (stylize, optimize, sheet, ...).
-
-Each command lives in its own module under `stylekit/commands/`."""
+"""`python -m stylekit COMMAND ...`: parses the command line and hands it to the command's
+module under `stylekit/commands/`, which owns its flags and its work."""
 
 from __future__ import annotations
 
@@ -19,10 +18,16 @@ from stylekit import commands
 from stylekit.cli import OneLineErrorParser, run_main
 from stylekit.logs import setup_logging
 
+DESCRIPTION = (
+    "stylekit on one machine: stylize photos or a video with a trained model, compare models on "
+    "a contact sheet, optimise an image the slow way, export a model, or rebuild a bulk run's "
+    "report. `python -m stylekit COMMAND --help` says more of each."
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = OneLineErrorParser(prog="python -m stylekit", description=__doc__)
+    parser = OneLineErrorParser(prog="python -m stylekit", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in commands.modules(argv):
         p = command.register(sub)

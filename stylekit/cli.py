@@ -18,7 +18,7 @@ import sys
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from stylekit import exitcodes
@@ -70,7 +70,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
             continue
         kind, _ = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "")
+        help_text = f"{f.metadata.get('help', '')} ({shown_default(default, f.metadata)})"
         names = [flag_name(f.name), *f.metadata.get("aliases", ())]
         if "switch" in f.metadata:
             group = parser.add_mutually_exclusive_group()
@@ -80,26 +80,36 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
                 )
             continue
         if kind is bool:
-            parser.add_argument(
-                *names,
-                action=argparse.BooleanOptionalAction,
-                default=default,
-                help=f"{help_text} (default: {default})",
+            action = parser.add_argument(
+                *names, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
-            continue
-        choices = f.metadata.get("choices")
-        required = bool(f.metadata.get("required", False))
-        shown = "required" if required else "default: " + ("none" if default is None else str(default))
-        parser.add_argument(
-            *names,
-            dest=f.name,
-            type=_parser_for(kind, flag_name(f.name)),
-            default=default,
-            choices=choices,
-            required=required,
-            metavar=f.metadata.get("metavar"),
-            help=f"{help_text} ({shown})",
-        )
+        else:
+            action = parser.add_argument(
+                *names,
+                dest=f.name,
+                type=_parser_for(kind, flag_name(f.name)),
+                default=default,
+                choices=f.metadata.get("choices"),
+                required=bool(f.metadata.get("required", False)),
+                metavar=f.metadata.get("metavar"),
+            )
+        # Set after the action is built: Python 3.10's BooleanOptionalAction appends a
+        # "(default: ...)" of its own to the help it is given, which would show the default twice.
+        action.help = help_text
+
+
+def shown_default(default: Any, metadata: Mapping[str, Any]) -> str:
+    """What a flag's help says of its default, after its help text, in parentheses: the one
+    rule every flag follows, so each default is said once. "required" for a required flag;
+    else "default: X", X the field's `default_text` metadata when it has one (a default worked
+    out at run time, "the style file's stem", or a path of the installed package, "the
+    bundled Starry Night"), "none" for a None or empty default, else the default itself. Help
+    text names no default of its own."""
+    if metadata.get("required", False):
+        return "required"
+    if "default_text" in metadata:
+        return f"default: {metadata['default_text']}"
+    return f"default: {'none' if default is None or default == '' else default}"
 
 
 def _parser_for(kind: type, flag: str) -> Callable[[str], Any]:

@@ -10,6 +10,7 @@ import pytest
 
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, config_from_flags
 from stylekit.errors import ConfigError
+from stylekit.options_meta import flag
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,34 @@ def test_flat_values_build_the_nested_options_as_the_flags_do() -> None:
     assert config_from_flags(Outer, wide=True).inner.wide  # an excluded flag is still an option
     with pytest.raises(TypeError, match="no option deep"):
         config_from_flags(Outer, deep=1)
+
+
+@dataclass(frozen=True)
+class Shown:
+    path: str = field(
+        default="/somewhere/on/this/machine.jpg", metadata=flag("an image", default_text="the bundled one")
+    )
+    unset: str | None = field(default=None, metadata=flag("a limit"))
+    empty: str = field(default="", metadata=flag("a chain"))
+    must: str = field(default="", metadata=flag("a target", required=True))
+    loud: bool = field(default=False, metadata=flag("be loud"))
+
+
+def test_each_flag_says_its_default_once_in_one_form() -> None:
+    """cli.shown_default: default_text in place of the value, "none" for None or "", "required"
+    for a required flag, a boolean's default once (Python 3.10's BooleanOptionalAction adds its own)."""
+    parser = OneLineErrorParser(prog="t")
+    add_config_arguments(parser, Shown)
+    helps = {a.dest: a.help for a in parser._actions if a.dest != "help"}
+    assert helps == {
+        "path": "an image (default: the bundled one)",
+        "unset": "a limit (default: none)",
+        "empty": "a chain (default: none)",
+        "must": "a target (required)",
+        "loud": "be loud (default: False)",
+    }
+    text = parser.format_help()
+    assert text.count("(default: False)") == 1 and "/somewhere" not in text
+    assert parser.parse_args(["--must", "x"]).path == "/somewhere/on/this/machine.jpg"  # shown in words only
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --must is required

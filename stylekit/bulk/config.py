@@ -40,15 +40,17 @@ class BulkConfig:
         metadata=flag(
             "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but "
             "memory://); every jpg/jpeg/png/webp/bmp/tif/tiff below it, any case, and every "
-            "mp4/mov/m4v/mkv/webm/avi video (default: the bundled example photos)",
+            "mp4/mov/m4v/mkv/webm/avi video",
             metavar="IN",
+            default_text="the bundled example photos",
         ),
     )
     output: str = field(
         default="",
         metadata=flag(
-            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); each result at its input's relative key (default: outputs/<model name>)",
+            "folder or URL (s3://bucket/prefix, gs://..., az://..., any fsspec protocol but memory://); each result at its input's relative key",
             metavar="OUT",
+            default_text="outputs/<model name>",
         ),
     )
     keys: str = field(

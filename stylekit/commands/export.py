@@ -39,7 +39,8 @@ class ExportConfig:
     format: str | None = field(
         default=None,
         metadata={
-            "help": "onnx or torchscript; default from --output's extension (.onnx; .pt, .ts)",
+            "help": "onnx or torchscript",
+            "default_text": "from --output's extension (.onnx; .pt, .ts)",
             "choices": list(export.FORMATS),
         },
     )

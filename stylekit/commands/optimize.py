@@ -46,7 +46,7 @@ class OptimizeConfig:
     gatys: GatysConfig = field(default_factory=GatysConfig)  # --iterations, --optimizer, --lr, --init, --seed
     size: int = field(default=512, metadata={"help": "longest side of the content image it optimises at"})
     style_size: int | None = field(
-        default=None, metadata={"help": "longest side of the style image; default its own size"}
+        default=None, metadata={"help": "longest side of the style image", "default_text": "its own size"}
     )
     vgg_weights: str = field(
         default="caffe",
@@ -54,21 +54,22 @@ class OptimizeConfig:
     )
     content_weight: float | None = field(
         default=None,
-        metadata={"help": "content loss weight; none: the loss network's default (caffe 1, else 1e5)"},
+        metadata={"help": "content loss weight", "default_text": "the loss network's: caffe 1, else 1e5"},
     )
     style_weight: float | None = field(
         default=None,
-        metadata={"help": "style loss weight; none: the loss network's default (caffe 5, else 1e10)"},
+        metadata={"help": "style loss weight", "default_text": "the loss network's: caffe 5, else 1e10"},
     )
     tv_weight: float | None = field(
         default=None,
-        metadata={"help": "total-variation weight; none: the loss network's default (caffe 0.4, else 10)"},
+        metadata={"help": "total-variation weight", "default_text": "the loss network's: caffe 0.4, else 10"},
     )
     log_every: int = field(default=50, metadata={"help": "log progress every N iterations (0: never)"})
     format: str | None = field(
         default=None,
         metadata={
-            "help": "output format: png, jpg or webp; default the output's (one input) or input's own",
+            "help": "output format: png, jpg or webp",
+            "default_text": "--output's extension with one input, else the input's own",
             "choices": ["png", "jpg", "webp"],
         },
     )

@@ -16,7 +16,10 @@ class ReportConfig:
     output: str = field(default="", metadata={"cli": False})  # the positional OUT
     run: str | None = field(
         default=None,
-        metadata={"help": "the run id (a run=<id> folder under OUT/_manifest/); default the newest"},
+        metadata={
+            "help": "the run id (a run=<id> folder under OUT/_manifest/)",
+            "default_text": "the newest",
+        },
     )
     samples: int = field(default=12, metadata={"help": "photos shown input beside output (thumbnails)"})
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)

@@ -26,7 +26,8 @@ OUTPUT_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 class SheetConfig:
     models: tuple[str, ...] = field(default=(), metadata={"cli": False})
     output: str = field(
-        default="", metadata={"help": "the sheet to write (.jpg, .png or .webp; path or fsspec URL)"}
+        default="",
+        metadata={"help": "the sheet to write (.jpg, .png or .webp; path or fsspec URL)", "required": True},
     )
     photos: tuple[str, ...] = field(default=(), metadata={"cli": False})
     cell: int = field(
@@ -106,8 +107,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         dest="models",
         action="append",
         default=None,
+        required=True,
         metavar="MODEL",
-        help=f"{zoo.MODEL_HELP}; repeat for more rows",
+        help=f"{zoo.MODEL_HELP}; repeat for more rows (required)",
     )
     add_config_arguments(p, SheetConfig)
     p.add_argument(

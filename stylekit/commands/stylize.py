@@ -27,14 +27,17 @@ log = logging.getLogger("stylekit.stylize")
 class StylizeConfig:
     model: str = field(
         default="",
-        metadata={"help": zoo.MODEL_HELP},
+        metadata={"help": zoo.MODEL_HELP, "required": True},
     )
-    output: str = field(default="", metadata={"help": "output file (one input) or folder (several)"})
+    output: str = field(
+        default="", metadata={"help": "output file (one input) or folder (several)", "required": True}
+    )
     inputs: tuple[str, ...] = field(default=(), metadata={"cli": False})
     format: str | None = field(
         default=None,
         metadata={
-            "help": "output format: png, jpg or webp; default the input's own",
+            "help": "output format: png, jpg or webp",
+            "default_text": "--output's extension with one input, else the input's own",
             "choices": ["png", "jpg", "webp"],
         },
     )

@@ -23,12 +23,13 @@ log = logging.getLogger("stylekit.video")
 class VideoConfig:
     model: str = field(
         default="",
-        metadata={"help": zoo.MODEL_HELP},
+        metadata={"help": zoo.MODEL_HELP, "required": True},
     )
     output: str = field(
         default="",
         metadata={
-            "help": "output video (path or s3:// URI); its extension picks the container (.mp4, .mkv, .mov)"
+            "help": "output video (path or s3:// URI); its extension picks the container (.mp4, .mkv, .mov)",
+            "required": True,
         },
     )
     input: str = field(default="", metadata={"cli": False})

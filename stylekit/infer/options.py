@@ -75,10 +75,11 @@ class StyleControls:
         default=None,
         metadata=flag(
             f"brush-stroke size relative to the image, {MIN_STYLE_SCALE:g}-{MAX_STYLE_SCALE:g}: 2 twice "
-            "as large, 0.5 half (the network runs on the image resized by 1/SCALE); default: the "
-            "model's own scale, the same painting on an image of any size (stylekit models paint a "
+            "as large, 0.5 half (the network runs on the image resized by 1/SCALE); at the model's "
+            "own scale it paints the same picture on an image of any size (stylekit models paint a "
             "large image as a pyramid from the size they were trained for; a reference .pth runs "
-            "at full size)"
+            "at full size)",
+            default_text="the model's own scale",
         ),
     )
 
@@ -106,12 +107,15 @@ class MemoryOptions:
         default=None,
         metadata=flag(
             "peak memory of the stylizing process (in a bulk job, of each actor), e.g. 2G or 1500M: "
-            "larger images run tiled to stay inside it (same pixels); default a share of the "
-            "memory available (a bulk actor's: its CPU share of its node's)"
+            "larger images run tiled to stay inside it (same pixels)",
+            default_text="a share of the memory available (a bulk actor's: its CPU share of its node's)",
         ),
     )
     tile_dir: str | None = field(
-        default=None, metadata=flag("folder for tiled inference's scratch files (default: temp)")
+        default=None,
+        metadata=flag(
+            "folder for tiled inference's scratch files", default_text="the system's temporary folder"
+        ),
     )
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""The image transformation network f_W of Johnson et al. (ECCV 2016), as in the seed.
+"""The image transformation network f_W of Johnson et al. (ECCV 2016).
 
 Layer names and shapes are exactly the reference PyTorch example's, so a state dict saved by that
 example loads here unchanged (`conv1.conv2d.weight`, `in1.weight`, `res1.conv1.conv2d.weight`,
@@ -98,7 +98,8 @@ class TransformerNet(nn.Module):
         self.relu = nn.ReLU()
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The seed's forward pass, unchanged: sizes that are multiples of 4 round-trip."""
+        """The reference example's forward pass, layer for layer: sizes that are multiples of 4
+        round-trip (`forward` pads the others to one)."""
         y = self.relu(self.in1(self.conv1(x)))
         y = self.relu(self.in2(self.conv2(y)))
         y = self.relu(self.in3(self.conv3(y)))

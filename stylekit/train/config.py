@@ -53,13 +53,15 @@ class TrainConfig:
     style: str = field(
         default=DEFAULT_STYLE,
         metadata=flag(
-            "style image: local path or fsspec URL (s3://, gs://, az://, ...) (default: the bundled Starry Night)"
+            "style image: local path or fsspec URL (s3://, gs://, az://, ...)",
+            default_text="the bundled Starry Night",
         ),
     )
     data: str = field(
         default=DEFAULT_DATA,
         metadata=flag(
-            "training images: a folder or fsspec URL prefix (s3://, gs://, az://, ...), searched recursively for jpg/jpeg/png/webp (default: the bundled example photos)"
+            "training images: a folder or fsspec URL prefix (s3://, gs://, az://, ...), searched recursively for jpg/jpeg/png/webp",
+            default_text="the bundled example photos",
         ),
     )
     output: str = field(
@@ -70,12 +72,13 @@ class TrainConfig:
     )
     name: str = field(
         default="",
-        metadata=flag("run name (default: the style file's stem; for --task sr, sr_xF or sr_xF_pixel)"),
+        metadata=flag("run name", default_text="the style file's stem; for --task sr, sr_xF or sr_xF_pixel"),
     )
     epochs: int | None = field(
         default=None,
         metadata=flag(
-            "passes over the training data (default: 2, or as many as --max-steps needs when that is given)"
+            "passes over the training data",
+            default_text="2, or as many as --max-steps needs when that is given",
         ),
     )
     max_steps: int | None = field(
@@ -85,7 +88,7 @@ class TrainConfig:
     data_description: str = field(
         default="",
         metadata=flag(
-            "what the training data is, recorded in the model's metadata (default: the --data location)"
+            "what the training data is, recorded in the model's metadata", default_text="the --data location"
         ),
     )
     batch_size: int = field(default=4, metadata=flag("images per step per worker"))
@@ -99,23 +102,27 @@ class TrainConfig:
     content_weight: float | None = field(
         default=None,
         metadata=flag(
-            "weight of the relu2_2 feature loss (default: the loss network's: 1 for caffe, 1e5 for imagenet)"
+            "weight of the relu2_2 feature loss",
+            default_text="the loss network's: 1 for caffe, 1e5 for imagenet",
         ),
     )
     style_weight: float | None = field(
         default=None,
         metadata=flag(
-            "weight of the Gram-matrix style loss (default: the loss network's: 5 for caffe, 1e10 for imagenet)"
+            "weight of the Gram-matrix style loss",
+            default_text="the loss network's: 5 for caffe, 1e10 for imagenet",
         ),
     )
     tv_weight: float | None = field(
         default=None,
         metadata=flag(
-            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels (default: the loss network's: 0.4 for caffe, 10 for imagenet; both are Johnson's tv_strength 1e-6 at 256 px, batch 4; --task sr: the same with the feature loss, 0 with the pixel loss)"
+            "weight of the total-variation loss, a mean squared neighbour difference of 0-255 pixels",
+            default_text="the loss network's: 0.4 for caffe, 10 for imagenet, both Johnson's tv_strength 1e-6 at 256 px, batch 4; --task sr: the same with the feature loss, 0 with the pixel loss",
         ),
     )
     style_size: int | None = field(
-        default=None, metadata=flag("resize the style image so its longest side is this (default: as is)")
+        default=None,
+        metadata=flag("resize the style image so its longest side is this", default_text="as is"),
     )
     vgg_weights: str = field(
         default="caffe",
@@ -148,7 +155,8 @@ class TrainConfig:
     cpus_per_worker: float | None = field(
         default=None,
         metadata=flag(
-            "CPUs reserved per worker (default: 1 with GPUs; on CPU-only clusters, what leaves one CPU for data loading)"
+            "CPUs reserved per worker",
+            default_text="1 with GPUs; on CPU-only clusters, what leaves one CPU for data loading",
         ),
     )
     precision: str = field(

@@ -224,27 +224,32 @@ def describe_schedule(schedule: Sequence[dict[str, object]]) -> str:
 @dataclass(frozen=True)
 class Start:
     """Where a run of the shipped training started: a copy of the installed weights taken
-    when the run began (installs during the run do not move it), their schedule, and the
-    flags of its last segment."""
+    when the run began (installs during the run do not move it), their schedule, and for a
+    style that did not ship yet, the shipped style whose weights it started from."""
 
     weights: Path
     schedule: list[dict[str, object]]
+    origin: str | None = None
 
     @property
     def flags(self) -> list[str]:
+        """The training flags of the schedule's last segment (none recorded: empty)."""
         return list(self.schedule[-1].get("flags", [])) if self.schedule else []  # type: ignore[call-overload]
 
 
-def start_run(run: Path, installed: Path) -> Start:
-    """The run's start, taken from the installed model the first time (`run/start.safetensors`
-    and `run/start.json`), read back after."""
+def start_run(run: Path, installed: Path, new: bool = False) -> Start:
+    """The run's start, taken from `installed` the first time (`run/start.safetensors` and
+    `run/start.json`), read back after. `new`: the run trains a style that does not ship yet
+    from `installed`'s weights; its schedule starts empty."""
     weights, record = run / "start.safetensors", run / "start.json"
     if not record.is_file():
         run.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(installed, weights)
-        schedule = schedule_of(load_model(str(installed)).metadata)
-        record.write_text(json.dumps({"schedule": schedule}, indent=1) + "\n")
-    return Start(weights, json.loads(record.read_text())["schedule"])
+        schedule = [] if new else schedule_of(load_model(str(installed)).metadata)
+        origin = installed.stem if new else None
+        record.write_text(json.dumps({"schedule": schedule, "origin": origin}, indent=1) + "\n")
+    saved = json.loads(record.read_text())
+    return Start(weights, saved["schedule"], saved.get("origin"))
 
 
 def steps_done(run: Path) -> int:
