@@ -6,8 +6,8 @@ is submitted to) into OUTPUT/NAME; flags not listed here go to `jobs/train.py` a
 again. Finished models are copied into `stylekit/models/` under the style's name, float16, and
 `stylekit/models/index.json` is rewritten with their sha256.
 
-`--continue` resumes the shipped styles' training from the weights committed in stylekit/models/
-(the training that spans stints of work: stylekit/train/ship.py): rounds of `--round-steps` steps
+`--continue` resumes the shipped styles' training from the weights committed in the package (a
+training that spans many stints of work, carried by the committed weights): rounds of `--round-steps` steps
 per style, each round measured on held-out photos against the installed model and installed only
 when better; the model's metadata then holds its whole schedule and its figures. A style that
 is not installed yet starts from the installed starry_night and is first installed after

@@ -135,6 +135,15 @@ def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:
     assert row["step"] == 5 and row["installed"] is False and row["x_original"]["grain"] == pytest.approx(1.5)
 
 
+def test_a_new_style_starts_from_another_ones_weights_with_an_empty_schedule(tmp_path: Path) -> None:
+    origin = tmp_path / "starry_night.safetensors"
+    save_model(str(origin), TransformerNet(), {"steps": "1000", "image_size": "128"})
+    start = ship.start_run(tmp_path / "runs" / "udnie", origin, new=True)
+    assert start.schedule == [] and start.origin == "starry_night" and start.flags == []
+    assert start.weights.read_bytes() == origin.read_bytes()
+    assert ship.start_run(tmp_path / "runs" / "udnie", origin).origin == "starry_night"  # read back
+
+
 def fake_shared(root: Path) -> Path:
     """A stand-in for ../shared/data: a comparison photo, an "original" stylization of it, and
     two held-out photos, all tiny."""
