@@ -283,7 +283,9 @@ def main() -> int:
     p.add_argument("--codec-count", type=int, default=12)
     p.add_argument("--codec-size", default="1280x800")
     p.add_argument("--work", default=None)
-    p.add_argument("--codec-only", action="store_true", help="only the codec ceiling (benchmarks/gpu_run.py)")
+    p.add_argument(
+        "--codec-only", action="store_true", help="only the codec ceiling (tools/gpu_run/gpu_run.py)"
+    )
     p.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

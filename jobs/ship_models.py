@@ -74,7 +74,7 @@ def main() -> int:
             subprocess.run(cmd, check=True)
         if model.is_file():
             # Shipped as float16 (half the bytes; loaded as float32): the checkout must stay
-            # small enough to travel to a GPU machine (benchmarks/README.md).
+            # small enough to travel to a GPU machine (tools/gpu_run/README.md).
             loaded = load_model(str(model))
             meta = {**loaded.metadata, "stored_dtype": "float16"}
             # Paths on the training machine mean nothing to a user: name the bundled style.

@@ -47,7 +47,7 @@ def child_ray(args: argparse.Namespace) -> int:
     try:
         import ray
     except ImportError as e:
-        emit(kind="ray", step="import", status=f"unavailable: {e}; carry it with benchmarks/gpu_wheels.sh")
+        emit(kind="ray", step="import", status=f"unavailable: {e}; carry it with tools/gpu_run/gpu_wheels.sh")
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="gpu-run-ray-"))
     os.environ.setdefault("RAY_ADDRESS", "local")  # a Ray of our own, never someone's cluster
