@@ -163,7 +163,7 @@ def main() -> int:
         out_ref.mkdir()
         out_ort.mkdir()
         commands = {
-            "reference": [sys.executable, str(script), str(common.REPO / "benchmarks"), model_path, str(out_ref), *inputs],
+            "reference": [sys.executable, str(script), str(common.TESTS), model_path, str(out_ref), *inputs],
             "stylekit": [
                 sys.executable, "-m", "stylekit", "stylize", "--model", model_path, "--output", str(out_sk),
                 "--format", "jpg", "--quality", "75", *inputs,

@@ -8,11 +8,12 @@ built with autograd enabled), Gram / (c*h*w), MSE, Adam. Its style Grams are com
 the example does (it repeats the style image to the batch size and slices). And
 `calibrated_model`, the seeded stand-in for a trained model that tests and benchmarks share.
 
-It lives beside the benchmarks, not in the package: it is what stylekit is measured against,
-not part of it, and benchmarks run from a checkout on machines without stylekit's extras.
-Tests import it through tests/conftest.py, which puts benchmarks/ on sys.path. Needs only
-torch (and torchvision for `reference_vgg`); stylekit only where a function hands over to
-it. PSNR is the library's: `stylekit.infer.srmetrics.psnr`.
+It is a test oracle: the parity tests check stylekit against it, and the benchmarks measure
+stylekit against the same code (benchmarks/common.py puts tests/ on sys.path for it), so there
+is one copy and it does not move when stylekit changes. It is not in the package: it is what
+stylekit is checked against, not part of it. Needs only torch (and torchvision for
+`reference_vgg`); stylekit only where a function hands over to it. PSNR is the library's:
+`stylekit.infer.srmetrics.psnr`.
 """
 
 from __future__ import annotations
