@@ -53,7 +53,7 @@ def test_quick_part1(tmp_path: Path) -> None:
     assert "| feed-forward |" in text and "| Gatys 2 |" in text and "| Gatys 5 |" in text
     assert "starry_night.jpg" in text  # the fallback style
     assert "- overall (1 photo(s)): feed-forward total" in text
-    assert "Parity" not in text  # Part 2 only with --parity
+    assert "Parity" not in text  # parity is bench_parity.py's
     png = out / f"{photos[0].stem}.png"
     assert png.is_file()
     width, height = Image.open(png).size

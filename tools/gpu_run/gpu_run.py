@@ -10,7 +10,7 @@ so a run cut short keeps what it measured:
 
   tests  `pytest -m gpu`: every fast path against fp32 with its tolerance, on CUDA
   bench  the benchmarks' paste-ready tables at the targets' sizes (bench_train.py at 256 px,
-         batch 4-64; bench_stylize.py at 1080p and 4K; bench_bulk.py over ~1 MP JPEGs, nvJPEG
+         batch 4-64; bench_stylize.py at 1080p and 4K; bench_pipeline.py --ceiling over ~1 MP JPEGs, nvJPEG
          and Pillow), each item a process of its own, most valuable first, then a profile of
          where the GPU time goes (what bounds each figure), then extras while time remains
   train  the shipped styles at the paper's schedule (40,000 steps of batch 4 at 256 px) for
