@@ -11,23 +11,22 @@ ToTensor()*255, the seed network fp32 under no_grad, clamp, uint8, PIL JPEG save
 stylekit: `python -m stylekit stylize --model M --output OUT --format jpg --quality 75 IN...`
 (quality 75, so both pay for the same JPEG encoding). Both read the same reference-format .pth.
 onnxruntime: the same loop over the same weights exported to ONNX by `python -m stylekit export`
-(default CPU provider and threads; leave it out with --no-onnx). Rounds rotate the processes; wall time per process (median), CPU time (user + sys) of the
-children, and the PSNR of stylekit's decoded JPEGs against the reference's.
+(default CPU provider and threads; leave it out with --no-onnx). Rounds rotate the processes
+(benchmarks/harness.py times each): wall time per process (median), CPU time (user + sys) of
+the process and all it started, and the PSNR of each one's decoded JPEGs against the reference's.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import common
+import harness
 import numpy as np
 import torch
 from PIL import Image
@@ -99,28 +98,6 @@ MIX_SIZES = [
 ]  # fmt: skip
 
 
-def make_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[str]:
-    paths = []
-    for i, (width, height) in enumerate(sizes):
-        (pixels,) = common.photos(1, width, height, start=i)
-        path = folder / f"photo{i:03d}.jpg"
-        Image.fromarray(pixels).save(path, quality=92)
-        paths.append(str(path))
-    return paths
-
-
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, child CPU seconds) of one process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=common.REPO)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=8, help="photos in the folder")
@@ -138,9 +115,7 @@ def main() -> int:
         "--model", default=None, help="a reference .pth (default: calibrated random, saved as .pth)"
     )
     args = p.parse_args()
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    env = harness.job_env(**({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     sizes = MIX_SIZES if args.mix else [(args.width, args.height)] * args.count
     megapixels = sum(w * h for w, h in sizes) / 1e6
     what = (
@@ -151,8 +126,7 @@ def main() -> int:
     print(common.header(f"CPU, whole process: {what}", torch.device("cpu")))
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
         root = Path(tmp)
-        (root / "in").mkdir()
-        inputs = make_photos(root / "in", sizes)
+        inputs = [str(p) for p in harness.make_inputs(root / "in", sizes, quality=92)]
         model_path = args.model
         if not model_path:
             model_path = str(root / "model.pth")
@@ -163,7 +137,7 @@ def main() -> int:
         out_ref.mkdir()
         out_ort.mkdir()
         commands = {
-            "reference": [sys.executable, str(script), str(common.REPO / "benchmarks"), model_path, str(out_ref), *inputs],
+            "reference": [sys.executable, str(script), str(common.TESTS), model_path, str(out_ref), *inputs],
             "stylekit": [
                 sys.executable, "-m", "stylekit", "stylize", "--model", model_path, "--output", str(out_sk),
                 "--format", "jpg", "--quality", "75", *inputs,
@@ -186,9 +160,9 @@ def main() -> int:
         cpus: dict[str, list[float]] = {k: [] for k in commands}
         for r in range(args.repeat):
             for name in list(commands)[r % 2 :] + list(commands)[: r % 2]:
-                wall, cpu = run(commands[name], env)
-                walls[name].append(wall)
-                cpus[name].append(cpu)
+                timed = harness.run_process(commands[name], env=env)
+                walls[name].append(timed.wall)
+                cpus[name].append(timed.cpu)
         outs = {"stylekit": out_sk, "onnxruntime": out_ort}
         scores: dict[str, list[float]] = {name: [] for name in outs if name in commands}
         for path in inputs:

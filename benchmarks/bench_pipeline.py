@@ -1,28 +1,33 @@
-"""The bulk pipeline's own CPU cost per image, by stage, and the codecs' ceiling per CPU.
+"""What bounds the bulk job on a node: the pipeline's own CPU per image, by stage, the codecs'
+ceiling per CPU, and (--ceiling) the stages in one process without Ray.
 
     python benchmarks/bench_pipeline.py                       # 500 and 2000 tiny images
     python benchmarks/bench_pipeline.py --counts 1000 4000 --codec-count 20
+    python benchmarks/bench_pipeline.py --ceiling --count 2000 --codec nvjpeg   # a GPU node
 
 1. The pipeline's own cost: everything but decoding, the network and encoding, on tiny
    (--side px) JPEGs where it shows, with the network taken out: the stylizing stage returns
-   its input (`IdentityActor`, through the driver's `Probes`), so what the runs cost is the
-   pipeline and the codecs, not a network whose CPU time on tiny images swings by more than
-   the pipeline's whole cost from run to run (11 and 18 ms an image in two runs here).
-   - On Ray: two whole job processes (this script's `--child`, which calls `run_bulk` as
-     `jobs/stylize.py` does, on a fresh local Ray each) over N1 and N2 images; the CPU
-     seconds of every process of each run (driver, Ray's processes, the actor; polled from
-     /proc by an environment marker) give the marginal CPU per image, (CPU(N2) - CPU(N1)) /
-     (N2 - N1), which cancels the fixed cost (imports, Ray's start, the model). Less the
-     codecs (measured in this process on the same images), it is the pipeline's own: the
-     driver's part (its process's marginal CPU: manifest parts, progress, Ray Data's
-     executor), the actor's block runner, and Ray (raylet, GCS, object store, calls, key reads).
+   its input (harness.py's `identity` actor), so what the runs cost is the pipeline and the
+   codecs, not a network whose CPU time on tiny images swings by more than the pipeline's whole
+   cost from run to run (11 and 18 ms an image in two runs here).
+   - On Ray: two whole job processes (harness.py's job, `run_bulk` as jobs/stylize.py calls
+     it, on a fresh local Ray each) over N1 and N2 images; the CPU seconds of every process of
+     each run give the marginal CPU per image, (CPU(N2) - CPU(N1)) / (N2 - N1), which cancels
+     the fixed cost (imports, Ray's start, the model). Less the codecs (measured in this
+     process on the same images), it is the pipeline's own: the driver's part (its process's
+     marginal CPU: manifest parts, progress, Ray Data's executor), the actor's block runner,
+     and Ray (raylet, GCS, object store, calls, key reads).
    - --engine local (no Ray: what a small machine runs): the same blocks through the job's
      own block runner (`bulk/blocks.py`) in this process, read, decode, encode and write
      included, and the manifest rows; less the codecs, the pipeline's own.
    The network's own cost, measured apart in this process, is shown for scale.
-2. The codec ceiling: decode + encode CPU time per ~1 MP JPEG (--codec-size, quality 90 in,
-   95 out as the job writes), one thread; 1 / that is the images/s one CPU's codecs allow,
-   and the CPUs a node needs for the GPU target of 1,000 images/s.
+2. The codec ceiling (--codec-only: this alone): decode + encode CPU time per ~1 MP JPEG
+   (--codec-size, quality 90 in, 95 out as the job writes), one thread; 1 / that is the
+   images/s one CPU's codecs allow, and the CPUs a node needs for the GPU target of 1,000/s.
+3. --ceiling (no Ray, for a bare GPU machine): --count ~1 MP JPEGs through decode threads ->
+   `Stylizer.forward` -> encode threads, bounded queues between them, in one process: what the
+   stages can do on this node without Ray's scheduling, and how long the model waits.
+   `--codec nvjpeg` decodes and encodes on the GPU (torchvision.io, nvJPEG) instead of Pillow.
 """
 
 from __future__ import annotations
@@ -33,86 +38,39 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the actors run (bulk/s
 
 import argparse
 import io
-import json
+import queue
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import common
+import harness
+import numpy as np
+import torch
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_onenode import TreeCPU, make_tiny  # noqa: E402
 
 TARGET = 1000.0  # images/s a GPU node should reach (the issue's target)
 
 
-def identity_actor() -> type:
-    """`StylizeActor` whose network returns its input: the pipeline with the network taken out.
-    (Defined here, in the child's __main__, so Ray ships the class to the actor by value.)"""
-    from stylekit.bulk.stages import StylizeActor
-
-    class IdentityActor(StylizeActor):
-        def _stylize(self, pixels: list) -> list:  # type: ignore[override]
-            return list(pixels)
-
-    return IdentityActor
-
-
-def child(model: str, src: str, out: str) -> int:
-    """One job on Ray over SRC into OUT, as jobs/stylize.py runs it, the network taken out."""
-    from stylekit.bulk import driver
-    from stylekit.bulk.config import BulkConfig
-    from stylekit.logs import setup_logging
-    from stylekit.ray_env import shutdown_ray
-
-    setup_logging("WARNING")
-    config = BulkConfig(model=model, input=src, output=out, engine="ray")
-    summary = driver.run_bulk(config, driver.Probes(actor=identity_actor()))
-    shutdown_ray()
-    print(summary.to_json())
-    return 0
-
-
-def job_cpu(model: str, src: Path, out: Path) -> dict[str, float]:
-    """One whole job on Ray over `src`, the network taken out: CPU seconds of its process tree
-    and of the driver alone."""
-    import secrets
-
-    from bench_onenode import MARKER
-
-    shutil.rmtree(out, ignore_errors=True)
-    marker = secrets.token_hex(6)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_ADDRESS="local", PYTHONPATH=str(REPO), **{MARKER: marker})
-    cmd = [sys.executable, __file__, "--model", model, "--child", str(src), str(out)]
-    t0 = time.time()
-    with TreeCPU(marker) as cpu:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        stdout, err = proc.communicate()
-        wall = time.time() - t0
-        time.sleep(0.5)
-    if proc.returncode != 0:
-        raise SystemExit(f"the job failed:\n{err.decode()[-3000:]}")
-    ok = json.loads(stdout.decode().splitlines()[-1])["ok"]
-    return {"total": cpu.seconds, "driver": cpu.seen.get(str(proc.pid), 0.0), "wall": wall, "ok": ok}
+def job_cpu(model: str, files: list[Path], out: Path) -> harness.Timed:
+    """One whole job on Ray over `files` (a folder of their own), the network taken out."""
+    job = harness.job_command(files[0].parents[1], out, model, "ray", actor="identity")
+    timed = harness.run_process(job, outputs=out)
+    if timed.outputs != len(files):
+        raise SystemExit(f"the job over {len(files)} images wrote {timed.outputs}")
+    return timed
 
 
 def idle_ray_cpu(seconds: float = 20.0) -> float:
     """CPU seconds per second of a local Ray doing nothing (GCS, raylet, dashboard, workers
     kept warm): over a real night they add to every image at the rate the network allows."""
-    import secrets
-
-    from bench_onenode import MARKER
-
     marker = secrets.token_hex(6)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_ADDRESS="local", PYTHONPATH=str(REPO), **{MARKER: marker})
+    env = harness.job_env(**{harness.MARKER: marker})
     code = (
         "import time, ray; ray.init(include_dashboard=None, logging_level='ERROR'); "
         "time.sleep(10); print('up', flush=True); time.sleep(1e6)"
@@ -122,17 +80,17 @@ def idle_ray_cpu(seconds: float = 20.0) -> float:
     )
     assert proc.stdout is not None
     proc.stdout.readline()  # Ray has started and settled
-    with TreeCPU(marker) as before:
+    with harness.TreeCPU(marker) as before:
         time.sleep(0.5)
     t0 = time.time()
     time.sleep(seconds)
-    with TreeCPU(marker) as after:
+    with harness.TreeCPU(marker) as after:
         time.sleep(0.5)
     elapsed = time.time() - t0
     proc.terminate()
     proc.wait(30)
-    common = set(before.seen) & set(after.seen)
-    return sum(after.seen[p] - before.seen[p] for p in common) / elapsed
+    both = set(before.seen) & set(after.seen)
+    return sum(after.seen[p] - before.seen[p] for p in both) / elapsed
 
 
 def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[str, float]:
@@ -140,7 +98,6 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     `files` one after the other, the network included (for scale), then the same blocks
     through the block runner as --engine local runs them, the network taken out."""
     import pyarrow as pa
-    import torch
 
     from stylekit.bulk.blocks import BlockContext, BlockRunner
     from stylekit.bulk.config import BulkConfig
@@ -222,8 +179,6 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
 
 
 def codec_ceiling(count: int, width: int, height: int, quality: int) -> dict[str, float]:
-    import common
-
     from stylekit.files import images
 
     photos = common.photos(count, width, height)
@@ -244,34 +199,132 @@ def codec_ceiling(count: int, width: int, height: int, quality: int) -> dict[str
 
 def print_codec_ceiling(args: argparse.Namespace, pipeline: float | None) -> None:
     """The codec table: decode + encode CPU per JPEG, images/s per CPU, CPUs for the target."""
-    import common
-
     w, h = common.parse_sizes(args.codec_size)[0]
     codec = codec_ceiling(args.codec_count, w, h, 95)
     per = codec["decode"] + codec["encode"]
-    print(
-        common.table(
-            [
-                "JPEG",
-                "decode ms",
-                "encode ms (q95)",
-                "codec ms / image",
-                "images/s per CPU",
-                "CPUs for 1,000 images/s",
-            ],
-            [
-                [
-                    f"{w}x{h} ({codec['mp']:.2f} MP)",
-                    f"{1000 * codec['decode']:.1f}",
-                    f"{1000 * codec['encode']:.1f}",
-                    f"{1000 * per:.1f}",
-                    f"{1 / per:.1f}",
-                    f"{TARGET * per:.1f}"
-                    + ("" if pipeline is None else f" (+ {TARGET * pipeline:.1f} for the pipeline)"),
-                ]
-            ],
+    extra = "" if pipeline is None else f" (+ {TARGET * pipeline:.1f} for the pipeline)"
+    headers = [
+        "JPEG",
+        "decode ms",
+        "encode ms (q95)",
+        "codec ms / image",
+        "images/s per CPU",
+        "CPUs for 1,000 images/s",
+    ]
+    row = [f"{w}x{h} ({codec['mp']:.2f} MP)", f"{1000 * codec['decode']:.1f}", f"{1000 * codec['encode']:.1f}",
+           f"{1000 * per:.1f}", f"{1 / per:.1f}", f"{TARGET * per:.1f}{extra}"]  # fmt: skip
+    print(common.table(headers, [row]))
+
+
+_DONE = object()
+
+
+def ceiling(args: argparse.Namespace, model_path: str, files: list[Path], output: Path) -> list[object]:
+    """The stages in one process: decode threads -> Stylizer.forward -> encode threads, queues
+    of 4 batches between them. A table row: photos/s, and the share of the model stage's span
+    it spent waiting for input."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stylekit.files import images
+    from stylekit.infer.inference import InferenceOptions, Stylizer
+
+    device = common.pick_device(args.device)
+    model, _ = common.load_model(model_path)
+    stylizer = Stylizer(model, InferenceOptions(device=str(device), max_batch=args.batch_size))
+    nvjpeg = args.codec == "nvjpeg"
+    if nvjpeg and device.type != "cuda":
+        raise SystemExit("--codec nvjpeg needs a CUDA device")
+    if nvjpeg:
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+    decoded: queue.Queue = queue.Queue(maxsize=4)
+    stylized: queue.Queue = queue.Queue(maxsize=4)
+    output.mkdir(parents=True, exist_ok=True)
+    groups = [files[i : i + args.batch_size] for i in range(0, len(files), args.batch_size)]
+    clock = {"busy": 0.0, "first": 0.0, "last": 0.0}
+
+    def decoder() -> None:
+        with ThreadPoolExecutor(args.codec_threads) as pool:
+            for group in groups:
+                if nvjpeg:
+                    datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in group]
+                    pixels = [
+                        t.permute(1, 2, 0) for t in decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+                    ]
+                else:
+                    pixels = list(pool.map(lambda p: images.decode(p.read_bytes()), group))
+                decoded.put((group, pixels))
+        decoded.put(_DONE)
+
+    def stylize_stage() -> None:
+        clock["first"] = time.perf_counter()
+        while (item := decoded.get()) is not _DONE:
+            group, pixels = item
+            t0 = time.perf_counter()
+            if nvjpeg:  # pixels stay in GPU memory from decode to encode; same sizes batched
+                outs: list[object] = [None] * len(pixels)
+                by_size: dict[tuple[int, ...], list[int]] = {}
+                for i, px in enumerate(pixels):
+                    by_size.setdefault(tuple(px.shape), []).append(i)
+                for idx in by_size.values():
+                    result = stylizer.forward(torch.stack([pixels[i] for i in idx]), keep_on_device=True)
+                    for j, i in enumerate(idx):
+                        outs[i] = result[j]
+            else:
+                outs = stylizer.stylize(pixels)
+            clock["busy"] += time.perf_counter() - t0
+            stylized.put((group, outs))
+        clock["last"] = time.perf_counter()
+        stylized.put(_DONE)
+
+    def encoder() -> None:
+        def write(path: Path, pixels: object) -> None:
+            if nvjpeg:
+                data = encode_jpeg(pixels.permute(2, 0, 1).contiguous(), quality=95).cpu().numpy().tobytes()  # type: ignore[attr-defined]
+            else:
+                data = images.encode(np.asarray(pixels), "jpg", 95)
+            (output / path.name).write_bytes(data)
+
+        with ThreadPoolExecutor(args.codec_threads) as pool:
+            while (item := stylized.get()) is not _DONE:
+                list(pool.map(write, *item))
+
+    threads = [threading.Thread(target=f) for f in (decoder, stylize_stage, encoder)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    span = clock["last"] - clock["first"]
+    wait = 1 - clock["busy"] / span if span > 0 else 0.0
+    return [
+        f"in-process stages ({args.codec})",
+        len(files),
+        f"{wall:.1f}",
+        f"{len(files) / wall:.2f}",
+        f"{100 * wait:.1f}%",
+    ]
+
+
+def print_ceiling(args: argparse.Namespace) -> None:
+    device = common.pick_device(args.device)
+    count = args.count or (2000 if device.type == "cuda" else 16)
+    print(common.header(f"The stages in one process, no Ray: {count} ~1 MP JPEGs", device))
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        root = Path(tmp)
+        files = harness.make_inputs(
+            root / "in", [harness.ONE_MP[i % len(harness.ONE_MP)] for i in range(count)]
         )
-    )
+        model = args.model_file
+        if not model:
+            from safetensors.torch import save_file
+
+            model = str(root / "model.safetensors")
+            state = {k: v.contiguous() for k, v in common.calibrated_model(0).state_dict().items()}
+            save_file(state, model, metadata={"format": "stylekit"})
+        row = ceiling(args, model, files, root / "out")
+    print(common.table(["engine", "photos", "wall s", "photos/s end to end", "model stage waiting"], [row]))
+    print("\n(waiting: the share of the model stage's span, first batch to last, spent waiting for input)")
 
 
 def main() -> int:
@@ -283,31 +336,35 @@ def main() -> int:
     p.add_argument("--codec-count", type=int, default=12)
     p.add_argument("--codec-size", default="1280x800")
     p.add_argument("--work", default=None)
-    p.add_argument("--codec-only", action="store_true", help="only the codec ceiling (benchmarks/gpu_run.py)")
-    p.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--codec-only", action="store_true", help="only the codec ceiling")
+    p.add_argument("--ceiling", action="store_true", help="only the stages in one process, no Ray")
+    p.add_argument("--count", type=int, default=None, help="--ceiling: photos (GPU: 2000; CPU: 16)")
+    p.add_argument("--codec", choices=["pillow", "nvjpeg"], default="pillow", help="--ceiling: JPEG codec")
+    p.add_argument("--codec-threads", type=int, default=os.cpu_count() or 2, help="--ceiling: codec threads")
+    p.add_argument("--model-file", default=None,
+                   help="--ceiling: stylekit .safetensors / reference .pth (default: calibrated random)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="--ceiling: the model's device")
     args = p.parse_args()
-    if args.child:
-        return child(args.model, *args.child)
-    import common
-    import torch
-
-    from stylekit.nn import zoo
-
-    model = str(zoo.resolve(args.model)) if zoo.is_name(args.model) else args.model
+    if args.ceiling:
+        print_ceiling(args)
+        return 0
     if args.codec_only:
         print(common.header("The codec ceiling per CPU (Pillow)", torch.device("cpu")))
         print_codec_ceiling(args, None)
         return 0
+    from stylekit.nn import zoo
+
+    model = str(zoo.resolve(args.model)) if zoo.is_name(args.model) else args.model
     print(common.header("The bulk pipeline's own CPU per image, and the codec ceiling", torch.device("cpu")))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     n1, n2 = args.counts
-    sets = {n: make_tiny(work / f"tiny{n}", n, args.side) for n in (n1, n2)}
-    runs = {n: job_cpu(model, sets[n][0].parent, work / f"out{n}") for n in (n1, n2)}
-    for n, run in runs.items():
-        if run["ok"] != n:
-            raise SystemExit(f"the job over {n} images wrote {run['ok']}")
-    marginal = (runs[n2]["total"] - runs[n1]["total"]) / (n2 - n1)
-    driver = (runs[n2]["driver"] - runs[n1]["driver"]) / (n2 - n1)
+    sets = {
+        n: harness.make_inputs(work / f"tiny{n}-{args.side}", [(args.side, args.side)] * n, "noise")
+        for n in (n1, n2)
+    }
+    runs = {n: job_cpu(model, sets[n], work / f"out{n}") for n in (n1, n2)}
+    marginal = (runs[n2].cpu - runs[n1].cpu) / (n2 - n1)
+    driver = (runs[n2].driver - runs[n1].driver) / (n2 - n1)
     stages = stage_costs(model, sets[n1], work, args.batch_size)
     idle = idle_ray_cpu()
     # A real night on Ray runs at the network's pace: Ray's idle CPU adds per image at that rate.
@@ -341,7 +398,7 @@ def main() -> int:
     print(common.table(["stage", "CPU ms / image", "what"], rows))
     print(
         "\n(runs on Ray: "
-        + "; ".join(f"{n}: {r['total']:.1f} CPU s in {r['wall']:.1f} s" for n, r in runs.items())
+        + "; ".join(f"{n}: {r.cpu:.1f} CPU s in {r.wall:.1f} s" for n, r in runs.items())
         + ")"
     )
     print()

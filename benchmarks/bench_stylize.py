@@ -7,7 +7,7 @@ reference's.
 
 Both paths start from the same (B, H, W, 3) uint8 batch of real photos in host memory (pinned
 on a GPU) and end with uint8 pixels in host memory, so both pay the same transfers.
-Reference: the example's stylize() (benchmarks/common.py: reference_stylize): the seed network,
+Reference: the example's stylize() (tests/reference.py: reference_stylize): the seed network,
 fp32, eager, NCHW, under no_grad (TF32 convs, cuDNN's default, allowed for its timing; its PSNR
 target is computed with TF32 off). stylekit: `inference.Stylizer(...).forward`, in variants
   auto     InferenceOptions() as the CLI and the bulk job run it

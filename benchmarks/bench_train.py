@@ -4,7 +4,7 @@ and backward, Adam) at IMAGE_SIZE px, for each batch size, reference and styleki
     python benchmarks/bench_train.py                      # GPU: batch 4..64 at 256 px
     python benchmarks/bench_train.py --batch-sizes 4 --image-size 128 --repeat 3   # CPU
 
-Reference: the pytorch/examples step (benchmarks/common.py: ReferenceTrainer), fp32, eager,
+Reference: the pytorch/examples step (tests/reference.py: ReferenceTrainer), fp32, eager,
 NCHW. stylekit: `stylekit.train.step.train_step` (the step every training run takes) with
 `PerceptualLoss`, in the variants asked for:
   auto   what `jobs/train.py` runs: `--precision auto` (bf16 autocast on CUDA, fp32 on CPU)

@@ -1,8 +1,8 @@
 """Shared benchmark code: models to measure, timing, images and table printing.
 
 The reference path they are measured against (the seed's network and training step) and the
-calibrated stand-in model are in benchmarks/reference.py, shared with the tests; PSNR is
-`stylekit.infer.srmetrics.psnr`.
+calibrated stand-in model are the tests' oracle, tests/reference.py (imported from there, so
+there is one copy); PSNR is `stylekit.infer.srmetrics.psnr`.
 
 Needs only torch, torchvision, numpy, pillow and safetensors (no Ray, no pyarrow), so every
 benchmark but bench_bulk runs on a bare GPU machine: `python benchmarks/bench_X.py`.
@@ -29,6 +29,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+TESTS = REPO / "tests"  # the reference oracle, tests/reference.py
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
 
 import reference  # noqa: E402
 

@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 TRAIN_MINI = SHARED / "train-mini"
 PYTHON = sys.executable
-# benchmarks/reference.py (the seed's network, the calibrated model) is shared with the tests.
-sys.path.append(str(REPO / "benchmarks"))
 
 
 def free_port() -> int:

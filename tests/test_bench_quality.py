@@ -1,5 +1,6 @@
-"""benchmarks/bench_quality.py Part 1 (feed-forward vs Gatys) runs end to end in its quick
-mode and prints its table, summary and side-by-side image (Part 2 needs Ray: not run here)."""
+"""benchmarks/bench_quality.py (feed-forward vs Gatys) runs end to end in its quick mode and
+prints its table, summary and side-by-side image; benchmarks/bench_parity.py's in-process runs
+find stylekit's training step equal to the reference's (its Ray Train runs: not run here)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_quick_part1(tmp_path: Path) -> None:
     assert "| feed-forward |" in text and "| Gatys 2 |" in text and "| Gatys 5 |" in text
     assert "starry_night.jpg" in text  # the fallback style
     assert "- overall (1 photo(s)): feed-forward total" in text
-    assert "Parity" not in text  # Part 2 only with --parity
+    assert "Parity" not in text  # parity is bench_parity.py's
     png = out / f"{photos[0].stem}.png"
     assert png.is_file()
     width, height = Image.open(png).size
@@ -60,10 +61,10 @@ def test_quick_part1(tmp_path: Path) -> None:
 
 
 def test_stylekit_training_step_is_the_reference_step_bit_for_bit() -> None:
-    """benchmarks/bench_parity_order.py: same init, same batch, fp32: stylekit's train_step
-    and the reference loop's step give the same loss at every step, to the last bit."""
+    """benchmarks/bench_parity.py --no-ray: same init, same batches, fp32: stylekit's
+    train_step and the reference loop's step give the same loss at every step, to the last bit."""
     text = run_benchmark(
-        "bench_parity_order.py", "--steps", "3", "--image-size", "32", "--log-every", "3",
+        "bench_parity.py", "--no-ray", "--steps", "3", "--image-size", "32", "--log-every", "3",
         "--max-photos", "1", "--size", "48",
         # The bundled photos: the default training and held-out folders live in ../shared,
         # which a user's clone does not have.

@@ -43,7 +43,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "content"
 
 
 def cuda(test: Callable[..., None]) -> Callable[..., None]:
-    """A GPU test: `pytest -m gpu` selects it (benchmarks/gpu_run.py); skipped without CUDA."""
+    """A GPU test: `pytest -m gpu` selects it (tools/gpu_run/gpu_run.py); skipped without CUDA."""
     return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 

@@ -1,5 +1,5 @@
-"""benchmarks/gpu_run.py's dry run: every part of the GPU run walked at tiny sizes on the CPU, so
-the one prepared GPU command does not rot between the rare GPU leases (benchmarks/README.md)."""
+"""tools/gpu_run/gpu_run.py's dry run: every part of the GPU run walked at tiny sizes on the CPU, so
+the one prepared GPU command does not rot between the rare GPU leases (tools/gpu_run/README.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PYTHON, REPO
 
-GPU_RUN = REPO / "benchmarks" / "gpu_run.py"
+GPU_RUN = REPO / "tools" / "gpu_run" / "gpu_run.py"
 HAS_RAY = importlib.util.find_spec("ray") is not None
 
 

@@ -166,7 +166,7 @@ def test_load_crops_resizes_like_the_job_and_skips_unreadable_files(tmp_path: Pa
 
 
 def test_the_ray_free_training_modules_import_no_ray() -> None:
-    """The GPU run trains through them on a machine without Ray (benchmarks/gpu_run.py)."""
+    """The GPU run trains through them on a machine without Ray (tools/gpu_run/gpu_run.py)."""
     code = (
         "import sys\n"
         "class NoRay:\n"

@@ -1,5 +1,5 @@
 """Training photos held whole on the device, for a run on one machine without Ray (the GPU
-run's train part, benchmarks/gpu_run.py): a small set (train-mini: 148 photos) is decoded and
+run's train part, tools/gpu_run/gpu_run.py): a small set (train-mini: 148 photos) is decoded and
 cropped once, then every epoch is a fresh seeded shuffle of it. The job streams its photos
 with Ray Data instead (train/data.py), which never holds a corpus on one machine.
 """

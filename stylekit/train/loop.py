@@ -2,7 +2,7 @@
 the style weight's schedule, and where the checkpoints fall.
 
 Ray Train's workers (train/ray_job.py) run it over their shard of the streaming dataset; the GPU
-run (benchmarks/gpu_run.py) over photos held on the device (train/held.py), on a machine
+run (tools/gpu_run/gpu_run.py) over photos held on the device (train/held.py), on a machine
 without Ray. What a run does around its steps (progress lines, metrics, checkpoints, an early
 stop) is the caller's, through `LoopHooks`.
 """

@@ -101,7 +101,7 @@ def train_style(args: argparse.Namespace) -> int:
     def save(step: int, seconds: float, why: str) -> None:
         meta = model_metadata(config, step, loss_fn.vgg.source, hooks.recent.mean())
         meta.update({
-            "trained_with": "benchmarks/gpu_run.py (train part): stylekit.train.loop.train_loop without Ray, "
+            "trained_with": "tools/gpu_run/gpu_run.py (train part): stylekit.train.loop.train_loop without Ray, "
                             "the training crops held on the device (stylekit.train.held), shuffled each epoch",
             "device": gpu_name,
             "precision": "bf16 autocast" if dtype == torch.bfloat16 else "fp32",

@@ -47,7 +47,7 @@ def child_ray(args: argparse.Namespace) -> int:
     try:
         import ray
     except ImportError as e:
-        emit(kind="ray", step="import", status=f"unavailable: {e}; carry it with benchmarks/gpu_wheels.sh")
+        emit(kind="ray", step="import", status=f"unavailable: {e}; carry it with tools/gpu_run/gpu_wheels.sh")
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="gpu-run-ray-"))
     os.environ.setdefault("RAY_ADDRESS", "local")  # a Ray of our own, never someone's cluster
@@ -61,8 +61,6 @@ def child_ray(args: argparse.Namespace) -> int:
 
 
 def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
-    import argparse as ap
-
     import ray
     import torch
 
@@ -120,20 +118,18 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
     except Exception as e:
         emit(kind="ray", step="train", status=f"failed: {type(e).__name__}: {str(e).strip()[:300]}")
 
-    import bench_bulk
+    import harness
+
+    from stylekit.bulk.config import BulkConfig
+    from stylekit.cli import config_from_flags
 
     count, bs = (2, 2) if dry else (500, 16)
     t0 = time.time()
     try:
         if dry:  # two small photos: a CPU takes seconds per ~1 MP one
-            from PIL import Image
-
-            (tmp / "in").mkdir()
-            for i, name in enumerate(("chelsea", "coffee")):
-                img = Image.open(EXAMPLES / "content" / f"{name}.jpg").convert("RGB")
-                img.resize((64 + 16 * i, 48)).save(tmp / "in" / f"{name}.jpg", quality=90)
+            harness.make_inputs(tmp / "in", [(64, 48), (80, 48)])
         else:
-            bench_bulk.make_inputs(tmp / "in", count)
+            harness.make_inputs(tmp / "in", [harness.ONE_MP[i % len(harness.ONE_MP)] for i in range(count)])
         model = model_path or str(tmp / "calibrated.safetensors")
         if model_path is None:
             import common
@@ -142,13 +138,14 @@ def ray_steps(args: argparse.Namespace, tmp: Path) -> None:
             save_file({k: v.contiguous() for k, v in common.calibrated_model(0).state_dict().items()}, model,
                       metadata={"format": "stylekit"})  # fmt: skip
         made = time.time() - t0
-        r = bench_bulk.run_ray(
-            ap.Namespace(batch_size=bs, actors=None, format=None), model, tmp / "in", tmp / "out"
+        config = config_from_flags(
+            BulkConfig, model=model, input=str(tmp / "in"), output=str(tmp / "out"), batch_size=bs
         )
-        wait = r["wait"]
-        emit(kind="ray", step="bulk", status="ok" if r["ok"] == count else f"{r['failed']} failed", photos=count,
-             ok=r["ok"], failed=r["failed"], wall=round(r["wall"], 1), inputs_made_s=round(made, 1),
-             images_per_s=round(count / r["wall"], 1), job_images_per_s=r["job images/s"],
+        r = harness.run_job(config, actor="timed")  # the model stage's wait, from its actors' own clocks
+        wait, done = r["wait"], r["summary"]
+        emit(kind="ray", step="bulk", status="ok" if done["ok"] == count else f"{done['failed']} failed", photos=count,
+             ok=done["ok"], failed=done["failed"], wall=round(r["wall"], 1), inputs_made_s=round(made, 1),
+             images_per_s=round(count / r["wall"], 1), job_images_per_s=done["images_per_s"],
              wait=round(sum(wait) / len(wait), 4) if wait else None, actors=len(wait), batch_size=bs)  # fmt: skip
     except Exception as e:
         emit(kind="ray", step="bulk", status=f"failed: {type(e).__name__}: {str(e).strip()[:300]}")

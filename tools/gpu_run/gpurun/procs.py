@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpurun.setting import BENCH, REPO
+from gpurun.setting import REPO, TOOL
 
 PYTHON = sys.executable
-RUNNER = BENCH / "gpu_run.py"  # the parts' processes are this script with --child
+RUNNER = TOOL / "gpu_run.py"  # the parts' processes are this script with --child
 GRACE = 12  # from SIGINT at a deadline to SIGKILL
 RESULT = "@@result "
 

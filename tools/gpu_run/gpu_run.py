@@ -1,8 +1,8 @@
 """The GPU run: one command that spends a short GPU lease measuring, not debugging.
 
-    python3 benchmarks/gpu_run.py --out DIR                  # on a CUDA machine, 600 s in all
-    python3 benchmarks/gpu_run.py --out DIR --dry-run        # anywhere: tiny CPU sizes, every step
-    bash benchmarks/gpu_run.sh --out "$OUT"                  # the GPU machine: carried Ray first
+    python3 tools/gpu_run/gpu_run.py --out DIR                  # on a CUDA machine, 600 s in all
+    python3 tools/gpu_run/gpu_run.py --out DIR --dry-run        # anywhere: tiny CPU sizes, every step
+    bash tools/gpu_run/gpu_run.sh --out "$OUT"                  # the GPU machine: carried Ray first
 
 Four parts, in order of value, each in a process of its own with a time budget; each writes
 its output to DIR/<part>.log as it goes and is stopped at its budget (SIGINT, then SIGKILL),
@@ -10,7 +10,7 @@ so a run cut short keeps what it measured:
 
   tests  `pytest -m gpu`: every fast path against fp32 with its tolerance, on CUDA
   bench  the benchmarks' paste-ready tables at the targets' sizes (bench_train.py at 256 px,
-         batch 4-64; bench_stylize.py at 1080p and 4K; bench_bulk.py over ~1 MP JPEGs, nvJPEG
+         batch 4-64; bench_stylize.py at 1080p and 4K; bench_pipeline.py --ceiling over ~1 MP JPEGs, nvJPEG
          and Pillow), each item a process of its own, most valuable first, then a profile of
          where the GPU time goes (what bounds each figure), then extras while time remains
   train  the shipped styles at the paper's schedule (40,000 steps of batch 4 at 256 px) for
@@ -18,14 +18,14 @@ so a run cut short keeps what it measured:
          metadata saying how far they got, packed into DIR/models.tar
   ray    Ray itself on the GPU: the training job (`stylekit.train.ray_job.run_training`) for a few
          steps with its worker checking the NCCL process group, then the bulk job's GPU actors
-         over a small folder (needs Ray: benchmarks/gpu_wheels.sh carries it)
+         over a small folder (needs Ray: tools/gpu_run/gpu_wheels.sh carries it)
 
 DIR ends with summary.md (each target, measured value, met or missed by how much and what
 bounds it; then every table), the four logs and models.tar: at most 6 files, as the GPU
-machine returns 8. benchmarks/README.md ("The GPU run") says how to run and read it.
+machine returns 8. tools/gpu_run/README.md says how to run and read it.
 
 This file is the runner (the parts in order, each in its process, within its budget); each part
-is a module of benchmarks/gpurun/ (tests_part, bench_part with profile_part, train_part,
+is a module of tools/gpu_run/gpurun/ (tests_part, bench_part with profile_part, train_part,
 ray_part), as are the summary (summary.py) and what they share (procs.py, setting.py).
 """
 

@@ -8,11 +8,12 @@ built with autograd enabled), Gram / (c*h*w), MSE, Adam. Its style Grams are com
 the example does (it repeats the style image to the batch size and slices). And
 `calibrated_model`, the seeded stand-in for a trained model that tests and benchmarks share.
 
-It lives beside the benchmarks, not in the package: it is what stylekit is measured against,
-not part of it, and benchmarks run from a checkout on machines without stylekit's extras.
-Tests import it through tests/conftest.py, which puts benchmarks/ on sys.path. Needs only
-torch (and torchvision for `reference_vgg`); stylekit only where a function hands over to
-it. PSNR is the library's: `stylekit.infer.srmetrics.psnr`.
+It is a test oracle: the parity tests check stylekit against it, and the benchmarks measure
+stylekit against the same code (benchmarks/common.py puts tests/ on sys.path for it), so there
+is one copy and it does not move when stylekit changes. It is not in the package: it is what
+stylekit is checked against, not part of it. Needs only torch (and torchvision for
+`reference_vgg`); stylekit only where a function hands over to it. PSNR is the library's:
+`stylekit.infer.srmetrics.psnr`.
 """
 
 from __future__ import annotations
@@ -191,47 +192,63 @@ def gram_matrix(y: torch.Tensor) -> torch.Tensor:
 
 
 class ReferenceTrainer:
-    """One training step exactly as the example's train() loop body."""
+    """One training step exactly as the example's train() loop body, on a copy of `model`'s
+    weights in the seed's network. `normalize`: the example's ImageNet normalisation before its
+    torchvision VGG (False for a loss network that takes RGB 0-255 itself, stylekit's Caffe
+    VGG-16); `tv_weight`: the total-variation term stylekit adds to the loss (0, the example's
+    loss, leaves it out). The one reference step: the training benchmark times it, the parity
+    benchmark trains with it."""
 
     def __init__(
         self,
         model: TransformerNet,
-        vgg: RefVgg16,
+        vgg: nn.Module,
         style: torch.Tensor,
         batch_size: int,
         content_weight: float = 1e5,
         style_weight: float = 1e10,
         lr: float = 1e-3,
+        *,
+        tv_weight: float = 0.0,
+        normalize: bool = True,
     ):
+        if normalize and tv_weight:
+            raise ValueError("the TV term reads the raw output, which normalize_batch divides in place")
         device = style.device
         self.transformer = reference_net(model, device).train()
         self.optimizer = torch.optim.Adam(self.transformer.parameters(), lr)
         self.mse_loss = torch.nn.MSELoss()
         self.vgg = vgg
-        self.content_weight, self.style_weight = content_weight, style_weight
+        self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
+        self.normalize = normalize
         style = style.repeat(batch_size, 1, 1, 1)
-        features_style = vgg(normalize_batch(style.clone()))
+        features_style = vgg(normalize_batch(style.clone()) if normalize else style)
         self.gram_style = [gram_matrix(y).detach() for y in features_style]
 
-    def step(self, x: torch.Tensor) -> float:
-        """x: (B, 3, H, W) float in [0, 255] on the device (the example's ToTensor * 255)."""
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) float in [0, 255] on the device (the example's ToTensor * 255).
+        Returns the total loss as a tensor: reading it would synchronise."""
         n_batch = len(x)
         self.optimizer.zero_grad()
         y = self.transformer(x)
-        y = normalize_batch(y)
-        x = normalize_batch(x.clone())
+        if self.normalize:
+            y = normalize_batch(y)
+            x = normalize_batch(x.clone())
         features_y = self.vgg(y)
         features_x = self.vgg(x)
-        content_loss = self.content_weight * self.mse_loss(features_y.relu2_2, features_x.relu2_2)
+        content_loss = self.content_weight * self.mse_loss(features_y[1], features_x[1])  # relu2_2
         style_loss = 0.0
         for ft_y, gm_s in zip(features_y, self.gram_style, strict=True):
             gm_y = gram_matrix(ft_y)
             style_loss += self.mse_loss(gm_y, gm_s[:n_batch, :, :])
         style_loss *= self.style_weight
         total_loss = content_loss + style_loss
+        if self.tv_weight:  # y is the raw output here (normalize is off)
+            dy, dx = y[:, :, 1:, :] - y[:, :, :-1, :], y[:, :, :, 1:] - y[:, :, :, :-1]
+            total_loss = total_loss + self.tv_weight * (dy.pow(2).mean() + dx.pow(2).mean())
         total_loss.backward()
         self.optimizer.step()
-        return total_loss  # a tensor: reading it would synchronise
+        return total_loss
 
 
 # --- a stand-in for a trained model -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Where the GPU run is: this checkout, what benchmarks/gpu_wheels.sh carried, the device, and
+"""Where the GPU run is: this checkout, what tools/gpu_run/gpu_wheels.sh carried, the device, and
 the paper's training schedule the targets are measured at."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BENCH = REPO / "benchmarks"
+TOOL = Path(__file__).resolve().parents[1]  # tools/gpu_run
 PYTHON = sys.executable
 CARRY = Path(os.environ.get("STYLEKIT_CARRY", "/var/tmp/stylekit-carry")).absolute()  # gpu_wheels.sh install
 SHARED_TRAIN = REPO.parent / "shared" / "data" / "train-mini"
@@ -26,7 +27,7 @@ def carried_site() -> Path | None:
 
 
 def ray_importable() -> tuple[bool, str]:
-    """Whether Ray is there for the ray part (installed, or carried: benchmarks/gpu_wheels.sh),
+    """Whether Ray is there for the ray part (installed, or carried: tools/gpu_run/gpu_wheels.sh),
     by its metadata (importing it costs seconds; the part itself reports a failing import)."""
     import importlib.metadata as md
 
@@ -38,7 +39,10 @@ def ray_importable() -> tuple[bool, str]:
     ]
     if found:
         return True, f"Ray {found[0]} ({f'carried, {site}' if site else 'installed'})"
-    return False, "Ray not installed and not carried (benchmarks/gpu_wheels.sh): the ray part will be skipped"
+    return (
+        False,
+        "Ray not installed and not carried (tools/gpu_run/gpu_wheels.sh): the ray part will be skipped",
+    )
 
 
 def cuda_here() -> bool:

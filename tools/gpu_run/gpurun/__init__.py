@@ -1,2 +1,2 @@
-"""The GPU run's parts (benchmarks/gpu_run.py runs them): one module per part, the processes
+"""The GPU run's parts (tools/gpu_run/gpu_run.py runs them): one module per part, the processes
 and results they share (procs.py), where the run is (setting.py) and its summary (summary.py)."""

@@ -14,7 +14,8 @@ DRY_CAP = 150  # a dry-run benchmark item's cap: seconds idle, minutes on a load
 
 def bench_items(dry: bool, gpu: bool, out: str) -> list[tuple[str, str, list[str], float]]:
     """(name, kind, command, cap in seconds), most valuable first."""
-    t, s, b = "benchmarks/bench_train.py", "benchmarks/bench_stylize.py", "benchmarks/bench_bulk.py"
+    t, s = "benchmarks/bench_train.py", "benchmarks/bench_stylize.py"
+    b = ["benchmarks/bench_pipeline.py", "--ceiling"]  # the stages in one process, no Ray
     codec = ["benchmarks/bench_pipeline.py", "--codec-only"]  # decode + encode CPU per 1 MP JPEG
     me = [str(RUNNER), "--child", "profile", "--out", out]
     if dry:
@@ -23,10 +24,10 @@ def bench_items(dry: bool, gpu: bool, out: str) -> list[tuple[str, str, list[str
                                                "--warmup", "0", "--repeat", "1"], DRY_CAP),
             ("stylize 64x48", "stylize", [s, "--sizes", "64x48", "--batches", "1", "--variants", "auto",
                                           "--warmup", "1", "--repeat", "1"], DRY_CAP),
-            ("bulk, local, Pillow, 1 photo", "bulk", [b, "--engine", "local", "--count", "1", "--batch-size", "1",
-                                                      "--codec-threads", "2"], DRY_CAP),
-            *([("bulk, local, nvJPEG, 1 photo", "bulk", [b, "--engine", "local", "--codec", "nvjpeg", "--count", "1",
-                                                         "--batch-size", "1"], DRY_CAP)] if gpu else []),
+            ("bulk stages, Pillow, 1 photo", "bulk", [*b, "--count", "1", "--batch-size", "1", "--codec-threads", "2"],
+             DRY_CAP),
+            *([("bulk stages, nvJPEG, 1 photo", "bulk", [*b, "--codec", "nvjpeg", "--count", "1", "--batch-size", "1"],
+                DRY_CAP)] if gpu else []),
             ("codec ceiling, 64x48", "codec", [*codec, "--codec-count", "1", "--codec-size", "64x48"], DRY_CAP),
             ("profile", "profile", [*me, "--dry-run"], DRY_CAP),
         ]  # fmt: skip
@@ -63,19 +64,19 @@ def bench_items(dry: bool, gpu: bool, out: str) -> list[tuple[str, str, list[str
         ]
         return (f"stylize {size}, batches {batches}, {variants}", "stylize", cmd, cap)
 
-    bulk = [b, "--engine", "local", "--count", "2000", "--batch-size", "16"]
+    bulk = [*b, "--count", "2000", "--batch-size", "16"]
     return [
         train(64),
         train(4),
         stylize("1920x1080", "1,4,8,16", "auto,fp16", 70),
         stylize("3840x2160", "1,2,4,8", "auto,fp16", 80),
-        ("bulk, local, nvJPEG, 2000 photos", "bulk", [*bulk, "--codec", "nvjpeg"], 100),
+        ("bulk stages, nvJPEG, 2000 photos", "bulk", [*bulk, "--codec", "nvjpeg"], 100),
         ("codec ceiling per CPU, ~1 MP JPEGs (Pillow)", "codec", [*codec, "--codec-count", "24"], 40),
         ("profile", "profile", me, 60),
         train(16),
         train(32),
         train(8),
-        ("bulk, local, Pillow, 2000 photos", "bulk", bulk, 100),
+        ("bulk stages, Pillow, 2000 photos", "bulk", bulk, 100),
         train(64, "compile,cat", 180),
         stylize("1920x1080", "8,16", "compile,graphs,nofast", 180),
         stylize("3840x2160", "4,8", "compile", 150),

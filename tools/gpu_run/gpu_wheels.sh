@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Carries Ray (and the training photos) to the GPU machine for benchmarks/gpu_run.py; see
-# benchmarks/README.md, "The GPU run".
+# Carries Ray (and the training photos) to the GPU machine for tools/gpu_run/gpu_run.py; see
+# tools/gpu_run/README.md.
 #
 # The GPU machine has PyTorch, pyarrow, pandas, aiohttp, grpcio, ... but not Ray, cannot
 # download, and takes at most 64 MiB per call, of which this checkout already uses most. Ray's
@@ -12,21 +12,21 @@
 # the checkout; the training photos ride in the last. On the machine, every call's command
 # starts with `stash` (what it carried is kept outside the checkout, which a warm machine keeps
 # between calls), and the last runs `install` (join, check sha256, unpack into
-# $STYLEKIT_CARRY/site) before benchmarks/gpu_run.py, which puts that folder on PYTHONPATH.
+# $STYLEKIT_CARRY/site) before tools/gpu_run/gpu_run.py, which puts that folder on PYTHONPATH.
 #
-# Here:   bash benchmarks/gpu_wheels.sh prepare   # -> .whl/build/site.tar.xz
-#         bash benchmarks/gpu_wheels.sh data      # -> .whl/build/train-data (256 px crops, JPEG)
-#         bash benchmarks/gpu_wheels.sh parts     # -> .whl/call1 .. .whl/callN; prints the calls
-#         bash benchmarks/gpu_wheels.sh check     # the ray part of the dry run here, with a slim
+# Here:   bash tools/gpu_run/gpu_wheels.sh prepare   # -> .whl/build/site.tar.xz
+#         bash tools/gpu_run/gpu_wheels.sh data      # -> .whl/build/train-data (256 px crops, JPEG)
+#         bash tools/gpu_run/gpu_wheels.sh parts     # -> .whl/call1 .. .whl/callN; prints the calls
+#         bash tools/gpu_run/gpu_wheels.sh check     # the ray part of the dry run here, with a slim
 #                                                 #    Ray built the same way and only the GPU
 #                                                 #    image's packages (+ the carried) importable
-# There:  bash benchmarks/gpu_wheels.sh stash [install]
+# There:  bash tools/gpu_run/gpu_wheels.sh stash [install]
 #
 # Environment: STYLEKIT_CARRY (default /var/tmp/stylekit-carry), PYTHON (default: the
 # checkout's .venv/bin/python here, python3 there), TRAIN_MINI (photos for `data`, default
 # ../shared/data/train-mini), CALL_LIMIT_MIB (64), SLACK_MIB (1.5: room kept per call).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -40,7 +40,7 @@ WHL = REPO / ".whl"
 BUILD = WHL / "build"
 CARRY = Path(os.environ.get("STYLEKIT_CARRY", "/var/tmp/stylekit-carry"))
 MIB = 1 << 20
-# What Ray Train + Ray Data need beyond the GPU machine's image (benchmarks/README.md): found by
+# What Ray Train + Ray Data need beyond the GPU machine's image (tools/gpu_run/README.md): found by
 # `check`, which blocks every other package this checkout's .venv has and the image has not.
 CARRIED = ["ray", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "pydantic", "pydantic-core",
            "annotated-types", "typing-inspection", "typing-extensions", "attrs", "tensorboardX"]
@@ -176,7 +176,7 @@ def travelling_bytes():
 def parts():
     blob, photos = BUILD / "site.tar.xz", BUILD / "train-data"
     if not blob.is_file():
-        raise SystemExit(f"{blob} missing: run `bash benchmarks/gpu_wheels.sh prepare` first")
+        raise SystemExit(f"{blob} missing: run `bash tools/gpu_run/gpu_wheels.sh prepare` first")
     travel = travelling_bytes()
     room = int((float(os.environ.get("CALL_LIMIT_MIB", 64)) - float(os.environ.get("SLACK_MIB", 1.5))) * MIB) - travel
     extra = sum(p.stat().st_size for p in photos.rglob("*") if p.is_file()) if photos.is_dir() else 0
@@ -207,7 +207,7 @@ def parts():
     for i, n in enumerate(sizes):
         more = f" + train-data {extra / MIB:.1f} MiB" if extra and i == len(sizes) - 1 else ""
         last = i == len(sizes) - 1
-        cmd = "bash benchmarks/gpu_run.sh --out $OUT" if last else "bash benchmarks/gpu_wheels.sh stash && nvidia-smi -L"
+        cmd = "bash tools/gpu_run/gpu_run.sh --out $OUT" if last else "bash tools/gpu_run/gpu_wheels.sh stash && nvidia-smi -L"
         print(f"  call {i + 1}: carry [\".whl/call{i + 1}\"] ({n / MIB:.1f} MiB{more}); command: {cmd}")
     if len(sizes) > 1:
         print("  make each call right after the one before: a machine stays warm ~30 s, and a cold one forgets the parts")
@@ -295,7 +295,7 @@ def check():
                PYTHONPATH=os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]))
     print(f"check: blocking {len(blocked)} modules: {' '.join(sorted(blocked))}", flush=True)
     out = work / "out"
-    subprocess.run([sys.executable, "benchmarks/gpu_run.py", "--dry-run", "--parts", "ray", "--out", str(out)], env=env, check=True)
+    subprocess.run([sys.executable, "tools/gpu_run/gpu_run.py", "--dry-run", "--parts", "ray", "--out", str(out)], env=env, check=True)
     text = (out / "ray.log").read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("@@result")]
     print("\n".join(rows))

@@ -65,7 +65,7 @@ def child_train(args: argparse.Namespace) -> int:
 
 
 def child_train_style(args: argparse.Namespace) -> int:
-    """One style's process (benchmarks/gpurun/train_style.py: torch and stylekit load there)."""
+    """One style's process (tools/gpu_run/gpurun/train_style.py: torch and stylekit load there)."""
     from gpurun.train_style import train_style
 
     return train_style(args)
