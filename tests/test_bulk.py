@@ -30,10 +30,11 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.bulk.layout import CollisionGuard, RunLayout, output_key
 from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
+from stylekit.files.locations import relative_key as nested_prefix
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 

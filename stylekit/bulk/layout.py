@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stylekit.errors import ConfigError
-from stylekit.files import images, storage
+from stylekit.files import images, locations, storage
 from stylekit.video.media import is_video_key, video_output_key
 
 if TYPE_CHECKING:
@@ -25,22 +25,6 @@ MANIFEST_DIR = "_manifest"
 KEYS_DIR = "_keys"  # leading underscore: Parquet dataset readers of _manifest/ skip it
 SETTINGS_FILE = "_outputs.json"
 FORMATS = ("same", "png", "jpg", "webp")
-
-
-def root_of(location: str) -> str:
-    """A comparable form of a folder or URI: absolute real path, or URI without trailing '/'."""
-    if storage.is_uri(location) and not location.startswith("file://"):
-        return location.rstrip("/")
-    return os.path.realpath(location.removeprefix("file://"))
-
-
-def nested_prefix(inner: str, outer: str) -> str | None:
-    """`inner`'s key prefix (ending in '/') relative to `outer` when it lies below it."""
-    a, b = root_of(inner), root_of(outer)
-    sep = "/" if storage.is_uri(b) else os.sep
-    if not a.startswith(b.rstrip(sep) + sep):
-        return None
-    return a[len(b.rstrip(sep)) + 1 :].replace(os.sep, "/") + "/"
 
 
 # --- output keys ------------------------------------------------------------------------------
@@ -100,10 +84,7 @@ class RunLayout:
 
     @classmethod
     def for_config(cls, config: BulkConfig, run_id: str | None = None) -> RunLayout:
-        def norm(loc: str) -> str:
-            return loc.rstrip("/") if storage.is_uri(loc) else os.path.abspath(loc.removeprefix("file://"))
-
-        return cls(norm(config.input), norm(config.output), run_id or new_run_id())
+        return cls(locations.root(config.input), locations.root(config.output), run_id or new_run_id())
 
     @property
     def manifest_dir(self) -> str:

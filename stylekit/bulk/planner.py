@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.keylist import key_entries, unsafe_key
-from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.bulk.layout import CollisionGuard, RunLayout, output_key
 from stylekit.bulk.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
-from stylekit.files import images, storage
+from stylekit.files import images, locations, storage
 from stylekit.logs import Every
 from stylekit.video.media import is_video_key
 
@@ -67,7 +67,7 @@ class Plan:
 def image_entries(config: BulkConfig, layout: RunLayout) -> Iterator[storage.FileEntry]:
     """The inputs: image keys under IN (or, with --keys, in the key list: bulk/keylist.py),
     minus OUT's own keys when OUT lies inside IN."""
-    inside = nested_prefix(layout.output_root, layout.input_root)
+    inside = locations.relative_key(layout.output_root, layout.input_root)
     if config.keys:
         listed = key_entries(config.keys, layout.input_root, config.storage_options)
     else:
