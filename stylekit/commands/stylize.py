@@ -19,7 +19,7 @@ from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
-from stylekit.redact import shown
+from stylekit.redact import redact, shown
 
 log = logging.getLogger("stylekit.stylize")
 
@@ -137,8 +137,8 @@ def stylize_files(config: StylizeConfig) -> int:
 
 def _about(source: str, error: Exception) -> str:
     """`source: message`, once: storage errors already begin with the path."""
-    message = str(error)
-    return message if message.startswith(source) else f"{source}: {message}"
+    message, name = redact(str(error)), redact(source)
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
