@@ -175,6 +175,11 @@ def run_main(main: Callable[[], int | None], fast_exit: bool = False) -> None:
     except StylekitError as e:
         print(f"error: {shown(str(e))}", file=sys.stderr)
         code = e.exit_code
+        if e.ends_process:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(exitcodes.INTERRUPTED)

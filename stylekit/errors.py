@@ -9,6 +9,9 @@ class StylekitError(Exception):
     """A problem with the user's input or environment; printed as one line, never a traceback."""
 
     exit_code: int = exitcodes.USAGE
+    # The process ends right after the line (no interpreter teardown, no Ray shutdown that
+    # waits on a cluster that is gone).
+    ends_process: bool = False
 
 
 class RunFailed(StylekitError):

@@ -629,7 +629,9 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     shard.parent.mkdir()
     pq.write_table(
         pa.Table.from_pydict(
-            {"key": ["a.png"], "output_key": ["a.png"], "input_bytes": [1]}, schema=KEYS_SCHEMA
+            {"key": ["a.png"], "output_key": ["a.png"], "input_bytes": [1]}
+            | {name: [""] for name in KEYS_SCHEMA.names[3:]},
+            schema=KEYS_SCHEMA,
         ),
         shard,
     )

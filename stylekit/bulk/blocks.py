@@ -50,6 +50,7 @@ class BlockContext:
     quality: int
     digest: str
     batch_size: int
+    max_bytes: int = 256_000_000  # --max-bytes: an input read whole is at most this
 
     @classmethod
     def for_run(
@@ -64,6 +65,7 @@ class BlockContext:
             quality=config.encode_options.quality,
             digest=digest,
             batch_size=config.run_options.batch_size,
+            max_bytes=config.max_bytes,
         )
 
 
@@ -118,17 +120,19 @@ class BlockRunner:
         return self.context.batch_size + self.threads
 
     def __call__(self, keys: pa.Table) -> pa.Table:
-        """Every input of `keys` (key, output_key, input_bytes) read, stylized and written;
-        returns its manifest rows, in the block's order."""
+        """Every input of `keys` (a key shard's rows: planner.KEYS_SCHEMA) read, stylized and
+        written; returns its manifest rows, in the block's order."""
         ctx, clock = self.context, self.clock
         names, outs = keys.column("key").to_pylist(), keys.column("output_key").to_pylist()
         n = len(names)
         status, error = [FAILED] * n, [""] * n
         width, height, out_bytes, seconds = [0] * n, [0] * n, [0] * n, [0.0] * n
+        hashes = [""] * n  # of the bytes read: what an ok row's output is made from
 
         def read(i: int) -> np.ndarray:
             t0 = time.thread_time()
-            data = storage.read_bytes(ctx.layout.input_uri(names[i]), ctx.options)
+            data = storage.read_bytes(ctx.layout.input_uri(names[i]), ctx.options, limit=ctx.max_bytes)
+            hashes[i] = storage.content_hash(data)
             t1 = time.thread_time()
             pixels = images.decode(data, ctx.decode)
             clock.read += t1 - t0
@@ -207,6 +211,10 @@ class BlockRunner:
             "input_bytes": keys.column("input_bytes").to_pylist(),
             "output_bytes": out_bytes,
             "seconds": seconds,
+            "input_version": keys.column("input_version").to_pylist(),
+            "input_hash": hashes,
+            "record_version": keys.column("record_version").to_pylist(),
+            "record_hash": keys.column("record_hash").to_pylist(),
         }
         table = manifest_table(columns, ctx.layout, ctx.digest)
         clock.rows += time.thread_time() - c0

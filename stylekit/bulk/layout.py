@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stylekit.errors import ConfigError
 from stylekit.files import images, locations, storage
+from stylekit.redact import redact
 from stylekit.video.media import is_video_key, video_output_key
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def check_output_settings(
         if record:
             record_output_settings(config, layout, digest, options)
         return True
-    found = json.loads(storage.read_bytes(layout.settings_file, options))
+    found = _read_settings(layout, options)
     changes = settings_changes(found, wanted)
     if not changes or config.overwrite:
         return False
@@ -160,9 +161,23 @@ def check_output_settings(
     if found.get("style_scale", 1.0) == 1.0 and wanted["style_scale"] == "model":
         hint = " (or --style-scale 1 to keep the full-size strokes these were made with)"
     raise ConfigError(
-        f"{layout.output_root} holds results made differently ({changed}); rerun with --overwrite "
+        f"{redact(layout.output_root)} holds results made differently ({changed}); rerun with --overwrite "
         f"to restylize everything{hint}, or use another --output"
     )
+
+
+def _read_settings(layout: RunLayout, options: storage.StorageOptions) -> dict[str, Any]:
+    try:
+        found = json.loads(storage.read_bytes(layout.settings_file, options))
+    except (ValueError, UnicodeDecodeError):
+        found = None
+    if not isinstance(found, dict):
+        raise ConfigError(
+            f"{redact(layout.settings_file)} is damaged: it records the model and settings the "
+            "results in --output were made with. Restore it from a backup, or delete it if every "
+            "result there is of this model and these settings (a run then records them anew)"
+        )
+    return found
 
 
 def record_output_settings(
