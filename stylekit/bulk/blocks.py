@@ -222,6 +222,7 @@ class BlockRunner:
         return table
 
     def close(self) -> None:
-        """Let the threads go (a decode past its timeout lives on in its own daemon thread)."""
-        self.readers.shutdown()
-        self.writers.shutdown()
+        """Let the threads go, without waiting for a read or write still under way (a run that
+        ends early; a decode past its timeout lives on in its own daemon thread)."""
+        self.readers.shutdown(wait=False, cancel_futures=True)
+        self.writers.shutdown(wait=False, cancel_futures=True)

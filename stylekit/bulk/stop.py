@@ -6,9 +6,9 @@ watchdog (1) closes the manifest: its rows so far are written, and adding more r
 reason (the next run finds and records outputs written without a row); (2) raises the reason
 in the main thread (a signal only it handles), which unwinds as from any failure: the lease
 released if it is still this run's, one line printed, the reason's exit status; and (3) if
-the main thread has not left the run `GRACE` seconds later (stuck in a native call), releases
-the lease itself, prints the line unless the main thread has it, and ends the process with
-that status. Off the main thread (a library caller's own thread) only (1) happens.
+the main thread has not left the run `GRACE` seconds later (stuck in a native call, or in
+waiting for a read that hangs), releases the lease itself, prints the line and ends the
+process with that status. Off the main thread (a library caller's own thread) only (1) happens.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class RunStopper:
             with contextlib.suppress(Exception):
                 self.lease.release()
         with contextlib.suppress(Exception):
-            if not self.raised.is_set():
+            if not self.finished.is_set():  # the main thread has not printed it, and will not
                 sys.stderr.write(f"error: {shown(str(self.reason))}\n")
             sys.stderr.flush()
             sys.stdout.flush()
