@@ -27,10 +27,6 @@ from stylekit.errors import StylekitError, first_line
 
 MASK = "***"
 
-# Schemes whose authority never holds a port: any ':' there is a user:password.
-_PORTLESS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hf", "memory"}
-# Schemes whose authority may be container@account (adlfs).
-_CONTAINER_AT = {"az", "abfs", "abfss"}
 # A URL: scheme:// and the run of characters up to whitespace, a quote or an angle bracket.
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>[^\s'\"<>`]*)")
 # A bare endpoint user:password@host (no scheme): the user holds no '/', the password does
@@ -73,23 +69,21 @@ _known_lock = threading.Lock()
 
 def userinfo_end(scheme: str, rest: str) -> int:
     """Where the userinfo of a URL ends in `rest` (the text after `scheme://`): the index of
-    the '@' that closes it, or -1 when there is none. The authority ends at the first '/',
-    but a secret may hold '/', '@' and ':': a ':' before that '/' that is not a port, with an
-    '@' after it, means the password runs on to the token's last '@'."""
+    the '@' that closes it, or -1 when there is none. The authority ends at the first '/', but
+    a secret may hold '/', '@' and ':': once the authority starts as user:password (or a
+    host:port, which looks the same when the password starts with digits) and an '@' follows
+    the '/', the password runs on to the token's last '@' (a path's own '@' is then masked
+    too: masking too much, never too little)."""
     cut = len(rest)
     for stop in "/?#":
         at = rest.find(stop)
         if at != -1:
             cut = min(cut, at)
     authority = rest[:cut]
+    if ":" in authority.split("@", 1)[0] and "@" in rest[cut:]:
+        return rest.rfind("@")  # (a host:port with an '@' in its path is masked too)
     if "@" in authority:
-        if scheme.lower() in _CONTAINER_AT and ":" not in authority:
-            return -1  # abfs://container@account.dfs.core.windows.net: no credentials
         return authority.rfind("@")
-    if ":" in authority and "@" in rest[cut:]:
-        port = authority.rsplit(":", 1)[1]
-        if scheme.lower() in _PORTLESS or not port.isdigit():
-            return rest.rfind("@")
     return -1
 
 

@@ -348,7 +348,7 @@ def write_batch(
         "input_bytes": [int(b) for b in batch["input_bytes"]],
         "output_bytes": out_bytes,
         "seconds": seconds,
-        **{name: [str(v) for v in batch[name]] for name in RECORD_COLUMNS},
+        **{name: [str(v) for v in batch[name]] if name in batch else [""] * n for name in RECORD_COLUMNS},
     }
     return manifest_table(columns, layout, digest)
 

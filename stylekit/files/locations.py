@@ -54,7 +54,8 @@ def identity(location: str) -> Identity:
     scheme, _, rest = location.partition("://")
     scheme = scheme.lower()
     end = userinfo_end(scheme, rest)
-    rest = rest[end + 1 :] if end >= 0 else rest
+    if end >= 0 and ALIASES.get(scheme, scheme) != "az":  # az: container@account is no credential
+        rest = rest[end + 1 :]
     host, _, path = rest.partition("/")
     parts: list[str] = []
     for part in path.split("/"):
