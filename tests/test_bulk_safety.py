@@ -359,3 +359,16 @@ def test_what_a_night_prints_is_one_line_per_line(tmp_path: Path) -> None:
     log_line = re.compile(r"^\d\d:\d\d:\d\d [A-Z]+ stylekit[.\w]*: ")
     assert all(log_line.match(line) for line in run.stderr.strip().splitlines()), run.stderr
     assert "two\\nlines.png" in run.stderr
+
+
+def test_error_lines_name_their_cause_and_not_a_buffer(s3_server: str) -> None:
+    from stylekit.files import images
+
+    with pytest.raises(images.ImageError) as e:
+        images.decode(b"GIF87a this is no image")
+    assert "BytesIO" not in str(e.value) and "0x" not in str(e.value)
+    with pytest.raises(
+        StylekitError
+    ) as e:  # botocore: "Parameter validation failed:\nInvalid bucket name ..."
+        storage.read_bytes("s3://Not_A!Bucket/in/a.png")
+    assert "Parameter validation failed: Invalid bucket name" in str(e.value), str(e.value)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from PIL import Image
 
-from conftest import PYTHON, REPO, leaks, secrets_
+from conftest import PYTHON, REPO, free_port, leaks, secrets_
 
 JOB = str(REPO / "jobs" / "stylize.py")
 USER = "photographer"
@@ -133,6 +133,8 @@ def test_refusals_that_name_a_location_name_it_without_its_secret(served: _Serve
         _run(JOB, "--input", str(tmp_path), "--output", "s3://b/o", "--s3-endpoint", f"admin:{secret}@minio:9000"),
         _run("-m", "stylekit", "stylize", "--model", "starry_night", "--output", str(tmp_path / "x.png"),
              f"http://{USER}:{secret}@127.0.0.1:{served.port}/in/a.png"),  # unescaped: not a URL that works
+        _run("-m", "stylekit", "stylize", "--model", "starry_night", "--output", str(tmp_path / "y.png"),
+             f"ftp://{USER}:{quote(secret, safe='')}@127.0.0.1:{free_port()}/in/a.png"),  # nothing listens
     ]  # fmt: skip
     for text in printed:
         assert not text.startswith("status 0"), text

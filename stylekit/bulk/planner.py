@@ -192,10 +192,11 @@ class _Planner:
                 and entry.version
                 and stamp(entry) != record.version
                 and not entry.error
-                and (entry.size <= self.config.max_bytes or is_video_key(entry.key))
+                and entry.size <= self.config.max_bytes
             ):
                 try:  # only the version moved? (a touch, a copy of the same bytes)
-                    data = storage.read_bytes(self.layout.input_uri(entry.key), self.options)
+                    location = self.layout.input_uri(entry.key)
+                    data = storage.read_bytes(location, self.options, limit=self.config.max_bytes)
                     hashes[entry.key] = storage.content_hash(data)
                 except StylekitError:
                     pass  # unreadable now: stylized again, where its row says why it fails
