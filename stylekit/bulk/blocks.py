@@ -211,10 +211,8 @@ class BlockRunner:
             "input_bytes": keys.column("input_bytes").to_pylist(),
             "output_bytes": out_bytes,
             "seconds": seconds,
-            "input_version": keys.column("input_version").to_pylist(),
             "input_hash": hashes,
-            "record_version": keys.column("record_version").to_pylist(),
-            "record_hash": keys.column("record_hash").to_pylist(),
+            **{name: _strings(keys, name) for name in ("input_version", "record_version", "record_hash")},
         }
         table = manifest_table(columns, ctx.layout, ctx.digest)
         clock.rows += time.thread_time() - c0
@@ -226,3 +224,10 @@ class BlockRunner:
         ends early; a decode past its timeout lives on in its own daemon thread)."""
         self.readers.shutdown(wait=False, cancel_futures=True)
         self.writers.shutdown(wait=False, cancel_futures=True)
+
+
+def _strings(keys: pa.Table, name: str) -> list[str]:
+    """A key shard's string column ("" for each row of a table without it)."""
+    if name not in keys.column_names:
+        return [""] * keys.num_rows
+    return [v or "" for v in keys.column(name).to_pylist()]

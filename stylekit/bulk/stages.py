@@ -218,10 +218,11 @@ def decode_batch(
         "key": batch["key"],
         "output_key": batch["output_key"],
         "input_bytes": batch["input_bytes"],
-        "input_version": batch["input_version"],
         "input_hash": hashes,
-        "record_version": batch["record_version"],
-        "record_hash": batch["record_hash"],
+        **{
+            name: batch.get(name, np.full(n, "", dtype=object))
+            for name in ("input_version", "record_version", "record_hash")
+        },
         "status": status,
         "error": error,
         "width": np.array([w for _, w in sizes], dtype=np.int32),
