@@ -11,10 +11,13 @@ Parquet manifest under OUT/_manifest/run=<run-id>/; the last line printed is a J
 Runs on the Ray cluster it was submitted to (`ray job submit -- python jobs/stylize.py ...`),
 a `ray start` cluster on this machine, or, with neither, a local Ray it starts itself.
 
-Exit status: 0 finished (failed inputs are failed rows, still 0 unless --strict), 1 --strict
-and an input failed, 2 refused (bad flag or value, a setting the output refuses), 3 the run
-could not finish (a store or Ray failed), 4 stalled (--stall-timeout), 5 another run holds the
-output's lease past --lease-wait, 130 interrupted (SIGINT or SIGTERM).
+Exit status: 0 finished (failed inputs are failed rows, still 0
+unless --strict), 1 --strict and an input failed, 2 refused (bad flag or value, a setting the
+output refuses), 3 the run could not finish (a store or Ray failed), 4 stalled
+(--stall-timeout), 5 another run holds the output's lease past --lease-wait, 6 the Ray
+cluster's head stopped answering mid-run, 7 another run took the output's lease mid-run, 130
+interrupted (SIGINT or SIGTERM). No output is ever written over an input, and no line printed
+or stored shows a secret (docs/safety.md).
 """
 
 import argparse

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from stylekit import exitcodes
 from stylekit.errors import StylekitError
+from stylekit.redact import remember, shown
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse prints usage plus a message; we keep its message but make it one line."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {shown(message)} (see --help)\n")
 
 
 def run_main(main: Callable[[], int | None], fast_exit: bool = False) -> None:
@@ -174,12 +175,21 @@ def run_main(main: Callable[[], int | None], fast_exit: bool = False) -> None:
     unless it says otherwise: stylekit/exitcodes.py), and an interrupt into INTERRUPTED.
 
     `fast_exit`: end the process without the interpreter's teardown once `main` has returned
-    (see `exit_now`); for one-process commands, whose work is all done and flushed by then."""
+    (see `exit_now`); for one-process commands, whose work is all done and flushed by then.
+
+    The secrets of the command line (URL credentials, signed URLs) are known from the start,
+    so that no line of the run shows them in any spelling (stylekit/redact.py)."""
+    remember(sys.argv)
     try:
         code = main()
     except StylekitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {shown(str(e))}", file=sys.stderr)
         code = e.exit_code
+        if e.ends_process:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(exitcodes.INTERRUPTED)

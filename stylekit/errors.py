@@ -9,6 +9,9 @@ class StylekitError(Exception):
     """A problem with the user's input or environment; printed as one line, never a traceback."""
 
     exit_code: int = exitcodes.USAGE
+    # The process ends right after the line (no interpreter teardown, no Ray shutdown that
+    # waits on a cluster that is gone).
+    ends_process: bool = False
 
 
 class RunFailed(StylekitError):
@@ -23,11 +26,16 @@ class ConfigError(StylekitError, ValueError):
 
 
 def first_line(text: str, limit: int = 400) -> str:
-    """The first non-empty line of `text`, whole when it fits in `limit` characters, else cut
+    """The first non-empty line of `text` (with the next ones while a line ends in ':', which
+    introduces its cause), whole when it fits in `limit` characters, else cut
     after its last full sentence (or, lacking one, its last whole word) that fits, with "..."
     where the cut is, never mid-word."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     line = lines[0] if lines else ""
+    for more in lines[1:]:  # "Parameter validation failed:" and its cause on the next line
+        if not line.endswith(":"):
+            break
+        line = f"{line} {more}"
     if len(line) <= limit:
         return line
     head = line[:limit]

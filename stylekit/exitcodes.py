@@ -16,6 +16,12 @@ Each value means one thing, and the same thing for every job and command:
   long. As RUN_FAILED, a rerun does the rest; the line names the stage that stopped.
 - LEASE_HELD (5): another run holds the output's lease (bulk/lease.py) and did not let go
   within --lease-wait: nothing was written. Usually the previous night still running.
+- CLUSTER_LOST (6): the Ray cluster's head (and with it the cluster) stopped answering
+  mid-run: the run ended at once, its manifest written up to a few seconds before, its lease
+  released. A rerun once the cluster is back does the rest.
+- LEASE_LOST (7): another run took the output's lease mid-run (--take-lease, or this run's
+  renewals could not reach the store for a whole --lease-ttl): this run stopped writing at once.
+  Find out which run should own the output before rerunning.
 - INTERRUPTED (130, 128 + SIGINT): Ctrl-C, or SIGTERM (a pod deleted, a RayJob stopped);
   the lease is released and what settled is in the manifest.
 
@@ -30,6 +36,8 @@ USAGE = 2
 RUN_FAILED = 3
 STALLED = 4
 LEASE_HELD = 5
+CLUSTER_LOST = 6
+LEASE_LOST = 7
 INTERRUPTED = 130
 
 MEANINGS: dict[int, str] = {
@@ -39,5 +47,7 @@ MEANINGS: dict[int, str] = {
     RUN_FAILED: "could not finish: a store or Ray failed, or no node joined; rerun does the rest",
     STALLED: "the stall watchdog ended it (--stall-timeout); rerun does the rest",
     LEASE_HELD: "another run holds the output's lease past --lease-wait; nothing written",
+    CLUSTER_LOST: "the Ray cluster's head stopped answering mid-run; rerun does the rest",
+    LEASE_LOST: "another run took the output's lease mid-run; this run stopped writing",
     INTERRUPTED: "interrupted (SIGINT or SIGTERM); the lease released",
 }

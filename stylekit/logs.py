@@ -5,19 +5,60 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
+import threading
 import time
+import traceback
 from collections import deque
+from typing import Any
+
+from stylekit.redact import RedactingFormatter, redact
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DATEFMT = "%H:%M:%S"
 
 
 def setup_logging(level: str | int | None = None) -> None:
-    """Configure the root logger once; STYLEKIT_LOG_LEVEL overrides the default INFO."""
+    """Configure the root logger once; STYLEKIT_LOG_LEVEL overrides the default INFO. Every
+    line its handlers write, and every traceback Python prints, is redacted and every log
+    message one line (stylekit/redact.py)."""
     level = level or os.environ.get("STYLEKIT_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format=FORMAT, datefmt="%H:%M:%S")
+    logging.basicConfig(level=level, format=FORMAT, datefmt=DATEFMT)
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if formatter is None or (type(formatter) is logging.Formatter and formatter._fmt == FORMAT):
+            handler.setFormatter(RedactingFormatter(FORMAT, DATEFMT))
+    redact_tracebacks()
     # Third-party chatter that drowns our progress lines.
     for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "fsspec", "gcsfs", "adlfs", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def redact_tracebacks() -> None:
+    """Tracebacks Python prints itself (an uncaught error, in any thread, and the "Exception
+    ignored in" of a failed finaliser) go through the redaction too. Idempotent."""
+    if getattr(sys.excepthook, "stylekit_redacts", False):
+        return
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+        sys.stderr.write(redact(f"Exception in thread {name}:\n{text}"))
+
+    def unraisable_hook(u: Any) -> None:
+        text = "".join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback))
+        where = f"{u.err_msg or 'Exception ignored in'}: {u.object!r}"
+        sys.stderr.write(redact(f"{where}\n{text}"))
+
+    excepthook.stylekit_redacts = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook
 
 
 def format_duration(seconds: float) -> str:

@@ -8,6 +8,7 @@ import copy
 import logging
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import TypeVar
 import ray
 
 from stylekit import exitcodes
+from stylekit.errors import StylekitError
 from stylekit.logs import format_duration
 from stylekit.nodes import Node, NoNodeFits, describe_nodes, node_types_from_config, nodes_from_ray
 from stylekit.stderr_filter import drop_native_lines
@@ -223,6 +225,71 @@ def leave_quietly() -> None:
         import ray._private.auto_init_hook as hook
 
         hook.enable_auto_connect = False
+
+
+class ClusterLost(StylekitError):
+    """The Ray cluster's head stopped answering mid-run."""
+
+    exit_code = exitcodes.CLUSTER_LOST
+    ends_process = True  # a Ray shutdown would wait on the head that is gone
+
+
+# Ray's own driver gives up on a head that does not answer after this many seconds (its
+# gcs_rpc_server_reconnect_timeout_s) and ends the process with status 1 and no line of ours.
+RAY_RECONNECT_VAR = "RAY_gcs_rpc_server_reconnect_timeout_s"
+RAY_RECONNECT_DEFAULT = 60.0
+
+
+class ClusterWatch:
+    """Watches the Ray head this process joined (a TCP connection to its GCS every `poll`
+    seconds) while inside `with`; once none has been possible for `grace` seconds (default:
+    half the time Ray itself waits before ending the process, so a head that restarts within
+    it is waited for), calls `on_lost` with a ClusterLost."""
+
+    def __init__(self, on_lost: Callable[[ClusterLost], None], grace: float | None = None, poll: float = 1.0):
+        if grace is None:
+            try:
+                ray_wait = float(os.environ.get(RAY_RECONNECT_VAR, RAY_RECONNECT_DEFAULT))
+            except ValueError:
+                ray_wait = RAY_RECONNECT_DEFAULT
+            grace = max(2.0, ray_wait / 2)
+        self.on_lost, self.grace, self.poll = on_lost, grace, poll
+        self.address = ray.get_runtime_context().gcs_address
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stylekit-cluster-watch", daemon=True)
+
+    def __enter__(self) -> ClusterWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def answers(self) -> bool:
+        host, _, port = self.address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=min(2.0, self.grace)).close()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _watch(self) -> None:
+        since = None  # when the head last answered, once it stopped
+        while not self._stop.wait(self.poll):
+            if self.answers():
+                since = None
+                continue
+            since = since or time.monotonic() - self.poll
+            if time.monotonic() - since >= self.grace:
+                leave_quietly()
+                self.on_lost(
+                    ClusterLost(
+                        f"lost the Ray cluster: its head at {self.address} has not answered for "
+                        f"{self.grace:.0f} s; what settled is in the manifest, run the same "
+                        "command again once the cluster is back to do the rest"
+                    )
+                )
+                return
 
 
 def shutdown_ray() -> None:

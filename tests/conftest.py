@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import struct
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import strategies as st
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -372,3 +374,25 @@ RAY_ROUTINE = ("Found multiple active Ray instances", "Connecting to existing Ra
 def stylekit_lines(text: str) -> list[str]:
     """The lines of a job's output that are not Ray's routine notices."""
     return [line for line in text.splitlines() if line.strip() and not any(r in line for r in RAY_ROUTINE)]
+
+
+# Secrets as users have them: AWS keys hold '/' and '+', passwords '@', ':', '%' and more. Each
+# holds upper-case letters; the text around them is lower case, so a piece of a secret seen in
+# a line is a leak, not a coincidence.
+SECRET_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789/+=@:%!$*()~_-."
+secrets_ = st.text(SECRET_CHARS, min_size=8, max_size=40).filter(
+    lambda s: any(c.isupper() for c in s) and "***" not in s
+)
+
+
+def leaks(secret: str, text: str, shortest: int = 3) -> list[str]:
+    """The pieces of `secret` (split at its punctuation; those of `shortest` characters or more
+    with an upper-case letter) that `text` shows, percent-decoded or not, and the secret itself."""
+    from urllib.parse import unquote
+
+    texts = (text, unquote(text))  # a percent-encoded secret is as good as shown
+    pieces = re.split(r"[^A-Za-z0-9]+", secret)
+    found = [
+        p for p in pieces if len(p) >= shortest and any(c.isupper() for c in p) and any(p in t for t in texts)
+    ]
+    return found + ([secret] if any(secret in t for t in texts) else [])

@@ -30,10 +30,11 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.bulk.layout import CollisionGuard, RunLayout, output_key
 from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
+from stylekit.files.locations import relative_key as nested_prefix
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
@@ -628,7 +629,9 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     shard.parent.mkdir()
     pq.write_table(
         pa.Table.from_pydict(
-            {"key": ["a.png"], "output_key": ["a.png"], "input_bytes": [1]}, schema=KEYS_SCHEMA
+            {"key": ["a.png"], "output_key": ["a.png"], "input_bytes": [1]}
+            | {name: [""] for name in KEYS_SCHEMA.names[3:]},
+            schema=KEYS_SCHEMA,
         ),
         shard,
     )

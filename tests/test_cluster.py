@@ -203,6 +203,64 @@ def test_a_run_whose_nodes_are_all_gone_stalls_with_one_line_and_a_rerun_finishe
     assert stylekit_lines(rerun.stderr)  # (used by the log test below)
 
 
+def test_the_head_lost_mid_run_ends_the_job_with_one_line_and_the_next_run_records_what_it_wrote(
+    ray_cluster: Any, model_file: Path, tmp_path: Path
+) -> None:
+    """The head (GCS and all) killed mid-run: the job ends with one line and CLUSTER_LOST well
+    before Ray's own reconnect timeout would end it with status 1 and no line of ours; its
+    manifest holds the rows that reached the driver, its lease is released, and the next run
+    (without a cluster: --engine local) keeps every output written, recording those without a
+    row, and does only the rest."""
+    from stylekit.bulk.lease import LEASE_FILE
+
+    add_workers(ray_cluster, 1, cpus=2)
+    n = 240
+    inp, out = photos(tmp_path / "in", n, side=32), tmp_path / "out"
+    env = cluster_env(ray_cluster, RAY_gcs_rpc_server_reconnect_timeout_s="30")  # ours: 15 s
+    proc = subprocess.Popen(
+        bulk_args(model_file, inp, out, "--stall-timeout", "600"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: len(manifest_rows(out)) >= 10 and len(outputs(out)) >= 20, proc, 300, "the first rows"
+        )
+        ray_cluster.remove_node(ray_cluster.head_node, allow_graceful=False)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == exitcodes.CLUSTER_LOST, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "lost the Ray cluster" in errors[0], stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == errors[0] and "Traceback" not in stderr, stderr[-3000:]
+    assert '"ok":' not in stdout, "no summary: the run did not finish"
+    assert not (out / "_manifest" / LEASE_FILE).exists(), "the lease was not released"
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    recorded = {Path(r["input"]).name for r in manifest_rows(out) if r["status"] == "ok"}
+    assert len(recorded) >= 10 and recorded <= set(written)
+
+    local = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
+    rerun = subprocess.run(
+        bulk_args(model_file, inp, out, "--engine", "local"),
+        env=local,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout.splitlines()[-1])
+    assert (summary["ok"], summary["skipped"], summary["failed"]) == (n - len(written), len(written), 0)
+    assert all(out.joinpath(name).stat().st_mtime_ns == at for name, at in written.items()), (
+        "an output was rewritten"
+    )
+    if set(written) - recorded:
+        assert "recorded now" in rerun.stderr
+
+
 # --- training ------------------------------------------------------------------------------------
 
 TRAIN = str(REPO / "jobs" / "train.py")

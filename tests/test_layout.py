@@ -20,9 +20,9 @@ LAYOUT_PAGE = PACKAGE.parent / "docs" / "layout.md"
 # Lowest floor first. A part is a subpackage (`nn`) or a top-level module (`redact`).
 FLOORS: list[set[str]] = [
     {"exitcodes"},
-    {"__init__", "errors", "logs", "options_meta", "stderr_filter"},
+    {"__init__", "errors", "options_meta", "stderr_filter"},
     {"redact"},
-    {"nodes"},
+    {"logs", "nodes"},
     {"files"},
     {"nn"},
     {"infer"},

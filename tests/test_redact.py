@@ -3,6 +3,7 @@ the one helper every user-facing error path goes through)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -85,3 +86,80 @@ def test_training_failures_go_through_the_redacting_root_cause() -> None:
     from stylekit.train import ray_job
 
     assert ray_job.root_cause is root_cause  # `training failed: ...` masks credentials as bulk does
+
+
+# --- properties: no generated secret survives -------------------------------------------------
+
+from urllib.parse import quote  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from conftest import leaks, secrets_  # noqa: E402
+from stylekit.redact import one_line, remember, shown  # noqa: E402
+
+hosts = st.sampled_from(["bucket", "minio.local", "127.0.0.1:9000", "photos-bucket", "host"])
+paths = st.sampled_from(["in", "in/a.jpg", "nights/2026/p.png", "", "a@b/c.jpg"])
+
+
+@st.composite
+def lines_with_a_secret(draw: st.DrawFn) -> tuple[str, str]:
+    secret = draw(secrets_)
+    host, path = draw(hosts), draw(paths)
+    user = draw(st.sampled_from(["akiaexample", "bob", "admin", ""]))
+    scheme = draw(st.sampled_from(["s3", "gs", "az", "http", "https", "ftp", "sftp", "abfs", "webdav"]))
+    escaped = quote(secret, safe="")
+    credentials = f"{user}:{draw(st.sampled_from([secret, escaped]))}" if user else escaped
+    shapes = [
+        f"{scheme}://{credentials}@{host}/{path}",
+        f"{credentials}@{host}" if user else f"admin:{secret}@{host}",  # a bare endpoint
+        f"https://{host}/{path}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={escaped}&X-Amz-Signature={escaped}",
+        f"https://acct.blob.core.windows.net/c/{path}?sv=2024-11-04&se={escaped}&sp=r&sig={escaped}",
+        f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={escaped};EndpointSuffix=core.windows.net",
+        f"https://{host}/{path}?access_token={escaped}",
+    ]
+    shape = draw(st.sampled_from(shapes))
+    frame = draw(
+        st.sampled_from(
+            [
+                "{}",
+                "cannot read {}: 403 forbidden",
+                "error: '{}' not found",
+                'failed: {"input": "{}", "status": "failed"}',
+                "--s3-endpoint {} needs a scheme",
+                "(url={}, retrying)",
+            ]
+        )
+    )
+    return secret, frame.replace("{}", shape, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=lines_with_a_secret())
+def test_no_generated_secret_survives_redaction(case: tuple[str, str]) -> None:
+    secret, line = case
+    for out in (redact(line), shown(line), describe(OSError(line)), root_cause(RuntimeError(line))):
+        assert not leaks(secret, out), (line, out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(secret=secrets_, host=hosts)
+def test_a_secret_of_the_command_line_is_masked_in_any_spelling(secret: str, host: str) -> None:
+    remember(["jobs/stylize.py", "--input", f"s3://akiaexample:{secret}@{host}/in"])
+    for spelling in (secret, quote(secret, safe=""), json.dumps(secret)[1:-1]):
+        assert not leaks(secret, redact(f"the store said: bad password {spelling}!"))
+
+
+def test_one_line_escapes_what_would_split_a_line() -> None:
+    assert one_line("a\nb\rc\x1bd\te") == "a\\nb\\rc\\x1bd\te"
+    assert "\n" not in shown("cannot read /in/a\nb.jpg")
+
+
+def test_what_is_not_a_secret_stays() -> None:
+    for text in (
+        "s3://bucket/in/me@home.jpg",
+        "http://127.0.0.1:9000/bucket/b.jpg",
+        "error: 3 of 12 inputs failed (see above)",
+        "12:30:01 INFO stylekit.bulk.driver: stylized 10/12",
+    ):
+        assert redact(text) == text

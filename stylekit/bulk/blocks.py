@@ -50,6 +50,7 @@ class BlockContext:
     quality: int
     digest: str
     batch_size: int
+    max_bytes: int = 256_000_000  # --max-bytes: an input read whole is at most this
 
     @classmethod
     def for_run(
@@ -64,6 +65,7 @@ class BlockContext:
             quality=config.encode_options.quality,
             digest=digest,
             batch_size=config.run_options.batch_size,
+            max_bytes=config.max_bytes,
         )
 
 
@@ -118,17 +120,19 @@ class BlockRunner:
         return self.context.batch_size + self.threads
 
     def __call__(self, keys: pa.Table) -> pa.Table:
-        """Every input of `keys` (key, output_key, input_bytes) read, stylized and written;
-        returns its manifest rows, in the block's order."""
+        """Every input of `keys` (a key shard's rows: planner.KEYS_SCHEMA) read, stylized and
+        written; returns its manifest rows, in the block's order."""
         ctx, clock = self.context, self.clock
         names, outs = keys.column("key").to_pylist(), keys.column("output_key").to_pylist()
         n = len(names)
         status, error = [FAILED] * n, [""] * n
         width, height, out_bytes, seconds = [0] * n, [0] * n, [0] * n, [0.0] * n
+        hashes = [""] * n  # of the bytes read: what an ok row's output is made from
 
         def read(i: int) -> np.ndarray:
             t0 = time.thread_time()
-            data = storage.read_bytes(ctx.layout.input_uri(names[i]), ctx.options)
+            data = storage.read_bytes(ctx.layout.input_uri(names[i]), ctx.options, limit=ctx.max_bytes)
+            hashes[i] = storage.content_hash(data)
             t1 = time.thread_time()
             pixels = images.decode(data, ctx.decode)
             clock.read += t1 - t0
@@ -207,6 +211,8 @@ class BlockRunner:
             "input_bytes": keys.column("input_bytes").to_pylist(),
             "output_bytes": out_bytes,
             "seconds": seconds,
+            "input_hash": hashes,
+            **{name: _strings(keys, name) for name in ("input_version", "record_version", "record_hash")},
         }
         table = manifest_table(columns, ctx.layout, ctx.digest)
         clock.rows += time.thread_time() - c0
@@ -214,6 +220,14 @@ class BlockRunner:
         return table
 
     def close(self) -> None:
-        """Let the threads go (a decode past its timeout lives on in its own daemon thread)."""
-        self.readers.shutdown()
-        self.writers.shutdown()
+        """Let the threads go, without waiting for a read or write still under way (a run that
+        ends early; a decode past its timeout lives on in its own daemon thread)."""
+        self.readers.shutdown(wait=False, cancel_futures=True)
+        self.writers.shutdown(wait=False, cancel_futures=True)
+
+
+def _strings(keys: pa.Table, name: str) -> list[str]:
+    """A key shard's string column ("" for each row of a table without it)."""
+    if name not in keys.column_names:
+        return [""] * keys.num_rows
+    return [v or "" for v in keys.column(name).to_pylist()]

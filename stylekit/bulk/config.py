@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from stylekit.bulk.layout import FORMATS, root_of
+from stylekit.bulk.layout import FORMATS
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
+from stylekit.files.locations import Place, refuse_overlaps
 from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.options_meta import flag
@@ -61,6 +62,21 @@ class BulkConfig:
             "per line (keys relative to IN), or an S3 Inventory report's manifest.json (CSV or "
             "Parquet); a listed key missing from IN is a failed row",
             metavar="LOCATION",
+        ),
+    )
+    max_bytes: int = field(
+        default=256_000_000,
+        metadata=flag(
+            "bytes an input photo may have, checked against its listed size before it is read "
+            "(a larger one is a failed row; videos are streamed and not capped)",
+            metavar="BYTES",
+        ),
+    )
+    follow_links: bool = field(
+        default=False,
+        metadata=flag(
+            "follow symbolic links inside a local IN that point outside it (else each is a "
+            "failed row naming its target), and links to folders"
         ),
     )
     format: str = field(
@@ -213,8 +229,17 @@ class BulkConfig:
             raise ConfigError(f"--progress-every must be > 0 (got {self.progress_every})")
         if not 0 <= self.stabilize <= 1:
             raise ConfigError(f"--stabilize must be between 0 and 1 (got {self.stabilize})")
-        if root_of(self.input) == root_of(self.output):
-            raise ConfigError("--output must differ from --input (results would replace the photos)")
+        if self.max_bytes < 1:
+            raise ConfigError(f"--max-bytes must be >= 1 (got {self.max_bytes})")
+        # Before anything is read: no spelling of OUT may be, or hold, an input. OUT inside IN
+        # is fine: its keys are left out of IN's listing (bulk/planner.py).
+        reads = (
+            Place("--input", self.input, tree=True),
+            Place("--model", self.model),
+            Place("--then", self.then),
+            Place("--keys", self.keys),
+        )
+        refuse_overlaps(reads, [Place("--output", self.output, tree=True)], nested_ok=True)
         self.actor_range  # noqa: B018 (validates)
 
     @property

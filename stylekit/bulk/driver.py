@@ -30,9 +30,11 @@ from stylekit.bulk.local import LOCAL_MAX_CPUS, machine_cpus, stylize_here
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.metrics import RunMetrics
 from stylekit.bulk.planner import Plan, plan_inputs
+from stylekit.bulk.records import SUMMARY_FILE
 from stylekit.bulk.report.build import write_report_quietly
 from stylekit.bulk.sizing import plan_actors
 from stylekit.bulk.stages import StylizeActor, build_dataset
+from stylekit.bulk.stop import RunStopper
 from stylekit.bulk.video import build_video_dataset, consume_videos
 from stylekit.bulk.watch import start_clock, watched
 from stylekit.errors import ConfigError, RunFailed, StylekitError
@@ -40,7 +42,7 @@ from stylekit.files import storage
 from stylekit.logs import Progress, format_duration
 from stylekit.nn import zoo
 from stylekit.nn.sr import output_scale
-from stylekit.ray_env import cluster_to_join, init_ray, plan_on_nodes
+from stylekit.ray_env import ClusterWatch, cluster_to_join, init_ray, plan_on_nodes
 from stylekit.redact import redact, root_cause
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class Summary:
     output: str
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        return redact(json.dumps(asdict(self), ensure_ascii=False))
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,11 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         storage.require_shared(config.keys, "--keys")
     # Before any work; the probe goes where the manifest will, not among the outputs.
     storage.check_writable(storage.join(layout.output_root, MANIFEST_DIR), options, folder=True)
-    models = [storage.read_bytes(zoo.resolve(config.model), options)]  # unknown names: one line
-    if config.then:  # a two-model chain: the outputs depend on both models
-        models.append(storage.read_bytes(zoo.resolve(config.then), options))
+    sources = [config.model, config.then] if config.then else [config.model]  # --then: a chain
+    models = [storage.read_bytes(zoo.resolve(m), options) for m in sources]  # unknown names: one line
+    for source, data in zip(sources, models, strict=True):
+        if (shipped := zoo.shipped_name(source)) is not None:
+            zoo.verify(shipped, data)  # a damaged or replaced file: one line, as `stylize` says
     digests = [file_digest(m) for m in models]
     digest = digests[0] if len(digests) == 1 else hashlib.sha256("+".join(digests).encode()).hexdigest()[:16]
     log.info(
@@ -104,6 +108,8 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         redact(layout.input_root),
         redact(layout.output_root),
     )
+    # A lease lost to another run, or the Ray cluster gone, ends the run at once (bulk/stop.py).
+    stopper = RunStopper()
     # One run per output at a time (bulk/lease.py): waits for, or refuses, a run that holds it.
     lease = OutputLease(
         layout.output_root,
@@ -113,9 +119,11 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
         wait=config.lease_wait,
         take=config.take_lease,
         manifest_dir=MANIFEST_DIR,
+        on_lost=stopper.stop,
     )
-    with lease:
-        return _run_leased(config, probes, layout, options, models, digest, started)
+    stopper.lease = lease
+    with stopper, lease:
+        return _run_leased(config, probes, layout, options, models, digest, started, stopper)
 
 
 def _run_leased(
@@ -126,6 +134,7 @@ def _run_leased(
     models: list[bytes],
     digest: str,
     started: float,
+    stopper: RunStopper,
 ) -> Summary:
     """The run itself, while it holds the output's lease."""
     # The models are checked (torch imported, the networks built: seconds) in a helper thread,
@@ -136,6 +145,7 @@ def _run_leased(
         first_run = check_output_settings(config, layout, digest, options, record=False)
         run_metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
         with ManifestWriter(layout.manifest_dir, options, on_rows=run_metrics.rows) as manifest:
+            stopper.manifest = manifest
             plan = plan_inputs(config, layout, manifest, digest)
             log.info(
                 "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
@@ -157,7 +167,8 @@ def _run_leased(
             if first_run:
                 record_output_settings(config, layout, digest, options)
             if engine == "ray":
-                _stylize(config, layout, plan, digest, models, manifest, run_metrics, probes)
+                with ClusterWatch(stopper.stop):  # the head gone: one line, not Ray's exit 1
+                    _stylize(config, layout, plan, digest, models, manifest, run_metrics, probes)
             elif engine == "local":
                 progress = _Progress(plan.todo, config.progress_every)
 
@@ -172,8 +183,11 @@ def _run_leased(
     if config.overwrite:
         record_output_settings(config, layout, digest, options)
     # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
-    write_report_quietly(layout.output_root, layout.run_id, options)
-    return _summary(manifest, layout, digest, time.time() - started)
+    write_report_quietly(layout.output_root, layout.run_id, options, layout.input_root)
+    summary = _summary(manifest, layout, digest, time.time() - started)
+    # The run ended: its manifest lists every input (bulk/records.py reads no run before it).
+    storage.write_bytes(storage.join(layout.manifest_dir, SUMMARY_FILE), summary.to_json().encode(), options)
+    return summary
 
 
 def _engine(config: BulkConfig, plan: Plan, checked: Future[bool]) -> str:

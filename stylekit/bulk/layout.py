@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stylekit.errors import ConfigError
-from stylekit.files import images, storage
+from stylekit.files import images, locations, storage
+from stylekit.redact import redact
 from stylekit.video.media import is_video_key, video_output_key
 
 if TYPE_CHECKING:
@@ -25,22 +26,6 @@ MANIFEST_DIR = "_manifest"
 KEYS_DIR = "_keys"  # leading underscore: Parquet dataset readers of _manifest/ skip it
 SETTINGS_FILE = "_outputs.json"
 FORMATS = ("same", "png", "jpg", "webp")
-
-
-def root_of(location: str) -> str:
-    """A comparable form of a folder or URI: absolute real path, or URI without trailing '/'."""
-    if storage.is_uri(location) and not location.startswith("file://"):
-        return location.rstrip("/")
-    return os.path.realpath(location.removeprefix("file://"))
-
-
-def nested_prefix(inner: str, outer: str) -> str | None:
-    """`inner`'s key prefix (ending in '/') relative to `outer` when it lies below it."""
-    a, b = root_of(inner), root_of(outer)
-    sep = "/" if storage.is_uri(b) else os.sep
-    if not a.startswith(b.rstrip(sep) + sep):
-        return None
-    return a[len(b.rstrip(sep)) + 1 :].replace(os.sep, "/") + "/"
 
 
 # --- output keys ------------------------------------------------------------------------------
@@ -100,10 +85,7 @@ class RunLayout:
 
     @classmethod
     def for_config(cls, config: BulkConfig, run_id: str | None = None) -> RunLayout:
-        def norm(loc: str) -> str:
-            return loc.rstrip("/") if storage.is_uri(loc) else os.path.abspath(loc.removeprefix("file://"))
-
-        return cls(norm(config.input), norm(config.output), run_id or new_run_id())
+        return cls(locations.root(config.input), locations.root(config.output), run_id or new_run_id())
 
     @property
     def manifest_dir(self) -> str:
@@ -170,7 +152,7 @@ def check_output_settings(
         if record:
             record_output_settings(config, layout, digest, options)
         return True
-    found = json.loads(storage.read_bytes(layout.settings_file, options))
+    found = _read_settings(layout, options)
     changes = settings_changes(found, wanted)
     if not changes or config.overwrite:
         return False
@@ -179,9 +161,23 @@ def check_output_settings(
     if found.get("style_scale", 1.0) == 1.0 and wanted["style_scale"] == "model":
         hint = " (or --style-scale 1 to keep the full-size strokes these were made with)"
     raise ConfigError(
-        f"{layout.output_root} holds results made differently ({changed}); rerun with --overwrite "
+        f"{redact(layout.output_root)} holds results made differently ({changed}); rerun with --overwrite "
         f"to restylize everything{hint}, or use another --output"
     )
+
+
+def _read_settings(layout: RunLayout, options: storage.StorageOptions) -> dict[str, Any]:
+    try:
+        found = json.loads(storage.read_bytes(layout.settings_file, options))
+    except (ValueError, UnicodeDecodeError):
+        found = None
+    if not isinstance(found, dict):
+        raise ConfigError(
+            f"{redact(layout.settings_file)} is damaged: it records the model and settings the "
+            "results in --output were made with. Restore it from a backup, or delete it if every "
+            "result there is of this model and these settings (a run then records them anew)"
+        )
+    return found
 
 
 def record_output_settings(

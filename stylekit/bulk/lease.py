@@ -22,11 +22,11 @@ other's write, sees that and waits.
 
 The race window: a competitor whose read of the free lease comes before this run's write but
 whose own write lands more than the settle time after it (a PUT stalled in retries for
-seconds). Both then believe they hold it, until the earlier one's next renewal (within a
-third of the TTL) reads a record that is not its own: it logs one error saying which run took
-the lease and stops renewing (and never deletes the other's lease). The same happens to a
-holder whose renewals could not reach the store for a whole TTL, or whose lease an operator
-took over. Expiry compares the holder's clock with the reader's: clocks must agree to well
+seconds). Both then believe they hold it, until the earlier one's next check (every
+CHECK_EVERY seconds, at most a third of the TTL) reads a record that is not its own: it stops
+renewing (and never deletes the other's lease) and tells its run, which stops writing at once
+and ends with one line (exit status LEASE_LOST, bulk/stop.py). The same happens to a holder
+whose renewals could not reach the store for a whole TTL, or whose lease an operator took over. Expiry compares the holder's clock with the reader's: clocks must agree to well
 within the TTL (NTP does). Release deletes the lease only if it is still this run's; a
 release that fails leaves a lease that expires by itself.
 """
@@ -40,6 +40,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,12 +58,19 @@ DEFAULT_WAIT = 600.0
 SETTLE_LOCAL = 0.5
 SETTLE_REMOTE = 2.0
 WAIT_LINE_EVERY = 30.0
+CHECK_EVERY = 5.0  # seconds between reads of the lease while held: a lost lease is seen soon
 
 
 class LeaseHeld(StylekitError):
     """Another run holds the output's lease past --lease-wait."""
 
     exit_code = exitcodes.LEASE_HELD
+
+
+class LeaseLost(StylekitError):
+    """Another run took the output's lease while this run held it."""
+
+    exit_code = exitcodes.LEASE_LOST
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class OutputLease:
         poll: float = 2.0,
         wait_line_every: float = WAIT_LINE_EVERY,
         manifest_dir: str = "_manifest",
+        on_lost: Callable[[LeaseLost], None] | None = None,
     ):
         self.location = storage.join(output_root, manifest_dir, LEASE_FILE)
         self.output_root, self.run_id, self.options = output_root, run_id, options
@@ -140,6 +149,7 @@ class OutputLease:
         self.token = uuid.uuid4().hex
         self.record: LeaseRecord | None = None
         self.lost_to: str | None = None  # who took the lease from this run, once one did
+        self.on_lost = on_lost  # told once the lease is lost (else an error line is logged)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -249,9 +259,15 @@ class OutputLease:
         self._thread.start()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        every = self.ttl / 3
+        renewed = time.monotonic()
+        while not self._stop.wait(min(CHECK_EVERY, every)):
             try:
-                if not self.renew():
+                if time.monotonic() - renewed >= every:
+                    if not self.renew():
+                        return
+                    renewed = time.monotonic()
+                elif not self.still_ours():
                     return
             except StylekitError as e:  # a store that does not answer: try again next time
                 log.warning(
@@ -261,18 +277,27 @@ class OutputLease:
                     e,
                 )
 
-    def renew(self) -> bool:
-        """Push the expiry out by a TTL; False (and one error line) if another run took it."""
-        assert self.record is not None
+    def still_ours(self) -> bool:
+        """Whether the lease still holds this run's record; if not, the loss is told (once)."""
         back = LeaseRecord.parse(self._read())
-        if back is None or back.token != self.token:
-            self.lost_to = back.describe(time.time()) if back else "a run that removed it"
-            log.error(
-                "the lease on %s was taken by %s: another run writes this output now; this run "
-                "goes on but no longer holds it",
-                redact(self.output_root),
-                self.lost_to,
-            )
+        if back is not None and back.token == self.token:
+            return True
+        self.lost_to = back.describe(time.time()) if back else "a run that removed it"
+        lost = LeaseLost(
+            f"the lease on {redact(self.output_root)} was taken by {self.lost_to}: another run "
+            "writes this output now, so this run stopped writing; find out which run should own "
+            "it before running again"
+        )
+        if self.on_lost is not None:
+            self.on_lost(lost)
+        else:
+            log.error("%s", lost)
+        return False
+
+    def renew(self) -> bool:
+        """Push the expiry out by a TTL; False (the loss told) if another run took it."""
+        assert self.record is not None
+        if not self.still_ours():
             return False
         now = time.time()
         self.record = LeaseRecord(**{**asdict(self.record), "renewed": now, "expires": now + self.ttl})

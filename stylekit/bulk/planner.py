@@ -10,10 +10,18 @@ manifest, so they never cost a Ray task.
 The skip check is a merge of each page against the output listing: one range listing of OUT
 covering the page's output keys (see `storage.stat_keys`), run in a few threads while the
 listing of IN goes on, so it adds about one request per 1000 inputs and no wall time. An input
-counts as done when its output exists and is not older than the input; outputs are written
-atomically, so an existing output is a complete one, and a rerun after an interruption finishes
-exactly what is missing. OUT/_manifest/_outputs.json records the model digest and the settings
-that change pixels; a rerun with other ones refuses to mix styles unless --overwrite.
+counts as done when its output exists and was made from the input as it is now: the same size
+and store version (S3 ETag, GCS generation, Azure etag; locally mtime, ctime and inode) as an
+earlier run recorded (bulk/records.py), or, where only the version moved (a `touch`, a copy of
+the same bytes), the same content hash. An output no run recorded (its run ended before its
+row was written, or an older stylekit wrote it) counts as done when it is not older than its
+input, and is recorded now; so does every output of a key list without versions. Outputs are
+written atomically, so an existing output is a complete one, and a rerun after an interruption
+finishes exactly what is missing. OUT/_manifest/_outputs.json records the model digest and the
+settings that change pixels; a rerun with other ones refuses to mix styles unless --overwrite.
+
+Names that cannot be inputs become failed rows, never gaps: dangling links, folders that
+cannot be listed, links out of a local IN (unless --follow-links), photos over --max-bytes.
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ import pyarrow.parquet as pq
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.keylist import key_entries, unsafe_key
-from stylekit.bulk.layout import CollisionGuard, RunLayout, nested_prefix, output_key
+from stylekit.bulk.layout import CollisionGuard, RunLayout, output_key
 from stylekit.bulk.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
-from stylekit.files import images, storage
+from stylekit.bulk.records import Record, Records
+from stylekit.errors import StylekitError
+from stylekit.files import images, locations, storage
 from stylekit.logs import Every
 from stylekit.video.media import is_video_key
 
@@ -48,7 +58,18 @@ SHARD_KEYS = 20_000  # keys per Parquet shard Ray reads (about 1 MB)
 FIRST_SHARD_KEYS = 256
 CHECK_THREADS = 4
 
-KEYS_SCHEMA = pa.schema([("key", pa.string()), ("output_key", pa.string()), ("input_bytes", pa.int64())])
+# A key shard's rows: the input, its output key and listed size, the input's "<size> <version>"
+# as listed (the ok row's record) and the record of the output already there (a failed row's).
+KEYS_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("output_key", pa.string()),
+        ("input_bytes", pa.int64()),
+        ("input_version", pa.string()),
+        ("record_version", pa.string()),
+        ("record_hash", pa.string()),
+    ]
+)
 
 
 @dataclass
@@ -62,22 +83,37 @@ class Plan:
     videos: int = 0  # of which videos
     skipped: int = 0
     failed: int = 0
+    adopted: int = 0  # outputs found that no run had recorded (counted among skipped)
 
 
 def image_entries(config: BulkConfig, layout: RunLayout) -> Iterator[storage.FileEntry]:
     """The inputs: image keys under IN (or, with --keys, in the key list: bulk/keylist.py),
-    minus OUT's own keys when OUT lies inside IN."""
-    inside = nested_prefix(layout.output_root, layout.input_root)
+    minus OUT's own keys when OUT lies inside IN, and names that cannot be read (a folder that
+    cannot be listed, a dangling link to an image name: entries with an error)."""
+    inside = locations.relative_key(layout.output_root, layout.input_root)
     if config.keys:
         listed = key_entries(config.keys, layout.input_root, config.storage_options)
     else:
-        listed = storage.list_entries(layout.input_root, config.storage_options)
-    entries = (
-        e
-        for e in listed
-        if (images.is_image_key(e.key) or is_video_key(e.key)) and not (inside and e.key.startswith(inside))
-    )
-    return itertools.islice(entries, config.limit)
+        listed = storage.list_entries(
+            layout.input_root, config.storage_options, follow_links=config.follow_links
+        )
+
+    # Followed links may lead into OUT by another path: its files are outputs, never inputs.
+    out_real = locations.identity(layout.output_root).path if config.follow_links else None
+
+    def wanted(e: storage.FileEntry) -> bool:
+        if inside and e.key.startswith(inside):
+            return False
+        if out_real and locations.below(layout.input_uri(e.key), out_real) is not None:
+            return False
+        return images.is_image_key(e.key) or is_video_key(e.key) or bool(e.error and e.key.endswith("/"))
+
+    return itertools.islice(filter(wanted, listed), config.limit)
+
+
+def stamp(entry: storage.FileEntry) -> str:
+    """An input's "<size> <version>" as a record holds it ("" when its store gives no version)."""
+    return f"{entry.size} {entry.version}" if entry.version else ""
 
 
 def _pages(entries: Iterable[storage.FileEntry], size: int) -> Iterator[list[storage.FileEntry]]:
@@ -96,8 +132,9 @@ class _ShardWriter:
         self.shards, self.prefix = (plan.video_shards, "videos") if videos else (plan.shards, "keys")
         self.rows: dict[str, list[Any]] = {name: [] for name in KEYS_SCHEMA.names}
 
-    def add(self, key: str, out: str, size: int) -> None:
-        for name, value in zip(KEYS_SCHEMA.names, (key, out, size), strict=True):
+    def add(self, entry: storage.FileEntry, out: str, record: Record | None) -> None:
+        values = (entry.key, out, entry.size, stamp(entry), *(_record_values(record)))
+        for name, value in zip(KEYS_SCHEMA.names, values, strict=True):
             self.rows[name].append(value)
         if len(self.rows["key"]) >= min(SHARD_KEYS, FIRST_SHARD_KEYS << min(len(self.shards), 10)):
             self.flush()
@@ -119,6 +156,16 @@ def plan_inputs(config: BulkConfig, layout: RunLayout, manifest: ManifestWriter,
     return _Planner(config, layout, manifest, digest).run()
 
 
+@dataclass
+class _Checked:
+    """What the check of one page found: the outputs there, the records of its inputs, and
+    the content hash of each input whose version moved since its output was made."""
+
+    outputs: dict[str, storage.FileEntry]
+    records: dict[str, Record]
+    hashes: dict[str, str]
+
+
 class _Planner:
     def __init__(self, config: BulkConfig, layout: RunLayout, manifest: ManifestWriter, digest: str):
         self.config, self.layout, self.manifest, self.digest = config, layout, manifest, digest
@@ -127,16 +174,41 @@ class _Planner:
         self.shards = _ShardWriter(layout, self.options, self.plan)
         self.video_shards = _ShardWriter(layout, self.options, self.plan, videos=True)
         self.guard = CollisionGuard()
+        self.records = Records.load(layout, self.options)
+
+    def check(self, page: list[storage.FileEntry], outs: list[str]) -> _Checked:
+        """In a helper thread: the page's outputs, records and (where needed) content hashes."""
+        existing = (
+            {} if self.config.overwrite else storage.stat_keys(self.layout.output_root, outs, self.options)
+        )
+        records = {e.key: r for e in page if (r := self.records.get(e.key)) is not None}
+        hashes = {}
+        for entry, out in zip(page, outs, strict=True):
+            record = records.get(entry.key)
+            if (
+                out in existing
+                and record is not None
+                and record.hash
+                and entry.version
+                and stamp(entry) != record.version
+                and not entry.error
+                and entry.size <= self.config.max_bytes
+            ):
+                try:  # only the version moved? (a touch, a copy of the same bytes)
+                    location = self.layout.input_uri(entry.key)
+                    data = storage.read_bytes(location, self.options, limit=self.config.max_bytes)
+                    hashes[entry.key] = storage.content_hash(data)
+                except StylekitError:
+                    pass  # unreadable now: stylized again, where its row says why it fails
+        return _Checked(existing, records, hashes)
 
     def run(self) -> Plan:
         progress = Every(self.config.progress_every)
-        check = _no_outputs if self.config.overwrite else storage.stat_keys
-        pending: collections.deque[tuple[list[storage.FileEntry], Future[dict[str, storage.FileEntry]]]]
-        pending = collections.deque()
+        pending: collections.deque[tuple[list[storage.FileEntry], Future[_Checked]]] = collections.deque()
         with ThreadPoolExecutor(CHECK_THREADS) as pool:
             for page in _pages(image_entries(self.config, self.layout), PAGE_KEYS):
                 outs = [output_key(e.key, self.config.format) for e in page]
-                pending.append((page, pool.submit(check, self.layout.output_root, outs, self.options)))
+                pending.append((page, pool.submit(self.check, page, outs)))
                 # Pages are settled in listing order, at most CHECK_THREADS checks behind.
                 if len(pending) > CHECK_THREADS:
                     page_done, future = pending.popleft()
@@ -151,39 +223,73 @@ class _Planner:
                 self.settle(page_done, future.result())
         self.shards.flush()
         self.video_shards.flush()
+        if self.plan.adopted:
+            log.info(
+                "%d output(s) had no record of the input they were made from (their run ended "
+                "before writing their rows, or an older stylekit made them): kept, as they are "
+                "not older than their inputs, and recorded now",
+                self.plan.adopted,
+            )
         return self.plan
 
-    def settle(self, page: list[storage.FileEntry], existing: dict[str, storage.FileEntry]) -> None:
+    def made_from(
+        self, entry: storage.FileEntry, found: storage.FileEntry, checked: _Checked
+    ) -> Record | None:
+        """The record an existing output stands for if it is up to date with its input, else None."""
+        record = checked.records.get(entry.key)
+        if record is None or not entry.version:  # no record, or no version to compare: by age
+            if found.mtime < entry.mtime:
+                return None
+            self.plan.adopted += record is None
+            return Record(stamp(entry), record.hash if record else "")
+        if stamp(entry) == record.version:
+            return record
+        if record.hash and checked.hashes.get(entry.key) == record.hash:
+            return Record(stamp(entry), record.hash)  # the same bytes under a new version
+        return None
+
+    def settle(self, page: list[storage.FileEntry], checked: _Checked) -> None:
         """Decide each input of a page, in listing order (the collision guard relies on it)."""
-        rows: dict[str, list[Any]] = {name: [] for name in ROW_FIELDS}
+        rows: dict[str, list[Any]] = {name: [] for name in (*ROW_FIELDS, *_RECORD_FIELDS)}
+        limit = self.config.max_bytes
         for entry in page:
             out = output_key(entry.key, self.config.format)
-            unsafe = unsafe_key(entry.key)
+            record = checked.records.get(entry.key)
+            unsafe = entry.error or unsafe_key(entry.key)
             earlier = None if unsafe else self.guard.claim(entry.key, out)
-            found = existing.get(out)
-            if unsafe is not None:
-                _add_row(rows, entry, out, FAILED, unsafe)
-                self.plan.failed += 1
+            found = checked.outputs.get(out)
+            made = self.made_from(entry, found, checked) if found is not None and not unsafe else None
+            if unsafe:
+                _add_row(rows, entry, "" if entry.key.endswith("/") else out, FAILED, unsafe, record=record)
             elif earlier is not None:
                 error = f"output {out!r} is also the output of input {earlier!r}; rename one of them"
-                _add_row(rows, entry, out, FAILED, error)
-                self.plan.failed += 1
-            elif found is not None and found.mtime >= entry.mtime:
-                _add_row(rows, entry, out, SKIPPED, "", found.size)
+                _add_row(rows, entry, out, FAILED, error, record=record)
+            elif made is not None:
+                _add_row(rows, entry, out, SKIPPED, "", found.size if found else 0, made)
                 self.plan.skipped += 1
+                continue
+            elif entry.size > limit and not is_video_key(entry.key):
+                error = f"{entry.size:,} bytes, over --max-bytes {limit:,}; raise it to stylize this input"
+                _add_row(rows, entry, out, FAILED, error, record=record)
             elif is_video_key(entry.key):
-                self.video_shards.add(entry.key, out, entry.size)
+                self.video_shards.add(entry, out, record)
                 self.plan.todo += 1
                 self.plan.videos += 1
+                continue
             else:
-                self.shards.add(entry.key, out, entry.size)
+                self.shards.add(entry, out, record)
                 self.plan.todo += 1
+                continue
+            self.plan.failed += 1
         self.plan.listed += len(page)
         self.manifest.add(manifest_table(rows, self.layout, self.digest))
 
 
-def _no_outputs(location: str, keys: list[str], options: storage.StorageOptions) -> dict[str, Any]:
-    return {}  # --overwrite: treat every output as missing
+_RECORD_FIELDS = ("input_version", "input_hash", "record_version", "record_hash")
+
+
+def _record_values(record: Record | None) -> tuple[str, str]:
+    return (record.version, record.hash) if record is not None else ("", "")
 
 
 def _add_row(
@@ -193,7 +299,12 @@ def _add_row(
     status: str,
     error: str,
     out_bytes: int = 0,
+    made: Record | None = None,
+    record: Record | None = None,
 ) -> None:
+    """A row the planner settles: a skipped one with the record `made` of the output it keeps,
+    a failed one with the `record` of the output already there (if any)."""
     values = (entry.key, out, status, error, 0, 0, entry.size, out_bytes, 0.0)
-    for name, value in zip(ROW_FIELDS, values, strict=True):
+    values += (*_record_values(made), *_record_values(record))
+    for name, value in zip((*ROW_FIELDS, *_RECORD_FIELDS), values, strict=True):
         rows[name].append(value)

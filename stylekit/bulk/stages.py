@@ -107,6 +107,7 @@ def build_dataset(
             "decode": config.decode_options,
             "timeout": config.decode_timeout,
             "clock": clock,
+            "max_bytes": config.max_bytes,
         },
         batch_size=config.run_options.batch_size,
         batch_format="numpy",
@@ -188,20 +189,26 @@ def decode_batch(
     decode: images.DecodeOptions,
     timeout: float = 120.0,
     clock: Any = None,
+    max_bytes: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Read and decode each input; a failure, or an input taking over `timeout` seconds, is
-    recorded on its row, never raised."""
+    """Read and decode each input (at most `max_bytes` of it); a failure, or an input taking
+    over `timeout` seconds, is recorded on its row, never raised."""
     n = len(batch["key"])
     pixels = _objects([EMPTY] * n)
     status, error = np.full(n, DECODED, dtype=object), np.full(n, "", dtype=object)
+    hashes = np.full(n, "", dtype=object)
     seconds = np.zeros(n, dtype=np.float64)
+
+    def read(i: int, location: str) -> np.ndarray:
+        data = storage.read_bytes(location, options, limit=max_bytes)
+        hashes[i] = storage.content_hash(data)
+        return images.decode(data, decode)
+
     for i, key in enumerate(batch["key"]):
         t0 = time.perf_counter()
         location = storage.join(input_root, str(key))
         try:
-            pixels[i] = run_within(
-                timeout, lambda loc=location: images.decode(storage.read_bytes(loc, options), decode)
-            )
+            pixels[i] = run_within(timeout, lambda i=i, loc=location: read(i, loc))
         except Exception as e:
             pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
         seconds[i] = time.perf_counter() - t0
@@ -211,6 +218,11 @@ def decode_batch(
         "key": batch["key"],
         "output_key": batch["output_key"],
         "input_bytes": batch["input_bytes"],
+        "input_hash": hashes,
+        **{
+            name: batch.get(name, np.full(n, "", dtype=object))
+            for name in ("input_version", "record_version", "record_hash")
+        },
         "status": status,
         "error": error,
         "width": np.array([w for _, w in sizes], dtype=np.int32),
@@ -337,5 +349,9 @@ def write_batch(
         "input_bytes": [int(b) for b in batch["input_bytes"]],
         "output_bytes": out_bytes,
         "seconds": seconds,
+        **{name: [str(v) for v in batch[name]] if name in batch else [""] * n for name in RECORD_COLUMNS},
     }
     return manifest_table(columns, layout, digest)
+
+
+RECORD_COLUMNS = ("input_version", "input_hash", "record_version", "record_hash")

@@ -122,6 +122,9 @@ class VideoActor:
         for key, out, size in zip(batch["key"], batch["output_key"], batch["input_bytes"], strict=True):
             for name, value in zip(rows, self._one(str(key), str(out), int(size)), strict=True):
                 rows[name].append(value)
+        # An ok row's output is made from the video as listed (no hash: it is streamed, not read whole).
+        for name in ("input_version", "record_version", "record_hash"):
+            rows[name] = [str(v) for v in batch[name]]
         self.metrics.busy(time.perf_counter() - t0)
         return manifest_table(rows, self.layout, self.digest)
 

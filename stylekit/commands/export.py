@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
-from stylekit.files import storage
+from stylekit.files import locations, storage
 from stylekit.infer import export
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
+from stylekit.redact import shown
 
 log = logging.getLogger("stylekit.export")
 
@@ -57,6 +58,8 @@ class ExportConfig:
             )
         if self.resolved_format not in export.FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(export.FORMATS)} (got {self.format!r})")
+        model = locations.Place("--model", zoo.resolve_shipped(self.model))
+        locations.refuse_overlaps([model], [locations.Place("--output", self.output)])  # before any read
 
     @property
     def resolved_format(self) -> str | None:
@@ -94,5 +97,5 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(ExportConfig, args)
     export_file(config)
-    print(config.output)
+    print(shown(config.output))
     return 0

@@ -17,12 +17,13 @@ import torch
 
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import images, storage
+from stylekit.files import images, locations, storage
 from stylekit.infer.inference import InferenceOptions
 from stylekit.infer.options import RunOptions
 from stylekit.nn.gatys import GatysConfig, IterationRecord, optimize_image
 from stylekit.nn.loss import PerceptualLoss
 from stylekit.nn.vgg import default_loss_weights, load_vgg
+from stylekit.redact import shown
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,23 @@ class OptimizeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
         if self.log_every < 0:
             raise ConfigError(f"--log-every must be >= 0 (got {self.log_every})")
+        reads = [locations.Place("CONTENT", s) for s in self.inputs] + [
+            locations.Place("--style", self.style)
+        ]
+        if self.vgg_weights not in ("caffe", "imagenet", "random"):  # a weights file, maybe caffe:PATH
+            weights = self.vgg_weights
+            path = weights.split(":", 1)[1] if weights.startswith(("caffe:", "torchvision:")) else weights
+            reads.append(locations.Place("--vgg-weights", path))
+        writes = [locations.Place("--output", self.output_for(s)) for s in self.inputs]
+        locations.refuse_overlaps(reads, writes)  # before any read
+
+    @property
+    def into_folder(self) -> bool:
+        """Results go into --output as a folder (several inputs, or --output spelled as one)."""
+        return len(self.inputs) > 1 or locations.is_folder(self.output)
 
     def output_for(self, source: str) -> str:
-        if len(self.inputs) == 1:
+        if not self.into_folder:
             return self.output
         fmt = self.format or images.format_of(source)
         stem = os.path.splitext(os.path.basename(source.rstrip("/")))[0]
@@ -245,5 +260,5 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(OptimizeConfig, args, inputs=tuple(args.inputs))
     optimize_files(config)
-    print(config.output)
+    print(shown(config.output))
     return 0

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import images, storage
+from stylekit.files import images, locations, storage
 from stylekit.infer import sheet
 from stylekit.infer.inference import InferenceOptions
 from stylekit.infer.options import RunOptions
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
+from stylekit.redact import redact, shown
 
 log = logging.getLogger("stylekit.sheet")
 
@@ -56,6 +57,9 @@ class SheetConfig:
             raise ConfigError(f"--output {self.output!r} must end in .jpg, .jpeg, .png or .webp")
         if not sheet.MIN_CELL <= self.cell <= 4096:
             raise ConfigError(f"--cell must be {sheet.MIN_CELL}-4096 px (got {self.cell})")
+        reads = [locations.Place("PHOTO", p) for p in self.photos]
+        reads += [locations.Place("--model", zoo.resolve_shipped(m)) for m in self.models]
+        locations.refuse_overlaps(reads, [locations.Place("--output", self.output)])  # before any read
 
     @property
     def format(self) -> str | None:
@@ -73,7 +77,7 @@ def make_sheet(config: SheetConfig) -> None:
         try:
             photos.append(images.decode(storage.read_bytes(source, opts), decode))
         except images.ImageError as e:
-            raise StylekitError(f"{source}: {e}") from None
+            raise StylekitError(f"{redact(source)}: {e}") from None
     rows = []
     for location in config.models:
         loaded = load_model(location, opts)
@@ -122,5 +126,5 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(SheetConfig, args, models=tuple(args.models or ()), photos=tuple(args.photos))
     make_sheet(config)
-    print(config.output)
+    print(shown(config.output))
     return 0

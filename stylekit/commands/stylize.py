@@ -14,11 +14,12 @@ import numpy as np
 
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
-from stylekit.files import images, storage
+from stylekit.files import images, locations, storage
 from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
+from stylekit.redact import redact, shown
 
 log = logging.getLogger("stylekit.stylize")
 
@@ -58,13 +59,22 @@ class StylizeConfig:
             raise ConfigError("--output is required: a file for one input, a folder for several")
         if not self.inputs:
             raise ConfigError("give at least one input image")
+        reads = [locations.Place("INPUT", s) for s in self.inputs]
+        reads.append(locations.Place("--model", zoo.resolve_shipped(self.model)))
+        writes = [locations.Place("--output", self.output_for(s)) for s in self.inputs]
+        locations.refuse_overlaps(reads, writes)  # before anything is read
+
+    @property
+    def into_folder(self) -> bool:
+        """Results go into --output as a folder (several inputs, or --output spelled as one)."""
+        return len(self.inputs) > 1 or locations.is_folder(self.output)
 
     def inference(self) -> InferenceOptions:
         return InferenceOptions.of(self.run_options, self.style_controls, self.memory_options)
 
     def output_for(self, source: str) -> str:
         fmt = self.format or images.format_of(source)
-        if len(self.inputs) == 1:
+        if not self.into_folder:
             return self.output
         stem = os.path.splitext(os.path.basename(source.rstrip("/")))[0]
         return storage.join(self.output, stem + images.extension(fmt))
@@ -82,7 +92,7 @@ def stylize_files(config: StylizeConfig) -> int:
     if len(set(outputs)) != len(outputs):
         raise ConfigError("two inputs share a file name stem; stylize them into separate folders")
     # Before any work: an output that cannot be written fails now, not after stylizing.
-    storage.check_writable(config.output, opts, folder=len(config.inputs) > 1)
+    storage.check_writable(config.output, opts, folder=config.into_folder)
     loaded = load_model(config.model, opts)
     stylizer = Stylizer(loaded.model, config.inference())
 
@@ -102,7 +112,7 @@ def stylize_files(config: StylizeConfig) -> int:
             future.result()
         except StylekitError as e:
             failed += 1
-            print(f"error: {_about(source, e)}", file=sys.stderr)
+            print(f"error: {shown(_about(source, e))}", file=sys.stderr)
 
     with ThreadPoolExecutor(1, "stylekit-read") as reader, ThreadPoolExecutor(1, "stylekit-write") as writer:
         pending: tuple[str, Future[Any]] | None = None  # the last output being written
@@ -120,7 +130,7 @@ def stylize_files(config: StylizeConfig) -> int:
                 pending = None
             if result is None:
                 failed += 1
-                print(f"error: {_about(source, error)}", file=sys.stderr)
+                print(f"error: {shown(_about(source, error))}", file=sys.stderr)
                 continue
             pending = (source, writer.submit(write, source, target, result))
         if pending is not None:
@@ -130,8 +140,8 @@ def stylize_files(config: StylizeConfig) -> int:
 
 def _about(source: str, error: Exception) -> str:
     """`source: message`, once: storage errors already begin with the path."""
-    message = str(error)
-    return message if message.startswith(source) else f"{source}: {message}"
+    message, name = redact(str(error)), redact(source)
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -160,5 +170,5 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"error: {failed} of {len(config.inputs)} inputs failed (see above)", file=sys.stderr)
         return 1
-    print(config.output)
+    print(shown(config.output))
     return 0

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
-from stylekit.files import storage
+from stylekit.files import locations, storage
 from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.infer.options import RunOptions, StyleControls
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
+from stylekit.redact import shown
 from stylekit.video import deps
 from stylekit.video.transcode import VideoOptions, stylize_video
 
@@ -64,6 +65,11 @@ class VideoConfig:
             raise ConfigError("--output is required: the video file to write, e.g. out.mp4")
         if not self.input:
             raise ConfigError("give the input video")
+        reads = [
+            locations.Place("INPUT", self.input),
+            locations.Place("--model", zoo.resolve_shipped(self.model)),
+        ]
+        locations.refuse_overlaps(reads, [locations.Place("--output", self.output)])  # before any read
         self.video()  # validates, before any model is read
 
     def inference(self) -> InferenceOptions:
@@ -116,5 +122,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.flicker is not None:
         print(f"flicker (warping error, 0-255): {result.flicker:.3f}")
-    print(config.output)
+    print(shown(config.output))
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.options_meta import flag
@@ -91,6 +91,10 @@ def decode(data: bytes, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8)
     except ImageError:
         raise
+    except UnidentifiedImageError:  # PIL's words name its buffer ("<_io.BytesIO object at 0x..>")
+        raise ImageError(
+            "cannot decode image: not a format stylekit reads (jpg, png, webp, bmp, tif), or damaged"
+        ) from None
     except Exception as e:
         raise ImageError(f"cannot decode image: {type(e).__name__}: {e}") from None
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import logging
 import os
 import posixpath
 import random
 import re
 import stat
+import sys
 import tempfile
 import time
 import uuid
@@ -35,9 +37,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import fsspec
+import fsspec.core
 
-from stylekit.errors import RunFailed, StylekitError
-from stylekit.redact import redact
+from stylekit.errors import RunFailed, StylekitError, first_line
+from stylekit.redact import redact, userinfo_end
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -75,7 +78,7 @@ class StorageOptions:
     def __post_init__(self) -> None:
         if self.s3_endpoint is not None and "://" not in self.s3_endpoint:
             raise StylekitError(
-                f"--s3-endpoint {self.s3_endpoint!r} needs a scheme, e.g. http://127.0.0.1:9000"
+                f"--s3-endpoint {redact(self.s3_endpoint)!r} needs a scheme, e.g. http://127.0.0.1:9000"
             )
 
     @property
@@ -143,15 +146,38 @@ def filesystem(location: str, options: StorageOptions = StorageOptions()) -> tup
     scheme = scheme_of(location)
     if scheme in LOCAL:
         return fsspec.filesystem("file"), local_path(location)
-    cls = _filesystem_class(scheme, location)
+    _filesystem_class(scheme, location)  # a missing package: a line naming it
     if scheme in ("s3", "s3a"):
         return _s3fs(options.endpoint, options.configured_region), _object_path(location)
+    # fsspec's own parse of the URL: the host, port and credentials of ftp://user:pw@host/...
+    # reach the filesystem (an instance per host, cached by fsspec).
+    message = ""
+    with _quiet_finalisers():
+        try:
+            fs, path = fsspec.core.url_to_fs(location)
+        except Exception as e:  # bad settings of a third-party protocol: its own words, one line
+            message = f"cannot open {redact(location)}: {_short(e)}"  # e (and what it holds) goes here
+    if message:
+        raise StylekitError(message)
+    return fs, path.rstrip("/")
+
+
+@contextlib.contextmanager
+def _quiet_finalisers() -> Iterator[None]:
+    """A filesystem whose constructor failed (ftp:// to a host that refuses) fails again in
+    its finaliser, which Python prints as an "Exception ignored in" traceback: not for a
+    one-line error. Only fsspec's finalisers' failures, while inside, are left unprinted."""
+    previous = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        if not str(getattr(u.object, "__module__", "")).startswith("fsspec"):
+            previous(u)
+
+    sys.unraisablehook = hook
     try:
-        return fsspec.filesystem(scheme), cls._strip_protocol(location).rstrip("/")
-    except StylekitError:
-        raise
-    except Exception as e:  # bad settings of a third-party protocol: its own words, one line
-        raise StylekitError(f"cannot open {redact(location)}: {_short(e)}") from None
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _filesystem_class(scheme: str, location: str) -> type:
@@ -171,6 +197,12 @@ def _filesystem_class(scheme: str, location: str) -> type:
 
 
 def _object_path(location: str) -> str:
+    scheme, _, rest = location.partition("://")
+    if userinfo_end(scheme, rest) >= 0:
+        raise StylekitError(
+            f"{redact(location)}: credentials in an {scheme}:// URL are not used; give them the AWS "
+            "way (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or an instance role)"
+        )
     parsed = urlparse(location)
     if not parsed.netloc:
         raise StylekitError(f"{location!r} has no bucket: use {parsed.scheme}://bucket/prefix")
@@ -322,9 +354,22 @@ def _retry(what: str, location: str, call: Callable[[], T]) -> T:
 # --- whole objects ----------------------------------------------------------------------------
 
 
-def read_bytes(location: str, options: StorageOptions = StorageOptions()) -> bytes:
+def read_bytes(location: str, options: StorageOptions = StorageOptions(), limit: int | None = None) -> bytes:
+    """A whole object's bytes; with `limit`, at most limit + 1 of them are read (one ranged
+    GET on object stores) and more than `limit` is a one-line error."""
     fs, path = filesystem(location, options)
-    return _retry("read", location, lambda: fs.cat_file(path))
+    if limit is None:
+        return _retry("read", location, lambda: fs.cat_file(path))
+    data = _retry("read", location, lambda: fs.cat_file(path, start=0, end=limit + 1))
+    if len(data) > limit:
+        raise StylekitError(f"larger than --max-bytes {limit}; raise it to stylize this input")
+    return data
+
+
+def content_hash(data: bytes) -> str:
+    """A fast hash of a file's bytes (BLAKE2b, 128 bits): what a rerun compares an input with
+    when its listing says it may have changed."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_range(location: str, start: int, end: int, options: StorageOptions = StorageOptions()) -> bytes:
@@ -485,43 +530,116 @@ def _check_local_writable(path: str, folder_path: str, folder: bool) -> None:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A listed file: key relative to the listed location, size in bytes, mtime (epoch s)."""
+    """A listed file: key relative to the listed location, size in bytes, mtime (epoch s),
+    `version` what the store says changes with its bytes (S3's ETag, GCS's generation, Azure's
+    etag; locally mtime, ctime and inode; "" when unknown), and `error` why a listed name is
+    not a file that can be read (a dangling link, a folder that cannot be listed: its key
+    then ends in '/'), "" for a file."""
 
     key: str
     size: int
     mtime: float
+    version: str = ""
+    error: str = ""
 
 
 def list_files(location: str, options: StorageOptions = StorageOptions()) -> Iterator[str]:
     """Yield keys (relative to `location`, '/'-separated) of every file below it, recursively,
     as a stream: an S3 listing is paged 1000 keys at a time, never held whole."""
     for entry in list_entries(location, options):
-        yield entry.key
+        if not entry.error:
+            yield entry.key
 
 
-def list_entries(location: str, options: StorageOptions = StorageOptions()) -> Iterator[FileEntry]:
-    """`list_files` with each file's size and modification time (free in a listing), in
-    sorted key order within each folder."""
+def list_entries(
+    location: str, options: StorageOptions = StorageOptions(), *, follow_links: bool = False
+) -> Iterator[FileEntry]:
+    """`list_files` with each file's size, modification time and version (free in a listing),
+    in sorted key order within each folder; names that cannot be read come as entries with an
+    `error`. Locally, a link to a file or folder outside `location` is such an entry unless
+    `follow_links`."""
     if is_local(location):
-        yield from _list_local(local_path(location), location)
+        yield from _list_local(local_path(location), location, follow_links)
     elif scheme_of(location) in ("s3", "s3a"):
         yield from _list_s3(location, options)
     else:
         yield from _list_walk(location, options)
 
 
-def _list_local(root: str, location: str) -> Iterator[FileEntry]:
+def _local_version(st: os.stat_result) -> str:
+    # A replaced file (`cp -p`, `touch -d`: an older mtime) still has a new ctime and inode.
+    return f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_ino}"
+
+
+def _list_local(root: str, location: str, follow_links: bool = False) -> Iterator[FileEntry]:
     if not os.path.isdir(root):
-        raise StylekitError(f"{location}: no such folder")
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        raise StylekitError(f"{redact(location)}: no such folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise StylekitError(f"cannot list {redact(location)}: permission denied")
+    real_root = os.path.realpath(root)
+    unreadable: list[FileEntry] = []
+
+    def key_of(path: str) -> str:
+        return os.path.relpath(path, root).replace(os.sep, "/")
+
+    def onerror(e: OSError) -> None:  # a folder os.walk cannot list: a failed row, not a gap
+        reason = e.strerror or type(e).__name__
+        unreadable.append(
+            FileEntry(key_of(str(e.filename)) + "/", 0, 0.0, error=f"cannot list this folder: {reason}")
+        )
+
+    def outside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+    walked: set[tuple[int, int]] = set()  # folders listed once (with follow_links: no loops)
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=follow_links):
+        yield from unreadable
+        unreadable.clear()
+        st = os.stat(dirpath)
+        walked.add((st.st_dev, st.st_ino))
+        kept = []
+        for name in sorted(dirnames):
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) and not follow_links:
+                if outside(full):  # not descended: say why its photos are not done
+                    yield FileEntry(
+                        key_of(full) + "/",
+                        0,
+                        0.0,
+                        error=f"a link to the folder {os.path.realpath(full)}, outside --input; "
+                        "--follow-links to stylize what it holds",
+                    )
+                continue  # a link inside IN: its files are listed where they are
+            try:
+                target = os.stat(full)
+            except OSError:
+                continue
+            if (target.st_dev, target.st_ino) not in walked:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
+            key = key_of(full)
             try:
                 st = os.stat(full)
-            except OSError:
+            except FileNotFoundError:
+                if os.path.islink(full):
+                    yield FileEntry(key, 0, 0.0, error=f"a link to nothing ({os.readlink(full)} is missing)")
                 continue  # deleted while we listed
-            yield FileEntry(os.path.relpath(full, root).replace(os.sep, "/"), st.st_size, st.st_mtime)
+            except OSError as e:
+                yield FileEntry(key, 0, 0.0, error=f"cannot read it: {e.strerror or type(e).__name__}")
+                continue
+            if os.path.islink(full) and not follow_links and outside(full):
+                yield FileEntry(
+                    key,
+                    st.st_size,
+                    st.st_mtime,
+                    error=f"a link to {os.path.realpath(full)}, outside --input; --follow-links to stylize it",
+                )
+                continue
+            yield FileEntry(key, st.st_size, st.st_mtime, _local_version(st))
+    yield from unreadable
 
 
 def _bucket_prefix(location: str) -> tuple[str, str]:
@@ -554,7 +672,8 @@ def _list_s3(location: str, options: StorageOptions) -> Iterator[FileEntry]:
         for obj in contents:
             key = obj["Key"]
             if not key.endswith("/"):
-                yield FileEntry(key[len(prefix) :], obj["Size"], obj["LastModified"].timestamp())
+                version = str(obj.get("ETag", "")).strip('"')
+                yield FileEntry(key[len(prefix) :], obj["Size"], obj["LastModified"].timestamp(), version)
 
 
 def _list_walk(location: str, options: StorageOptions) -> Iterator[FileEntry]:
@@ -574,8 +693,32 @@ def _list_walk(location: str, options: StorageOptions) -> Iterator[FileEntry]:
                     subfolders.append(name)
             else:
                 key = name[len(root) :].lstrip("/")
-                yield FileEntry(key, int(info.get("size") or 0), _mtime(info))
+                yield FileEntry(key, int(info.get("size") or 0), _mtime(info), version_of(info))
         stack.extend(reversed(subfolders))
+
+
+# What a store changes with an object's bytes, by the name each fsspec protocol gives it.
+_VERSION_FIELDS = (
+    "ETag",
+    "etag",
+    "generation",
+    "version_id",
+    "VersionId",
+    "md5Hash",
+    "content_md5",
+    "checksum",
+)
+
+
+def version_of(info: dict[str, Any]) -> str:
+    """An object's version from an fsspec info dict: its ETag, generation or checksum, else
+    its modification time ("" when it has none)."""
+    for name in _VERSION_FIELDS:
+        value = info.get(name)
+        if value:
+            return str(value).strip('"')
+    mtime = _mtime(info)
+    return f"mtime {mtime}" if mtime else ""
 
 
 def _mtime(info: dict[str, Any]) -> float:
@@ -741,5 +884,4 @@ def delete_tree(location: str, options: StorageOptions = StorageOptions()) -> No
 
 
 def _short(e: BaseException) -> str:
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
+    return first_line(str(e)) or type(e).__name__

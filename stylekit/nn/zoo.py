@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from functools import lru_cache
 from importlib import resources
@@ -68,6 +69,19 @@ def resolve_shipped(location: str) -> str:
     """Like `resolve`, but leaves a bare name that is not shipped as it is (for configs that
     are validated before anything is read; reading it then fails with `resolve`'s message)."""
     return resolve(location) if is_name(location) and location in index() else location
+
+
+def shipped_name(location: str) -> str | None:
+    """The shipped model `location` is: its name, or the path of its file in the package (a
+    config resolves names to paths before anything is read); None for any other model."""
+    if is_name(location):
+        return location if location in index() else None
+    if "://" in location and not location.startswith("file://"):
+        return None
+    path = os.path.realpath(location.removeprefix("file://"))
+    if os.path.dirname(path) != os.path.realpath(models_dir()):
+        return None
+    return next((name for name, entry in index().items() if entry["file"] == os.path.basename(path)), None)
 
 
 def verify(name: str, data: bytes | None = None) -> None:

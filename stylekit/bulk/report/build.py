@@ -28,8 +28,11 @@ def build_report(
     run_id: str | None = None,
     options: storage.StorageOptions = storage.StorageOptions(),
     samples: int = 12,
+    input_root: str | None = None,
 ) -> str:
-    """Write the report of run `run_id` (default: the newest) under `output`; returns where."""
+    """Write the report of run `run_id` (default: the newest) under `output`; returns where.
+    The manifest's URIs are redacted: the sampled photos are read below `output` and below
+    `input_root` (the run's own --input; default the manifest's, fine when it holds no secret)."""
     options = options.resolved()
     known = runs.list_runs(output, options)
     if not known:
@@ -47,17 +50,20 @@ def build_report(
     ]
     history = [*reversed(history)]
     history.insert(0, (run_id, summary.counts))
-    pairs = thumbs.pairs(summary.samples, summary.input_root, options)
+    roots = {redact(root.rstrip("/")): root for root in (output, input_root) if root}
+    pairs = thumbs.pairs(summary.samples, summary.input_root, options, readable=roots)
     location = report_location(output, run_id)
     storage.write_bytes(location, page.render(summary, history, pairs).encode(), options)
     return location
 
 
-def write_report_quietly(output: str, run_id: str, options: storage.StorageOptions) -> str | None:
+def write_report_quietly(
+    output: str, run_id: str, options: storage.StorageOptions, input_root: str | None = None
+) -> str | None:
     """The bulk job's last step: the report, or one warning line if it cannot be made (a
     report never fails a night)."""
     try:
-        location = build_report(output, run_id, options)
+        location = build_report(output, run_id, options, input_root=input_root)
     except Exception as e:
         log.warning("report not written (the run itself is complete): %s", describe(e))
         return None

@@ -13,12 +13,14 @@ import random
 import re
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stylekit.bulk.layout import MANIFEST_DIR
 from stylekit.bulk.manifest import FAILED, OK, SKIPPED
 from stylekit.errors import StylekitError
 from stylekit.files import storage
+from stylekit.redact import describe, redact
 from stylekit.video.media import is_video_key
 
 RUN_PREFIX = "run="
@@ -49,7 +51,13 @@ def _parts(output: str, run_id: str, options: storage.StorageOptions) -> list[st
 
 
 def _read(part: str, options: storage.StorageOptions, columns: list[str]) -> pq.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(part, options)), columns=columns)
+    try:
+        return pq.read_table(io.BytesIO(storage.read_bytes(part, options)), columns=columns)
+    except (pa.ArrowException, OSError) as e:  # truncated, not Parquet, another tool's columns
+        raise StylekitError(
+            f"{redact(part)} is not a manifest part stylekit can read ({describe(e)}); move it "
+            "out of _manifest/ (the report then leaves its rows out) or restore it from a backup"
+        ) from None
 
 
 def status_counts(output: str, run_id: str, options: storage.StorageOptions) -> dict[str, int]:

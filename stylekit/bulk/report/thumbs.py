@@ -43,20 +43,33 @@ def thumbnail(data: bytes, side: int = THUMB_SIDE) -> str:
 
 
 def pairs(
-    samples: list[Sample], input_root: str, options: storage.StorageOptions, budget: int | None = None
+    samples: list[Sample],
+    input_root: str,
+    options: storage.StorageOptions,
+    budget: int | None = None,
+    readable: dict[str, str] | None = None,
 ) -> list[Pair]:
     """Thumbnails of each sample's input and output, until `budget` bytes of them (default
-    BUDGET_BYTES) are used; a sample that cannot be read shows its reason instead."""
+    BUDGET_BYTES) are used; a sample that cannot be read shows its reason instead. The
+    manifest's URIs are redacted: `readable` maps a root as the manifest has it to the root
+    to read below (the same when it held no secret)."""
     budget = BUDGET_BYTES if budget is None else budget
     out: list[Pair] = []
     used = 0
+
+    def location(uri: str) -> str:
+        for shown, real in (readable or {}).items():
+            if uri.startswith(shown + "/"):
+                return storage.join(real, uri[len(shown) + 1 :])
+        return uri
+
     for sample in samples:
         key = (
             sample.input[len(input_root) + 1 :] if sample.input.startswith(input_root + "/") else sample.input
         )
         try:
-            a = thumbnail(storage.read_bytes(sample.input, options))
-            b = thumbnail(storage.read_bytes(sample.output, options))
+            a = thumbnail(storage.read_bytes(location(sample.input), options))
+            b = thumbnail(storage.read_bytes(location(sample.output), options))
         except Exception as e:  # a moved or unreadable file: say so in its cell
             out.append(Pair(redact(key), None, None, f"could not read: {describe(e)}"))
             continue
