@@ -336,3 +336,22 @@ def test_onnx_export_takes_the_style_weights_and_gives_stylekits_pixels(
     assert [i.name for i in ort.InferenceSession(str(one)).get_inputs()] == ["image"]
     result = run_cli("export", "--model", str(multi_file), "--style", "wave,the_scream", "--output", str(one))
     assert result.returncode != 0 and "an export is one graph" in result.stderr
+
+
+def test_video_writes_one_video_per_style_in_a_folder_named_after_it(
+    multi_file: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from stylekit.video.synthetic import moving_scene, write_clip
+
+    clip = tmp_path / "clip.mp4"
+    scene = np.random.default_rng(6).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    write_clip(str(clip), moving_scene(scene, 48, 32, 4), 8)
+    out = tmp_path / "out" / "styled.mp4"
+    result = run_cli(
+        "video", "--model", str(multi_file), "--style", "wave,the_scream", "--output", str(out), str(clip)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "out" / s / "styled.mp4") for s in ("wave", "the_scream")]
+    assert all(Path(p).stat().st_size > 0 for p in result.stdout.split())
