@@ -5,10 +5,14 @@ The driver (`run_training`) checks every input once (`preflight`), lists the dat
 epochs, and runs a TorchTrainer whose workers each run `train_loop_per_worker`: the Ray-free
 loop (train/loop.py) over their shard of a streaming Ray Dataset (train/data.py), reporting a
 checkpoint with a preview every `--checkpoint-every` steps; the driver then writes the model
-file from the last checkpoint. At every (re)start the
-workers resume from the newer of Ray's latest checkpoint and the newest complete checkpoint in
-`<output>/<name>/`: a replaced worker and a rerun after the driver died both go on from there,
-even from a checkpoint Ray had not yet recorded as reported.
+file from the last checkpoint. At every (re)start the workers resume from the newer of Ray's
+latest checkpoint and the newest complete checkpoint in `<output>/<name>/`: a replaced worker
+and a rerun after the driver died both go on from there, even from a checkpoint Ray had not yet
+recorded as reported.
+
+A style run's paintings are listed once, by the driver (train/paintings.py), and the workers
+get the list. An --add-style run trains a network of the new styles only, on the --init-from
+model's frozen convolutions; the driver joins it to that model at the end (nn/styles.join).
 """
 
 from __future__ import annotations
