@@ -355,3 +355,17 @@ def test_video_writes_one_video_per_style_in_a_folder_named_after_it(
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "out" / s / "styled.mp4") for s in ("wave", "the_scream")]
     assert all(Path(p).stat().st_size > 0 for p in result.stdout.split())
+
+
+def test_sheet_labels_wrap_a_blend_after_its_parts() -> None:
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(PILImage.new("RGB", (10, 10)))
+    font = sheet.label_font(18)
+    lines = sheet.wrap_text(draw, "wave=0.75+starry_night=0.25", font, 200)
+    assert lines == ["wave=0.75+", "starry_night=0.25"]
+    assert sheet.wrap_text(draw, "wave", font, 200) == ["wave"]
+    long = sheet.wrap_text(draw, "+".join(["style_a=0.1"] * 10), font, 200)
+    assert len(long) == sheet.MAX_LABEL_LINES and long[-1].endswith("…")
+    assert all(draw.textlength(line, font=font) <= 200 for line in long)

@@ -81,8 +81,8 @@ def make_sheet(config: SheetConfig) -> None:
         entries = {e["name"]: e for e in style_entries(loaded.metadata)}
         for chosen in choose(loaded, config.style_choice, location):
             label, meta = sheet.model_label(location), loaded.metadata
-            if chosen.label:
-                label = f"{label}: {chosen.label}"
+            if chosen.label:  # one --model: its styles name the rows
+                label = f"{label}: {chosen.label}" if len(config.models) > 1 else chosen.label
                 entry = entries.get(chosen.label)  # one style of several: its own painting
                 meta = {"style": entry.get("painting", ""), "style_name": chosen.label} if entry else {}
             thumb = sheet.style_thumbnail(meta, opts)
