@@ -140,7 +140,7 @@ def main() -> None:
     p.add_argument("--add-lr", type=float, default=TrainConfig.add_lr, help="add mode: --add-lr")
     p.add_argument("--out", default="", help="folder to keep the trained models in")
     p.add_argument(
-        "--reuse", action="store_true", help="load the single and joint models from --out, train only the add"
+        "--reuse", choices=["singles", "all"], help="load the single (and joint) models from --out"
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -164,13 +164,15 @@ def main() -> None:
     single_files = [str(out / f"single_{n}.safetensors") for n in [*names, args.added]]
     if args.reuse:
         singles = [load_model(f).model for f in single_files]
-        joint = load_model(base_file).model
     else:
         singles = [train(config(args, [x]), S, crops, f"single {x.stem}") for x in paintings]
-        joint = train(config(args, paintings[:N]), N * S, crops, f"{N}-style")
-        save_model(base_file, joint, {"task": "style", "styles": json.dumps([{"name": n} for n in names])})
         for net, f in zip(singles, single_files, strict=True):
             save_model(f, net, {"task": "style"})
+    if args.reuse == "all":
+        joint = load_model(base_file).model
+    else:
+        joint = train(config(args, paintings[:N]), N * S, crops, f"{N}-style")
+        save_model(base_file, joint, {"task": "style", "styles": json.dumps([{"name": n} for n in names])})
     add_cfg = config(args, [paintings[N]], init_from=base_file, add_style=True, add_lr=args.add_lr)
     added = train(add_cfg, S // 4, crops, f"add {args.added}")
     train_minutes = (time.time() - t0) / 60

@@ -130,3 +130,39 @@ def test_a_folder_of_paintings_trains_one_network_then_a_painting_is_added(
             assert torch.equal(trio.model(x, k), duo.model(x, k))
         assert not torch.equal(trio.model(x, 2), trio.model(x, 0))
     assert json.loads(trio.metadata["styles"])[2]["name"] == "starry_night"
+
+
+def test_a_style_moves_only_on_the_steps_that_train_it() -> None:
+    """StyleAdam: the rows of the styles a step did not train keep their values and moments;
+    everything else, and a one-style network, is Adam's step exactly."""
+    from stylekit.nn.model import TransformerNet
+    from stylekit.nn.styles import is_norm_key
+    from stylekit.train.optim import StyleAdam
+
+    torch.manual_seed(0)
+    net = TransformerNet(3)
+    styles = [p for n, p in net.named_parameters() if is_norm_key(net, n)]
+    opt = StyleAdam(net.parameters(), lr=1e-2, style_params=styles)
+    x = torch.rand(1, 3, 16, 16) * 255
+    for style in (0, 1, 0):
+        before = [p.detach().clone() for p in styles]
+        moments = [opt.state[p]["exp_avg"].clone() if p in opt.state else torch.zeros_like(p) for p in styles]
+        opt.zero_grad()
+        net(x, style).square().mean().backward()
+        opt.step()
+        idle = [k for k in range(3) if k != style]
+        for p, b, m in zip(styles, before, moments, strict=True):
+            assert torch.equal(p[idle], b[idle]) and torch.equal(opt.state[p]["exp_avg"][idle], m[idle])
+        assert any(not torch.equal(p[style], b[style]) for p, b in zip(styles, before, strict=True))
+    one, again = TransformerNet(1), TransformerNet(1)
+    again.load_state_dict(one.state_dict())
+    lazy = StyleAdam(
+        one.parameters(), lr=1e-2, style_params=[p for n, p in one.named_parameters() if is_norm_key(one, n)]
+    )
+    plain = torch.optim.Adam(again.parameters(), lr=1e-2)
+    for net_, opt_ in ((one, lazy), (again, plain)):
+        for _ in range(2):
+            opt_.zero_grad()
+            net_(x).square().mean().backward()
+            opt_.step()
+    assert all(torch.equal(a, b) for a, b in zip(one.parameters(), again.parameters(), strict=True))

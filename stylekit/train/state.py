@@ -10,8 +10,9 @@ import torch
 from stylekit.errors import StylekitError
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.sr import SRNet
-from stylekit.nn.styles import freeze_convolutions, frozen_start
+from stylekit.nn.styles import freeze_convolutions, frozen_start, is_norm_key
 from stylekit.train.config import TrainConfig
+from stylekit.train.optim import StyleAdam
 
 
 @dataclass
@@ -28,7 +29,8 @@ class TrainState:
 
 
 def new_state(config: TrainConfig, device: torch.device, warm_start: bool = True) -> TrainState:
-    """A run's start on `device`: the network and its Adam, over the parameters it trains.
+    """A run's start on `device`: the network and its Adam (train/optim.py), over the
+    parameters it trains.
 
     Style: a network of one style per painting (config.style, folders already listed), from
     seeded draws or, with --init-from (`warm_start`; off where a checkpoint is loaded next),
@@ -54,7 +56,10 @@ def new_state(config: TrainConfig, device: torch.device, warm_start: bool = True
         freeze_convolutions(model)  # the shape a checkpoint of an --add-style run is loaded into
     model = model.to(device).train()
     trained = [p for p in model.parameters() if p.requires_grad]
-    return TrainState(model, torch.optim.Adam(trained, lr=config.trained_lr))
+    styles = [
+        p for n, p in model.named_parameters() if isinstance(model, TransformerNet) and is_norm_key(model, n)
+    ]
+    return TrainState(model, StyleAdam(trained, lr=config.trained_lr, style_params=styles))
 
 
 def _warm_start(config: TrainConfig, start: TransformerNet, fresh: TransformerNet) -> TransformerNet:
