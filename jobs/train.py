@@ -1,5 +1,7 @@
 """Train a style: `python jobs/train.py --style STYLE --data DATA [--output OUT] [--name NAME] ...`
 
+Several --style paintings (or a folder of them) train one network with a style for each; with
+--init-from MODEL --add-style they are added to MODEL as new styles (docs/multistyle.md).
 With no flags it trains on the bundled examples and writes under ./runs/. Runs on the Ray
 cluster it was submitted to (`ray job submit -- python jobs/train.py ...`), a `ray start`
 cluster on this machine, or, with neither, a local Ray it starts itself.

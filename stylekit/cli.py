@@ -80,6 +80,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
                     flag, dest=f.name, action="store_const", const=value, default=default, help=text
                 )
             continue
+        if typing.get_origin(kind) is tuple:  # repeatable: each use adds one item
+            parser.add_argument(
+                *names,
+                dest=f.name,
+                action="append",
+                default=argparse.SUPPRESS,  # not given: the field's own default
+                metavar=f.metadata.get("metavar"),
+                help=f"{help_text} (default: {', '.join(map(str, default or ())) or 'none'})",
+            )
+            continue
         if kind is bool:
             action = parser.add_argument(
                 *names, action=argparse.BooleanOptionalAction, default=default, help=help_text

@@ -11,6 +11,8 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import locations, storage
 from stylekit.infer import export
+from stylekit.infer.options import StyleChoice
+from stylekit.infer.selection import choose
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 from stylekit.redact import shown
@@ -45,9 +47,15 @@ class ExportConfig:
             "choices": list(export.FORMATS),
         },
     )
+    style_choice: StyleChoice = field(default_factory=StyleChoice)  # --style
     storage_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
     def __post_init__(self) -> None:
+        if len(self.style_choice.blends) > 1:
+            raise ConfigError(
+                "--style: an export is one graph; give one style or blend, or leave --style out "
+                "(a multi-style model's graph then takes the style weights as an input)"
+            )
         if not self.model:
             raise ConfigError("--model is required: a shipped model's name or a model file")
         if not self.output:
@@ -73,8 +81,14 @@ def export_file(config: ExportConfig) -> None:
     fmt = config.resolved_format or "onnx"  # validated: never None here
     storage.check_writable(config.output, opts, folder=False)  # before any work
     loaded = load_model(config.model, opts)
-    metadata = export.export_metadata(loaded.metadata, loaded.digest)
-    data = export.export_bytes(loaded.model, fmt, metadata)
+    if config.style_choice.blends:  # one style or blend, exported as a one-style network
+        (chosen,) = choose(loaded, config.style_choice, config.model)
+        metadata = {**export.export_metadata(loaded.metadata, loaded.digest), "exported_style": chosen.label}
+        data = export.export_bytes(chosen.model, fmt, metadata)
+    else:  # every style: a multi-style model's graph takes their weights as an input
+        styles = loaded.styles if len(loaded.styles) > 1 else ()
+        metadata = export.export_metadata(loaded.metadata, loaded.digest, styles)
+        data = export.export_bytes(loaded.model, fmt, metadata)
     storage.write_bytes(config.output, data, opts)
     log.info("%s -> %s (%s, %.1f MB)", config.model, config.output, fmt, len(data) / 1e6)
 
@@ -86,7 +100,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=(
             "Export a model to ONNX or TorchScript with dynamic batch, height and width. The "
             "graph takes (B, 3, H, W) float32 RGB in [0, 255], H and W >= 5, and returns the same "
-            "layout unclamped (clamp to [0, 255]); the model's metadata travels with it."
+            "layout unclamped (clamp to [0, 255]); the model's metadata travels with it. A "
+            "multi-style model's graph also takes `style`, (N,) float32 weights over its styles "
+            "(one-hot for one, summing to 1 for a blend), unless --style picks one."
         ),
     )
     add_config_arguments(p, ExportConfig)

@@ -13,9 +13,10 @@ from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, locations, storage
 from stylekit.infer import sheet
 from stylekit.infer.inference import InferenceOptions
-from stylekit.infer.options import RunOptions
+from stylekit.infer.options import RunOptions, StyleChoice
+from stylekit.infer.selection import choose
 from stylekit.nn import zoo
-from stylekit.nn.modelio import load_model
+from stylekit.nn.modelio import load_model, style_entries
 from stylekit.redact import redact, shown
 
 log = logging.getLogger("stylekit.sheet")
@@ -35,6 +36,7 @@ class SheetConfig:
         default=sheet.DEFAULT_CELL,
         metadata={"help": "cell size in px: photos are resized so their longest side is this"},
     )
+    style_choice: StyleChoice = field(default_factory=StyleChoice)  # --style: a row per selection
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     # --max-pixels (photos are scaled to --cell)
     decode_options: images.DecodeOptions = field(
@@ -81,8 +83,15 @@ def make_sheet(config: SheetConfig) -> None:
     rows = []
     for location in config.models:
         loaded = load_model(location, opts)
-        thumb = sheet.style_thumbnail(loaded.metadata, opts)
-        rows.append(sheet.SheetModel(sheet.model_label(location), loaded.model, thumb))
+        entries = {e["name"]: e for e in style_entries(loaded.metadata)}
+        for chosen in choose(loaded, config.style_choice, location):
+            label, meta = sheet.model_label(location), loaded.metadata
+            if chosen.label:  # one --model: its styles name the rows
+                label = f"{label}: {chosen.label}" if len(config.models) > 1 else chosen.label
+                entry = entries.get(chosen.label)  # one style of several: its own painting
+                meta = {"style": entry.get("painting", ""), "style_name": chosen.label} if entry else {}
+            thumb = sheet.style_thumbnail(meta, opts)
+            rows.append(sheet.SheetModel(label, chosen.model, thumb))
     pixels = sheet.contact_sheet(photos, rows, config.cell, InferenceOptions.of(config.run_options))
     storage.write_bytes(
         config.output, images.encode(pixels, config.format or "jpg", config.encode_options.quality), opts
@@ -102,8 +111,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "sheet",
         help="compare models on the same photos in one contact-sheet image",
         description=(
-            "Build a contact sheet: a row of the original photos, then one row per --model with "
-            "its stylization of each, labelled with the model's name and style image."
+            "Build a contact sheet: a row of the original photos, then one row per --model (per "
+            "--style selection of it, with --style) with its stylization of each, labelled with "
+            "the model's name and style image."
         ),
     )
     p.add_argument(

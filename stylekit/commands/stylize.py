@@ -16,7 +16,8 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, locations, storage
 from stylekit.infer.inference import InferenceOptions, Stylizer
-from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
+from stylekit.infer.options import MemoryOptions, RunOptions, StyleChoice, StyleControls, blend_label
+from stylekit.infer.selection import choose, per_style
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 from stylekit.redact import redact, shown
@@ -45,6 +46,7 @@ class StylizeConfig:
     encode_options: images.EncodeOptions = field(default_factory=images.EncodeOptions)  # --quality
     # --max-pixels, --max-side
     decode_options: images.DecodeOptions = field(default_factory=images.DecodeOptions)
+    style_choice: StyleChoice = field(default_factory=StyleChoice)  # --style
     # --strength, --preserve-color, --style-scale
     style_controls: StyleControls = field(default_factory=StyleControls)
     memory_options: MemoryOptions = field(default_factory=MemoryOptions)  # --max-memory, --tile-dir
@@ -61,7 +63,10 @@ class StylizeConfig:
             raise ConfigError("give at least one input image")
         reads = [locations.Place("INPUT", s) for s in self.inputs]
         reads.append(locations.Place("--model", zoo.resolve_shipped(self.model)))
-        writes = [locations.Place("--output", self.output_for(s)) for s in self.inputs]
+        labels = [blend_label(b) for b in self.style_choice.blends] or [""]
+        writes = [
+            locations.Place("--output", self.output_for(s, label)) for s in self.inputs for label in labels
+        ]
         locations.refuse_overlaps(reads, writes)  # before anything is read
 
     @property
@@ -72,12 +77,16 @@ class StylizeConfig:
     def inference(self) -> InferenceOptions:
         return InferenceOptions.of(self.run_options, self.style_controls, self.memory_options)
 
-    def output_for(self, source: str) -> str:
+    def output_for(self, source: str, label: str = "") -> str:
+        """Where `source` goes: --output itself for one input, else a file named after it in
+        --output; with several --style selections, in the folder of selection `label` there."""
         fmt = self.format or images.format_of(source)
         if not self.into_folder:
-            return self.output
-        stem = os.path.splitext(os.path.basename(source.rstrip("/")))[0]
-        return storage.join(self.output, stem + images.extension(fmt))
+            path = self.output
+        else:
+            stem = os.path.splitext(os.path.basename(source.rstrip("/")))[0]
+            path = storage.join(self.output, stem + images.extension(fmt))
+        return per_style(path, label) if len(self.style_choice.blends) > 1 else path
 
 
 def stylize_files(config: StylizeConfig) -> int:
@@ -88,13 +97,20 @@ def stylize_files(config: StylizeConfig) -> int:
     latency and the codecs hide behind the network. One input ahead and one output behind at
     most, so memory stays that of about three images."""
     opts = config.storage_options
-    outputs = [config.output_for(s) for s in config.inputs]
-    if len(set(outputs)) != len(outputs):
+    labels = [blend_label(b) for b in config.style_choice.blends] or [""]
+    outputs = [[config.output_for(s, label) for label in labels] for s in config.inputs]
+    if len({o for row in outputs for o in row}) != len(config.inputs) * len(labels):
         raise ConfigError("two inputs share a file name stem; stylize them into separate folders")
     # Before any work: an output that cannot be written fails now, not after stylizing.
-    storage.check_writable(config.output, opts, folder=config.into_folder)
+    if len(labels) > 1:
+        for target in outputs[0]:
+            storage.check_writable(target, opts, folder=False)
+    else:
+        storage.check_writable(config.output, opts, folder=config.into_folder)
     loaded = load_model(config.model, opts)
-    stylizer = Stylizer(loaded.model, config.inference())
+    stylizers = [
+        Stylizer(c.model, config.inference()) for c in choose(loaded, config.style_choice, config.model)
+    ]
 
     def read(source: str) -> np.ndarray:
         return images.decode(storage.read_bytes(source, opts), config.decode_options)
@@ -115,26 +131,31 @@ def stylize_files(config: StylizeConfig) -> int:
             print(f"error: {shown(_about(source, e))}", file=sys.stderr)
 
     with ThreadPoolExecutor(1, "stylekit-read") as reader, ThreadPoolExecutor(1, "stylekit-write") as writer:
-        pending: tuple[str, Future[Any]] | None = None  # the last output being written
+        pending: list[tuple[str, Future[Any]]] = []  # the last input's outputs being written
         ahead = reader.submit(read, config.inputs[0])
-        for i, (source, target) in enumerate(zip(config.inputs, outputs, strict=True)):
+        for i, (source, targets) in enumerate(zip(config.inputs, outputs, strict=True)):
             decoded = ahead
             if i + 1 < len(config.inputs):
                 ahead = reader.submit(read, config.inputs[i + 1])
+            results: list[np.ndarray] = []
             try:
-                (result,) = stylizer.stylize([decoded.result()])
+                photo = decoded.result()  # read and decoded once, whatever the styles
+                results = [stylizer.stylize([photo])[0] for stylizer in stylizers]
             except StylekitError as e:
-                result, error = None, e
-            if pending is not None:
-                report(*pending)  # messages in input order; never more than one output behind
-                pending = None
-            if result is None:
+                error = e
+            for done in pending:
+                report(*done)  # messages in input order; never more than one input behind
+            pending = []
+            if not results:
                 failed += 1
                 print(f"error: {shown(_about(source, error))}", file=sys.stderr)
                 continue
-            pending = (source, writer.submit(write, source, target, result))
-        if pending is not None:
-            report(*pending)
+            pending = [
+                (source, writer.submit(write, source, target, result))
+                for target, result in zip(targets, results, strict=True)
+            ]
+        for done in pending:
+            report(*done)
     return failed
 
 
@@ -150,7 +171,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="stylize images with a trained model",
         description=(
             "Stylize images. One input: --output is the file to write. Several: --output is a "
-            "folder, each result named after its input."
+            "folder, each result named after its input. Several --style selections: each "
+            "selection's results go to a folder named after it, beside where they would go "
+            "(--output out/ -> out/wave/photo.jpg; --output out.jpg -> wave/out.jpg)."
         ),
     )
     add_config_arguments(p, StylizeConfig)

@@ -10,7 +10,8 @@ from stylekit.cli import add_config_arguments, config_from_args
 from stylekit.errors import ConfigError
 from stylekit.files import locations, storage
 from stylekit.infer.inference import InferenceOptions, Stylizer
-from stylekit.infer.options import RunOptions, StyleControls
+from stylekit.infer.options import RunOptions, StyleChoice, StyleControls
+from stylekit.infer.selection import choose, per_style
 from stylekit.nn import zoo
 from stylekit.nn.modelio import load_model
 from stylekit.redact import shown
@@ -51,6 +52,7 @@ class VideoConfig:
         default=False,
         metadata={"help": "measure and print the output's flicker figure (warping error, 0-255 units)"},
     )
+    style_choice: StyleChoice = field(default_factory=StyleChoice)  # --style
     # --strength, --preserve-color, --style-scale
     style_controls: StyleControls = field(default_factory=StyleControls)
     # --device, --precision, --batch-size, --compile
@@ -109,18 +111,21 @@ def run(args: argparse.Namespace) -> int:
     options.check_codec()
     storage_options = config.storage_options
     loaded = load_model(config.model, storage_options)
-    stylizer = Stylizer(loaded.model, config.inference())
-    result = stylize_video(config.input, config.output, stylizer, options, storage_options)
-    log.info(
-        "%d frames (%dx%d, %.2f s of video) in %.1f s: %.2f frames/s",
-        result.frames,
-        result.width,
-        result.height,
-        result.duration,
-        result.seconds,
-        result.frames_per_s,
-    )
-    if result.flicker is not None:
-        print(f"flicker (warping error, 0-255): {result.flicker:.3f}")
-    print(shown(config.output))
+    chosen = choose(loaded, config.style_choice, config.model)
+    for c in chosen:  # several selections: one video each, in a folder named after it
+        output = per_style(config.output, c.label) if len(chosen) > 1 else config.output
+        stylizer = Stylizer(c.model, config.inference())
+        result = stylize_video(config.input, output, stylizer, options, storage_options)
+        log.info(
+            "%d frames (%dx%d, %.2f s of video) in %.1f s: %.2f frames/s",
+            result.frames,
+            result.width,
+            result.height,
+            result.duration,
+            result.seconds,
+            result.frames_per_s,
+        )
+        if result.flicker is not None:
+            print(f"flicker (warping error, 0-255): {result.flicker:.3f}")
+        print(shown(output))
     return 0

@@ -40,7 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylekit.nn.model import ConvLayer, TransformerNet, UpsampleConvLayer, pad_to_multiple
+from stylekit.nn.model import (
+    ConditionalInstanceNorm2d,
+    ConvLayer,
+    TransformerNet,
+    UpsampleConvLayer,
+    pad_to_multiple,
+)
 
 log = logging.getLogger(__name__)
 
@@ -269,10 +275,13 @@ def fill_border(buf: torch.Tensor, p: int, mode: str) -> torch.Tensor:
 class FastNorm(nn.Module):
     """Affine instance norm, optionally followed by ReLU."""
 
-    def __init__(self, norm: nn.InstanceNorm2d, relu: bool):
+    def __init__(self, norm: ConditionalInstanceNorm2d, relu: bool):
         super().__init__()
-        self.register_buffer("weight", norm.weight.detach().clone())
-        self.register_buffer("bias", norm.bias.detach().clone())
+        # A one-style network's (C,) scale and shift: a multi-style network is made one-style
+        # (its chosen style or blend) before it gets here (nn/styles.py).
+        gamma, beta = norm.gamma_beta()
+        self.register_buffer("weight", gamma.detach().clone())
+        self.register_buffer("bias", beta.detach().clone())
         self.eps = float(norm.eps)
         self.relu = relu
 

@@ -204,6 +204,11 @@ class Stylizer:
         # The shorter photo side the network's strokes are sized for (modelio sets it from the
         # model file's metadata; a reference checkpoint has none and keeps its own pixels).
         self.paint_side: int | None = getattr(model, "paint_side", None) if self.scale == 1 else None
+        if isinstance(model, TransformerNet) and model.styles > 1:
+            raise ConfigError(
+                f"this model holds {model.styles} styles: run one of them or a blend "
+                "(nn/styles.one_style; the commands' --style)"
+            )
         if self.scale != 1 and options.controls_active:
             raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
         if not isinstance(model, TransformerNet):  # the fast paths are TransformerNet's

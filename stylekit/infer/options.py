@@ -3,13 +3,14 @@ check and help text. No torch here: the bulk job's config, `--help` and the deco
 workers hold these without loading it; `inference.InferenceOptions.of` turns them into the
 library's options.
 
-One concern each: where and how the network runs (`RunOptions`), what the stylization
-controls do to its pixels (`StyleControls`), and the memory budget that decides tiling
-(`MemoryOptions`).
+One concern each: where and how the network runs (`RunOptions`), which of a model's styles
+it paints (`StyleChoice`), what the stylization controls do to its pixels (`StyleControls`),
+and the memory budget that decides tiling (`MemoryOptions`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from stylekit.errors import ConfigError
@@ -55,6 +56,93 @@ class RunOptions:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"--compile must be one of {', '.join(COMPILE_MODES)} (got {self.compile!r})")
+
+
+# One selection: (style name, weight) pairs; one pair of weight 1 for a single style.
+Blend = tuple[tuple[str, float], ...]
+WEIGHT_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class StyleChoice:
+    """Which of a model's styles to paint with (a multi-style model holds several; see
+    docs/multistyle.md). The text is checked here; the names against the model when it is read
+    (infer/selection.py)."""
+
+    style: str | None = field(
+        default=None,
+        metadata=flag(
+            "which style of a multi-style model: NAME; NAME,NAME,... for each in turn (one output "
+            "each, in a folder named after the style); NAME:W+NAME:W for a blend, a painting "
+            "between them (weights that sum to 1; NAME+NAME for equal parts). A one-style model "
+            "needs none",
+            metavar="STYLE",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        self.blends  # noqa: B018 (validates)
+
+    @property
+    def blends(self) -> tuple[Blend, ...]:
+        """The selections in order, each a blend; () when none was given."""
+        if self.style is None:
+            return ()
+        blends = tuple(parse_blend(part) for part in self.style.split(","))
+        labels = [blend_label(b) for b in blends]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ConfigError(f"--style {self.style}: {twice[0]} is chosen twice; name each style once")
+        return blends
+
+
+def parse_blend(text: str) -> Blend:
+    """`NAME`, `NAME:W+NAME:W` or `NAME+NAME` (equal parts) -> ((name, weight), ...)."""
+    parts = [p.strip() for p in text.split("+")]
+    if not all(parts):
+        raise ConfigError(
+            f"--style {text.strip()!r}: a style name is missing; e.g. --style wave or a:0.5+b:0.5"
+        )
+    pairs = [p.partition(":") for p in parts]
+    names = [name.strip() for name, _, _ in pairs]
+    if not all(names):
+        raise ConfigError(f"--style {text.strip()!r}: a weight without a style name; write NAME:WEIGHT")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--style {text.strip()!r}: a style appears twice in one blend; give each once")
+    given = [weight.strip() for _, colon, weight in pairs if colon]
+    if not given:
+        return tuple((name, 1.0 / len(names)) for name in names)
+    if len(given) != len(names):
+        raise ConfigError(
+            f"--style {text.strip()!r}: give every style in the blend a weight, or none for equal parts"
+        )
+    weights = []
+    for w in given:
+        try:
+            value = float(w)
+        except ValueError:
+            raise ConfigError(f"--style {text.strip()!r}: weight {w!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(
+                f"--style {text.strip()!r}: weights must be positive (got {w}); leave a style out instead"
+            )
+        weights.append(value)
+    total = sum(weights)
+    if abs(total - 1) > WEIGHT_SUM_TOLERANCE:
+        hint = (
+            "a single style takes no weight (less style: --strength)"
+            if len(names) == 1
+            else "make them sum to 1"
+        )
+        raise ConfigError(f"--style {text.strip()!r}: the weights sum to {total:g}; {hint}")
+    return tuple(zip(names, weights, strict=True))
+
+
+def blend_label(blend: Blend) -> str:
+    """How outputs of a selection are named: the style's name, or `a=0.7+b=0.3` for a blend."""
+    if len(blend) == 1:
+        return blend[0][0]
+    return "+".join(f"{name}={weight:g}" for name, weight in blend)
 
 
 @dataclass(frozen=True)

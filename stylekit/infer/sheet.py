@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -32,6 +33,7 @@ BACKGROUND = (24, 24, 24)
 LABEL_COLOUR = (235, 235, 235)
 DEFAULT_CELL = 256
 MIN_CELL = 32
+MAX_LABEL_LINES = 3
 GAP = 4  # pixels between cells and around the sheet
 BUNDLED_STYLES = resources.files("stylekit") / "examples" / "styles"
 
@@ -96,17 +98,19 @@ def fit_cell(pixels: np.ndarray, cell: int) -> np.ndarray:
 
 
 def label_cell(text: str, thumbnail: np.ndarray | None, cell: int, width: int | None = None) -> np.ndarray:
-    """A `cell`-high label: `text` (one line, shortened with an ellipsis to fit) at the top and,
-    below it, `thumbnail` fitted into the space left."""
+    """A `cell`-high label: `text` at the top (wrapped after a space or '+' onto at most
+    MAX_LABEL_LINES lines, the last shortened with an ellipsis to fit) and, below it,
+    `thumbnail` fitted into the space left."""
     width = width or cell
     font_size = max(10, cell // 14)
     margin = max(2, font_size // 3)
     img = Image.new("RGB", (width, cell), BACKGROUND)
     draw = ImageDraw.Draw(img)
     font = label_font(font_size)
-    line = fit_text(draw, text, font, width - 2 * margin)
-    draw.text((margin, margin), line, fill=LABEL_COLOUR, font=font)
-    text_bottom = margin + font_size + margin
+    lines = wrap_text(draw, text, font, width - 2 * margin)
+    for i, line in enumerate(lines):
+        draw.text((margin, margin + i * (font_size + margin)), line, fill=LABEL_COLOUR, font=font)
+    text_bottom = margin + len(lines) * (font_size + margin)
     if thumbnail is not None:
         room = min(width - 2 * margin, cell - text_bottom - margin)
         if room >= 8:
@@ -125,6 +129,24 @@ def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: no size argument
         return ImageFont.load_default()
+
+
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> list[str]:
+    """`text` as lines at most `width` px wide, broken after a space or '+' (a blend's parts);
+    at most MAX_LABEL_LINES, the last shortened with an ellipsis if the text goes on."""
+    pieces = [p for p in re.split(r"(?<=[ +])", text) if p]
+    lines: list[str] = []
+    while pieces and len(lines) < MAX_LABEL_LINES - 1:
+        line = pieces.pop(0)
+        while pieces and draw.textlength(line + pieces[0], font=font) <= width:  # type: ignore[arg-type]
+            line += pieces.pop(0)
+        if draw.textlength(line, font=font) > width:  # type: ignore[arg-type]
+            pieces.insert(0, line)  # one piece too wide for a line: the ellipsis line takes it
+            break
+        lines.append(line.rstrip())
+    if pieces:
+        lines.append(fit_text(draw, "".join(pieces), font, width))
+    return lines
 
 
 def fit_text(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> str:

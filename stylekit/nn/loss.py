@@ -13,6 +13,7 @@ matrices G_j = phi_j phi_j^T / (C_j H_j W_j); l_tv the total-variation regularis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,11 +58,13 @@ def tv_loss(y: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LossTerms:
-    """The weighted terms of one step's loss (scalars) and their sum."""
+    """The weighted terms of one step's loss (scalars) and their sum; `painting`: the style
+    target they were measured against (a multi-style run trains one painting a step)."""
 
     content: torch.Tensor
     style: torch.Tensor
     tv: torch.Tensor
+    painting: int = 0
 
     @property
     def total(self) -> torch.Tensor:
@@ -77,17 +80,18 @@ class LossTerms:
 
 
 class PerceptualLoss(nn.Module):
-    """Weighted content + style + TV loss against one style image.
+    """Weighted content + style + TV loss against one style image, or one of several
+    (`painting`: a multi-style network trains one a step).
 
-    The style Grams are computed once, at construction; per step only the output needs a VGG
-    pass with gradients, and the content features are taken without building a graph and only
-    as far as relu2_2 (a third of VGG's work up to relu4_3).
+    The style Grams are computed once, at construction, for every painting; per step only the
+    output needs a VGG pass with gradients, and the content features are taken without
+    building a graph and only as far as relu2_2 (a third of VGG's work up to relu4_3).
     """
 
     def __init__(
         self,
         vgg: VGGFeatures,
-        style_image: torch.Tensor,
+        style_image: torch.Tensor | Sequence[torch.Tensor],
         content_weight: float,
         style_weight: float,
         tv_weight: float,
@@ -97,17 +101,21 @@ class PerceptualLoss(nn.Module):
         self.content_weight = content_weight
         self.style_weight = style_weight
         self.tv_weight = tv_weight
-        with torch.no_grad():
-            grams = [gram_matrix(f) for f in vgg(style_image)]  # each (1,C,C)
-        for i, g in enumerate(grams):
-            self.register_buffer(f"style_gram{i}", g, persistent=False)
+        paintings = [style_image] if isinstance(style_image, torch.Tensor) else list(style_image)
+        self.paintings = len(paintings)
+        with torch.no_grad():  # each painting's Grams, (1,C,C) per tap; paintings may differ in size
+            grams = [[gram_matrix(f) for f in vgg(p)] for p in paintings]
+        for i in range(len(grams[0])):
+            self.register_buffer(f"style_gram{i}", torch.cat([g[i] for g in grams]), persistent=False)
 
     @property
     def style_grams(self) -> list[torch.Tensor]:
+        """Per VGG tap, the (P,C,C) Grams of the P paintings."""
         return [getattr(self, f"style_gram{i}") for i in range(4)]
 
-    def forward(self, output: torch.Tensor, content: torch.Tensor) -> LossTerms:
-        """output y_hat and content x, both (B,3,H,W) in [0,255]."""
+    def forward(self, output: torch.Tensor, content: torch.Tensor, painting: int = 0) -> LossTerms:
+        """output y_hat and content x, both (B,3,H,W) in [0,255]; the style target is painting
+        number `painting`."""
         with torch.no_grad():  # only up to relu2_2: the content target needs no more
             content_features = self.vgg(content, n_taps=CONTENT_TAP + 1)[CONTENT_TAP]
         if self.style_weight == 0:  # a content-only step (warm-up) needs VGG only to relu2_2
@@ -117,9 +125,11 @@ class PerceptualLoss(nn.Module):
             out_features = self.vgg(output)
             out_content = out_features[CONTENT_TAP]
             out_grams = [gram_matrix(f) for f in out_features]
-            style = self.style_weight * style_loss(out_grams, self.style_grams)
+            targets = [g[painting : painting + 1] for g in self.style_grams]  # each (1,C,C)
+            style = self.style_weight * style_loss(out_grams, targets)
         return LossTerms(
             content=self.content_weight * content_loss(out_content, content_features),
             style=style,
             tv=self.tv_weight * tv_loss(output),
+            painting=painting,
         )

@@ -7,7 +7,14 @@ saved by the reference PyTorch example (a pickled state dict, .pth/.model) is re
 containers; older ones carry InstanceNorm running stats, which we drop as the example does.
 
 The kind of network is read from the metadata: `task` "sr" with `factor` 4 or 8 is a
-super-resolution SRNet (stylekit/nn/sr.py), anything else a TransformerNet.
+super-resolution SRNet (stylekit/nn/sr.py), anything else a TransformerNet, with as many styles
+as its instance norms hold rows: (N, C) weights for N styles, the seed's (C,) for one.
+
+A style model's metadata `styles` is a JSON list, one object per style in slot order: its
+`name`, its `painting` (the style image's location) and that image's `digest`, its own
+`schedule` (how and how long that slot was trained) and its `final_*` losses. A file without it
+(the reference's, or one-style files of earlier stylekit) has one style, named by its
+`style_name`, its style image's stem, or the file's own name.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -43,6 +52,7 @@ class LoadedModel:
     model: TransformerNet | SRNet
     metadata: dict[str, str] = field(default_factory=dict)
     digest: str = ""  # sha256 of the file's bytes, first 16 hex digits
+    styles: tuple[str, ...] = ()  # a style model's style names, in slot order; () for SR
 
 
 def model_bytes(
@@ -91,9 +101,28 @@ def load_model(location: str, options: storage.StorageOptions = storage.StorageO
     if zoo.is_name(location):
         data = storage.read_bytes(zoo.resolve(location), options)
         zoo.verify(location, data)  # the bytes read once, checked, then loaded
-        return load_model_bytes(data, name=location)
+        loaded = load_model_bytes(data, name=location)
+        slot = zoo.index()[location].get("style")
+        return loaded if slot is None else one_style_of(loaded, slot)
     data = storage.read_bytes(location, options)
     return load_model_bytes(data, name=location)
+
+
+def one_style_of(loaded: LoadedModel, style: str) -> LoadedModel:
+    """One style of a multi-style model, as a one-style model: a shipped name that is a slot of
+    a multi-style file loads as this. Its digest tells it from the file's other styles."""
+    from stylekit.nn.styles import one_style
+
+    if style not in loaded.styles:
+        raise StylekitError(f"the model holds no style {style!r} (it holds {', '.join(loaded.styles)})")
+    slot = loaded.styles.index(style)
+    model = one_style(loaded.model, [float(i == slot) for i in range(len(loaded.styles))])  # type: ignore[arg-type]
+    entries = style_entries(loaded.metadata)
+    metadata = {**loaded.metadata, "style_name": style}
+    if entries:
+        metadata["styles"] = json.dumps([entries[slot]])
+    digest = hashlib.sha256(f"{loaded.digest}:{style}".encode()).hexdigest()[:16]
+    return LoadedModel(model=model, metadata=metadata, digest=digest, styles=(style,))
 
 
 def file_digest(data: bytes) -> str:
@@ -110,12 +139,50 @@ def load_model_bytes(data: bytes, name: str = "model") -> LoadedModel:
             raise StylekitError(f"{name} is damaged: its weights do not match the sha256 it records")
     else:
         state, metadata = _read_reference_checkpoint(data, name), {"format": "reference-pth"}
-    model = network_for(metadata, name)
+    model = network_for(metadata, name, styles=_slots(state))
     _load_state(model, state, name)
     model.eval()
-    if isinstance(model, TransformerNet):
-        model.paint_side = paint_side_of(metadata)
-    return LoadedModel(model=model, metadata=metadata, digest=digest)
+    if not isinstance(model, TransformerNet):
+        return LoadedModel(model=model, metadata=metadata, digest=digest)
+    model.paint_side = paint_side_of(metadata)
+    names = style_names(metadata, model.styles, name)
+    return LoadedModel(model=model, metadata=metadata, digest=digest, styles=names)
+
+
+def style_entries(metadata: dict[str, str]) -> list[dict[str, Any]]:
+    """The `styles` metadata, one dict per slot; [] when the file has none."""
+    text = metadata.get("styles")
+    if not text:
+        return []
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        entries = None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("name") for e in entries):
+        raise StylekitError("the model's styles metadata is not a list of named styles; re-save the model")
+    return entries
+
+
+def style_names(metadata: dict[str, str], styles: int, name: str = "model") -> tuple[str, ...]:
+    """The names of a style model's `styles` slots (see the module docstring)."""
+    entries = style_entries(metadata)
+    if entries:
+        if len(entries) != styles:
+            raise StylekitError(f"{name} is damaged: it names {len(entries)} styles but holds {styles}")
+        return tuple(str(e["name"]) for e in entries)
+    if styles != 1:
+        return tuple(f"style{i}" for i in range(styles))
+    for source in (metadata.get("style_name", ""), metadata.get("style", ""), name):
+        stem = PurePosixPath(source.rstrip("/")).stem
+        if stem:
+            return (stem,)
+    return ("style",)
+
+
+def _slots(state: dict[str, torch.Tensor]) -> int:
+    """The number of styles a TransformerNet state dict holds: rows of its first norm's weight."""
+    weight = state.get("in1.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 1
 
 
 def paint_side_of(metadata: dict[str, str]) -> int | None:
@@ -132,10 +199,11 @@ def paint_side_of(metadata: dict[str, str]) -> int | None:
     return None
 
 
-def network_for(metadata: dict[str, str], name: str = "model") -> TransformerNet | SRNet:
-    """A fresh network of the kind a model file's metadata names."""
+def network_for(metadata: dict[str, str], name: str = "model", styles: int = 1) -> TransformerNet | SRNet:
+    """A fresh network of the kind a model file's metadata names (a style network with
+    `styles` slots)."""
     if metadata.get("task", "style") != "sr":
-        return TransformerNet()
+        return TransformerNet(styles)
     factor = metadata.get("factor", "")
     if not factor.isdigit() or int(factor) not in FACTORS:
         raise StylekitError(f"{name} is a super-resolution model with factor {factor!r}; expected 4 or 8")

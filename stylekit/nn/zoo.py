@@ -3,6 +3,8 @@
 They live in `stylekit/models/` as `<name>.safetensors` (the TransformerNet state dict plus
 metadata: style, training data and schedule, loss network and weights, final losses) beside
 `index.json`, which records each file's sha256 so a damaged or substituted file is refused.
+A name may also be one style of a multi-style file (its entry's `style`): it then loads as that
+style alone (modelio.one_style_of), whichever file holds it.
 A model location that is a bare name (no path separator, no extension, no scheme) is looked up
 here; anything else is a path or URI as before.
 """
@@ -35,7 +37,8 @@ def models_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def index() -> dict[str, dict[str, Any]]:
-    """name -> {"file", "sha256", "bytes", "kind", "description"} for every shipped model."""
+    """name -> {"file", "sha256", "bytes", "task", "description"} for every shipped model, and
+    "style" where the name is one style of a multi-style file."""
     path = models_dir() / INDEX
     if not path.is_file():
         return {}
@@ -100,7 +103,8 @@ def verify(name: str, data: bytes | None = None) -> None:
 
 def write_index(directory: Path, descriptions: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """(Re)write `directory/index.json` from the .safetensors files there: name, file, sha256,
-    size, and the kind and description read from each file's metadata."""
+    size, and the kind and description read from each file's metadata. A multi-style file is
+    listed by its own name and by each of its styles' names (where no file has that name)."""
     from safetensors import safe_open
 
     entries: dict[str, dict[str, Any]] = {}
@@ -108,14 +112,19 @@ def write_index(directory: Path, descriptions: dict[str, str] | None = None) -> 
     for path in sorted(directory.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        name = path.stem
-        entries[name] = {
+        entry = {
             "file": path.name,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "bytes": path.stat().st_size,
             "task": meta.get("task", "style"),
-            "description": (descriptions or {}).get(name) or old.get(name, {}).get("description", ""),
         }
+        styles = [str(e["name"]) for e in json.loads(meta.get("styles") or "[]")]
+        named = [(path.stem, {})] + [(s, {"style": s}) for s in styles if len(styles) > 1]
+        for name, extra in named:
+            if name in entries or (extra and (directory / f"{name}.safetensors").exists()):
+                continue
+            description = (descriptions or {}).get(name) or old.get(name, {}).get("description", "")
+            entries[name] = {**entry, **extra, "description": description}
     (directory / INDEX).write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
     index.cache_clear()
     return entries

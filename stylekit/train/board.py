@@ -151,3 +151,9 @@ def loss_scalars(values: Mapping[str, float], images_per_second: float) -> dict[
     out = {f"loss/{'total' if k == 'loss' else k}": float(v) for k, v in values.items()}
     out["images_per_second"] = float(images_per_second)
     return out
+
+
+def painting_scalars(name: str, values: Mapping[str, float]) -> dict[str, float]:
+    """TensorBoard tags for a step's loss terms in a run of several paintings, one group per
+    painting (`painting_<name>/total`, ...): each step trains one painting."""
+    return {f"painting_{name}/{'total' if k == 'loss' else k}": float(v) for k, v in values.items()}

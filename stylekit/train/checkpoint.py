@@ -68,7 +68,15 @@ def load_checkpoint(directory: str, state: TrainState) -> dict[str, Any]:
     with safe_open(optim_path, framework="pt", device=str(device)) as f:
         groups = json.loads(f.metadata()["param_groups"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
-    state.optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
+    optim = _unflatten_optimizer(tensors, groups)
+    # A one-style network's norms were (C,) parameters before they held styles, (1, C) now:
+    # Adam's moments of a checkpoint from then take the parameter's shape.
+    params = [p for group in state.optimizer.param_groups for p in group["params"]]
+    for idx, moments in optim["state"].items():
+        for name, value in moments.items():
+            if value.dim() and value.shape != params[idx].shape and value.numel() == params[idx].numel():
+                moments[name] = value.reshape(params[idx].shape)
+    state.optimizer.load_state_dict(optim)
     state.step, state.epoch, state.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
     state.worker_counts = [list(c) for c in meta.get("worker_counts", [])]
     return meta

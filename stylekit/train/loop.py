@@ -1,5 +1,6 @@
 """The training loop, free of Ray: epochs of batches, one optimizer step each (train/step.py),
-the style weight's schedule, and where the checkpoints fall.
+the style weight's schedule, the painting each step trains (train/paintings.py), and where
+the checkpoints fall.
 
 Ray Train's workers (train/ray_job.py) run it over their shard of the streaming dataset; the GPU
 run (tools/gpu_run/gpu_run.py) over photos held on the device (train/held.py), on a machine
@@ -18,6 +19,7 @@ import torch
 from stylekit.nn.loss import LossTerms, PerceptualLoss
 from stylekit.nn.srloss import SRLoss
 from stylekit.train.config import TrainConfig
+from stylekit.train.paintings import painting_for_step
 from stylekit.train.state import TrainState
 from stylekit.train.step import train_step
 
@@ -103,6 +105,7 @@ def train_loop(
     (Ray Train's DistributedDataParallel). Returns False when `hooks.stop()` ended it early."""
     hooks = hooks or LoopHooks()
     total = schedule.total_steps
+    paintings = getattr(loss_fn, "paintings", 1)
     while state.step < total and state.epoch < config.epochs:  # type: ignore[operator]
         budget = schedule.steps_per_epoch - state.step_in_epoch
         for batch in batches(state.epoch):
@@ -112,8 +115,11 @@ def train_loop(
                 return False
             if config.task == "style":
                 loss_fn.style_weight = style_weight_at(config, state.step)
+            painting = painting_for_step(state.step, paintings, config.seed) if paintings > 1 else None
             # Super-resolution: "lowres" is the input and "image" the target.
-            terms = train_step(model, loss_fn, state.optimizer, batch["image"], dtype, batch.get("lowres"))
+            terms = train_step(
+                model, loss_fn, state.optimizer, batch["image"], dtype, batch.get("lowres"), painting
+            )
             state.step += 1
             state.step_in_epoch += 1
             budget -= 1

@@ -1,12 +1,28 @@
-"""What a trained model file says about itself (its safetensors metadata)."""
+"""What a trained model file says about itself (its safetensors metadata): the run's settings
+and, for a style model, `styles`: each style's name, painting, digest, its own schedule and its
+final losses (nn/modelio.py reads them)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stylekit import __version__
-from stylekit.nn.modelio import PAINT_SIDE_PER_CROP
+from stylekit.nn.modelio import PAINT_SIDE_PER_CROP, LoadedModel, style_entries
 from stylekit.train.config import TrainConfig
+from stylekit.train.paintings import Painting, steps_each
+
+
+@dataclass(frozen=True)
+class StyleRecord:
+    """A painting a run trained: where it is, its digest, its final mean loss terms."""
+
+    painting: Painting
+    digest: str
+    final_losses: Mapping[str, float] = field(default_factory=dict)
 
 
 def model_metadata(
@@ -15,9 +31,10 @@ def model_metadata(
     vgg_source: str,
     final_losses: dict[str, float] | None = None,
     worker_counts: list[list[int]] | None = None,
+    styles: Sequence[StyleRecord] = (),
 ) -> dict[str, str]:
     """What a model file says about itself: task, style, data, schedule, loss network and
-    weights, final losses (mean weighted terms over the last steps)."""
+    weights, final losses (mean weighted terms over the last steps), and each of `styles`."""
     if config.task == "sr":
         meta = sr_metadata(config, step, vgg_source, final_losses)
         meta.update(_workers(worker_counts))
@@ -26,8 +43,7 @@ def model_metadata(
         "format": "stylekit",
         "task": "style",
         "stylekit_version": __version__,
-        "style": config.style,
-        "style_name": Path(config.style.rstrip("/")).stem,
+        "style": ", ".join(config.style),
         "content_weight": repr(config.content_weight),
         "style_weight": repr(config.style_weight),
         "tv_weight": repr(config.tv_weight),
@@ -52,6 +68,56 @@ def model_metadata(
         meta["initialised_from"] = _start_name(config.init_from)
     for name, value in (final_losses or {}).items():
         meta[f"final_{name}"] = f"{value:.6g}"
+    if len(config.style) == 1:
+        meta["style_name"] = Path(config.style[0].rstrip("/")).stem
+    if styles:
+        meta["styles"] = json.dumps(_style_entries(config, step, styles))
+    return meta
+
+
+def _style_entries(config: TrainConfig, step: int, styles: Sequence[StyleRecord]) -> list[dict[str, Any]]:
+    """One entry a style: its name, painting, digest, own schedule and final losses. A run of
+    several paintings gives each its share of the steps (train/paintings.py)."""
+    counts = steps_each(step, len(styles), config.seed)
+    mode = "added" if config.add_style else ("joint" if len(styles) > 1 else "single")
+    entries = []
+    for record, steps in zip(styles, counts, strict=True):
+        schedule: dict[str, Any] = {
+            "mode": mode,  # single, joint (one network, a painting a step), added (gamma/beta only)
+            "steps": steps,
+            "run_steps": step,
+            "run_paintings": len(styles),
+            "image_size": config.image_size,
+            "style_size": config.style_size or "original",
+            "batch_size": config.batch_size,
+            "num_workers": config.num_workers,
+            "lr": config.trained_lr,
+            "content_weight": config.content_weight,
+            "style_weight": config.style_weight,
+            "tv_weight": config.tv_weight,
+            "content_warmup": config.content_warmup,
+            "seed": config.seed,
+        }
+        if config.init_from:
+            schedule["initialised_from"] = _start_name(config.init_from)
+        entry: dict[str, Any] = {
+            "name": record.painting.name,
+            "painting": record.painting.location,
+            "digest": record.digest,
+            "schedule": schedule,
+        }
+        entry.update({f"final_{k}": float(f"{v:.6g}") for k, v in record.final_losses.items()})
+        entries.append(entry)
+    return entries
+
+
+def added_metadata(base: LoadedModel, added: dict[str, str]) -> dict[str, str]:
+    """The metadata of `base` with the styles an --add-style run trained (`added`, its own
+    metadata) after its own: the file keeps what it said of its own training."""
+    own = style_entries(base.metadata) or [{"name": name} for name in base.styles]
+    meta = {k: v for k, v in base.metadata.items() if k not in ("style_name", "weights_sha256")}
+    meta["styles"] = json.dumps(own + style_entries(added))
+    meta["stylekit_version"] = __version__
     return meta
 
 

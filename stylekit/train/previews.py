@@ -5,8 +5,9 @@ astronaut and coffee photos, longest side 192 px, stylized by the model at that 
 rebuilds `<run_dir>/previews.jpg`: every saved strip, one row per step in step order, each
 labelled with its step. A resumed run keeps adding rows to the same grid.
 
-A super-resolution network is shown each photo degraded by its factor (`network_input`), so
-its strip shows photo-sized reconstructions.
+A network of several paintings (nn/styles.py) shows one row per painting in each step's strip,
+behind the painting's name. A super-resolution network is shown each photo degraded by its
+factor (`network_input`), so its strip shows photo-sized reconstructions.
 
 Rank 0 calls `record`; it never raises (a preview is not worth a failed run).
 """
@@ -65,37 +66,62 @@ def network_input(model: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
 
 
 def preview_pixels(model: torch.nn.Module) -> np.ndarray:
-    """The current stylization of the fixed preview photo, (H, W, 3) uint8."""
+    """The current stylization of the fixed preview photo, (H, W, 3) uint8; with several
+    styles, the photo in each side by side."""
     pixels = images.resize_longest(images.load_image(PREVIEW_IMAGE), PREVIEW_SIDE)
-    pixels = network_input(model, pixels)
+    styles = getattr(model, "styles", 1)
+    if styles == 1:
+        return stylize(model, [pixels])[0]
+    return np.concatenate([stylize(model, [pixels], k)[0] for k in range(styles)], axis=1)
+
+
+def stylize(
+    model: torch.nn.Module, photos: Sequence[np.ndarray], style: int | None = None
+) -> list[np.ndarray]:
+    """Each photo through `model` (in its style number `style` when it has several) in fp32 on
+    the model's device (its train/eval mode kept)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        y = model(images.to_tensor(pixels).to(device))
-    model.train(was_training)
-    return images.to_pixels(y[0])
 
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return model(x) if style is None else model(x, style)
 
-def stylize(model: torch.nn.Module, photos: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Each photo through `model` in fp32 on the model's device (its train/eval mode kept)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     try:
         with torch.no_grad():
             return [
-                images.to_pixels(model(images.to_tensor(network_input(model, p)).to(device))[0])
-                for p in photos
+                images.to_pixels(run(images.to_tensor(network_input(model, p)).to(device))[0]) for p in photos
             ]
     finally:
         model.train(was_training)
 
 
+def render_styles(model: torch.nn.Module, names: Sequence[str] = ()) -> np.ndarray:
+    """A step's strip: the preview photos through the model; for a model of several styles,
+    one row per style, each behind its name (`names`, in slot order)."""
+    styles = getattr(model, "styles", 1)
+    if styles == 1:
+        return render_strip(stylize(model, preview_photos()))
+    rows = []
+    for k in range(styles):
+        strip = render_strip(stylize(model, preview_photos(), k))
+        name = names[k] if k < len(names) else f"style {k}"
+        rows.append([sheet.label_cell(name, None, strip.shape[0], width=_label_width(strip.shape[0])), strip])
+    return _trimmed(sheet.grid(rows))
+
+
 def render_strip(pictures: Sequence[np.ndarray], side: int = SIDE) -> np.ndarray:
     """The pictures side by side, each centred in a `side` x `side` cell, sheet.GAP apart."""
-    strip = sheet.grid([[sheet.fit_cell(p, side) for p in pictures]])
-    return np.ascontiguousarray(strip[sheet.GAP : -sheet.GAP, sheet.GAP : -sheet.GAP])
+    return _trimmed(sheet.grid([[sheet.fit_cell(p, side) for p in pictures]]))
+
+
+def _trimmed(grid: np.ndarray) -> np.ndarray:
+    """A sheet.grid without its outer margin."""
+    return np.ascontiguousarray(grid[sheet.GAP : -sheet.GAP, sheet.GAP : -sheet.GAP])
+
+
+def _label_width(height: int) -> int:
+    return max(96, height // 2 + 32)
 
 
 def render_grid(strips: Sequence[tuple[int, np.ndarray]], originals: np.ndarray | None = None) -> np.ndarray:
@@ -104,10 +130,16 @@ def render_grid(strips: Sequence[tuple[int, np.ndarray]], originals: np.ndarray 
     rows = []
     if originals is not None:
         h = originals.shape[0]
-        rows.append([sheet.label_cell("photo", None, h, width=max(96, h // 2 + 32)), originals])
+        rows.append([sheet.label_cell("photo", None, h, width=_label_width(h)), originals])
     for step, strip in sorted(strips, key=lambda s: s[0]):
+        if originals is not None and strip.shape[1] > originals.shape[1]:
+            # A strip of several styles has their names in front: the photos go above theirs.
+            blank = sheet.label_cell(
+                "", None, originals.shape[0], width=strip.shape[1] - originals.shape[1] - sheet.GAP
+            )
+            rows[0] = [rows[0][0], blank, originals]
         h = strip.shape[0]
-        rows.append([sheet.label_cell(f"step {step}", None, h, width=max(96, h // 2 + 32)), strip])
+        rows.append([sheet.label_cell(f"step {step}", None, h, width=_label_width(h)), strip])
     return sheet.grid(rows)
 
 
@@ -125,18 +157,21 @@ def record(
     step: int,
     model: torch.nn.Module,
     options: storage.StorageOptions = storage.StorageOptions(),
+    names: Sequence[str] = (),
 ) -> bool:
-    """Save this step's strip and rebuild the grid; False (and a warning) if that failed."""
+    """Save this step's strip (one row per style for several, named by `names`) and rebuild
+    the grid; False (and a warning) if that failed."""
     try:
         folder = storage.join(run_dir, FOLDER)
-        strip = render_strip(stylize(model, preview_photos()))
+        strip = render_styles(model, names)
         storage.write_bytes(
             storage.join(folder, strip_name(step)), images.encode(strip, "jpg", QUALITY), options
         )
         saved = {step_of(key): key for key in storage.list_files(folder, options)}
         saved.pop(None, None)
         strips = {step: strip}
-        for s in choose_steps([*saved, step]):  # type: ignore[list-item]
+        rows_each = max(1, getattr(model, "styles", 1))  # a step's strip has a row per style
+        for s in choose_steps([*saved, step], max(2, MAX_ROWS // rows_each)):  # type: ignore[list-item]
             if s in strips:
                 continue
             try:

@@ -5,10 +5,14 @@ The driver (`run_training`) checks every input once (`preflight`), lists the dat
 epochs, and runs a TorchTrainer whose workers each run `train_loop_per_worker`: the Ray-free
 loop (train/loop.py) over their shard of a streaming Ray Dataset (train/data.py), reporting a
 checkpoint with a preview every `--checkpoint-every` steps; the driver then writes the model
-file from the last checkpoint. At every (re)start the
-workers resume from the newer of Ray's latest checkpoint and the newest complete checkpoint in
-`<output>/<name>/`: a replaced worker and a rerun after the driver died both go on from there,
-even from a checkpoint Ray had not yet recorded as reported.
+file from the last checkpoint. At every (re)start the workers resume from the newer of Ray's
+latest checkpoint and the newest complete checkpoint in `<output>/<name>/`: a replaced worker
+and a rerun after the driver died both go on from there, even from a checkpoint Ray had not yet
+recorded as reported.
+
+A style run's paintings are listed once, by the driver (train/paintings.py), and the workers
+get the list. An --add-style run trains a network of the new styles only, on the --init-from
+model's frozen convolutions; the driver joins it to that model at the end (nn/styles.join).
 """
 
 from __future__ import annotations
@@ -36,12 +40,13 @@ from stylekit.errors import RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import Progress, setup_logging
 from stylekit.nn.loss import LossTerms
-from stylekit.nn.modelio import save_model
+from stylekit.nn.modelio import load_model, save_model
+from stylekit.nn.styles import join
 from stylekit.nn.vgg import load_vgg
 from stylekit.ray_env import cluster_nodes, init_ray, on_head, plan_on_nodes
 from stylekit.redact import redact, root_cause
 from stylekit.train import previews
-from stylekit.train.board import Board, loss_scalars
+from stylekit.train.board import Board, loss_scalars, painting_scalars
 from stylekit.train.checkpoint import (
     complete_checkpoint,
     find_latest_checkpoint,
@@ -50,10 +55,11 @@ from stylekit.train.checkpoint import (
 )
 from stylekit.train.config import TrainConfig
 from stylekit.train.data import SR_CROPS_PER_IMAGE, SkipCounter, count_training_images, training_dataset
-from stylekit.train.loop import RECENT_STEPS, LoopHooks, RecentLosses, Schedule, train_loop
-from stylekit.train.losses import build_loss, load_style_tensor
-from stylekit.train.metadata import model_metadata
+from stylekit.train.loop import RECENT_STEPS, TERMS, LoopHooks, RecentLosses, Schedule, train_loop
+from stylekit.train.losses import build_loss
+from stylekit.train.metadata import StyleRecord, added_metadata, model_metadata
 from stylekit.train.metrics import TrainMetrics
+from stylekit.train.paintings import Painting, list_paintings, name_of, read_painting
 from stylekit.train.precision import resolve_dtype
 from stylekit.train.sizing import plan_workers
 from stylekit.train.state import TrainState, new_state
@@ -67,9 +73,15 @@ RATE_WINDOW = 20  # steps: the images/s of progress lines and metrics is the cur
 
 
 def run_training(config: TrainConfig) -> str:
-    """Train one style end to end; returns the location of the finished model.safetensors."""
+    """Train a network end to end (one style, several, styles added to a model, or
+    super-resolution); returns the location of the finished model.safetensors."""
     opts = config.storage_options
     vgg_source = preflight(config)
+    paintings: tuple[Painting, ...] = ()
+    if config.task == "style":
+        # The workers get the paintings themselves: folders are listed once, here.
+        paintings = list_paintings(config.style, opts)
+        config = dataclasses.replace(config, style=tuple(p.location for p in paintings))
     if "runtime_resources" in os.getcwd() and config.output.startswith(os.getcwd()):
         log.warning(
             "--output %s is inside this job's temporary working directory and is deleted with "
@@ -95,6 +107,13 @@ def run_training(config: TrainConfig) -> str:
     scaling = ScalingConfig(
         num_workers=workers.num_workers, use_gpu=workers.use_gpu, resources_per_worker=workers.resources
     )
+    if len(paintings) > 1 or config.add_style:
+        log.info(
+            "%s %d painting(s): %s",
+            "adding" if config.add_style else "one network for",
+            len(paintings),
+            ", ".join(p.name for p in paintings),
+        )
     log.info(
         "training %r: %d images under %s, %s worker(s) %s, batch %d per worker, %d steps "
         "(%d per epoch), run folder %s",
@@ -151,20 +170,35 @@ def run_training(config: TrainConfig) -> str:
         state = TrainState(*_blank_model_and_optimizer(config))
         load_checkpoint(directory, state)
 
-    final = {k: v for k, v in (result.metrics or {}).items() if k in ("loss", "content", "style", "tv")}
-    metadata = model_metadata(config, state.step, vgg_source, final, state.worker_counts)
-    save_model(config.model_path, state.model, metadata, opts)
+    metrics = result.metrics or {}
+    final = {k: v for k, v in metrics.items() if k in TERMS}
+    styles = [
+        StyleRecord(
+            p,
+            read_painting(p, None, opts)[1],
+            {t: metrics[f"{t}@{p.name}"] for t in TERMS if f"{t}@{p.name}" in metrics},
+        )
+        for p in paintings
+    ]
+    metadata = model_metadata(config, state.step, vgg_source, final, state.worker_counts, styles)
+    model = state.model
+    if config.add_style:
+        # The new styles join the model they were trained on: its own slots are copied as they are.
+        base = load_model(config.init_from or "", opts)
+        model = join(base.model, state.model)  # type: ignore[arg-type]
+        metadata = added_metadata(base, metadata)
+    save_model(config.model_path, model, metadata, opts)
     log.info("finished %d steps in %.0f s; model written", state.step, time.time() - started)
     return config.model_path
 
 
 def preflight(config: TrainConfig) -> str:
-    """Fail fast, on the driver, with one line: the style image decodes and the VGG weights can
+    """Fail fast, on the driver, with one line: the paintings decode and the VGG weights can
     be had (for "imagenet" this also fills this node's torchvision cache), every location is
     one Ray's workers can reach, and the run folder can be written. Returns the VGG weights'
     description for the model's metadata."""
     for flag, location in (
-        ("--style", config.style if config.task == "style" else ""),
+        *(("--style", s) for s in (config.style if config.task == "style" else ())),
         ("--data", config.data),
         ("--output", config.output),
         ("--init-from", config.init_from or ""),
@@ -172,12 +206,18 @@ def preflight(config: TrainConfig) -> str:
     ):
         storage.require_shared(location, flag)
     storage.check_writable(config.run_dir, config.storage_options, folder=True)
-    if config.task == "style":
-        load_style_tensor(config)
+    paintings = list_paintings(config.style, config.storage_options) if config.task == "style" else ()
+    for painting in paintings:
+        read_painting(painting, config.style_size, config.storage_options)
     if config.init_from:
-        from stylekit.nn.modelio import load_model
-
-        load_model(config.init_from, config.storage_options)  # a bad --init-from fails here
+        start = load_model(config.init_from, config.storage_options)  # a bad --init-from fails here
+        if config.add_style:
+            taken = set(start.styles) & {p.name for p in paintings}
+            if taken:
+                raise StylekitError(
+                    f"--add-style: {config.init_from} already holds {', '.join(sorted(taken))}; "
+                    "rename the new painting's file, or train the model again with it"
+                )
     if config.task == "sr" and config.sr_loss == "pixel":
         return "none (per-pixel loss)"
     return load_vgg(config.vgg_weights, seed=config.seed, options=config.storage_options).source
@@ -185,7 +225,7 @@ def preflight(config: TrainConfig) -> str:
 
 def _blank_model_and_optimizer(config: TrainConfig) -> tuple[Any, Any]:
     # A checkpoint is loaded into it next: no need to read --init-from's weights first.
-    state = new_state(dataclasses.replace(config, init_from=None), torch.device("cpu"))
+    state = new_state(config, torch.device("cpu"), warm_start=False)
     return state.model, state.optimizer
 
 
@@ -242,7 +282,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         config, rank, schedule.total_steps, config.batch_size * world, clock, board, step_metrics
     )
     train_loop(config, state, model, loss_fn, dtype, epoch_batches, schedule, hooks)
-    _report(state, config, rank, hooks.recent.mean(), board)
+    _report(state, config, rank, hooks.losses(), board)
     if board is not None:
         board.close()
 
@@ -265,6 +305,16 @@ class _WorkerHooks(LoopHooks):
         self.meter = Progress(window=RATE_WINDOW)  # images/s over the last steps
         self.clock, self.board, self.step_metrics = clock, board, step_metrics
         self.recent = RecentLosses(RECENT_STEPS)
+        # A run of several paintings trains one a step: each has its own recent losses.
+        self.names = [name_of(s) for s in config.style] if config.task == "style" else []
+        self.by_painting = [RecentLosses(RECENT_STEPS) for _ in self.names] if len(self.names) > 1 else []
+
+    def losses(self) -> dict[str, float]:
+        """The mean loss terms of the recent steps, and of each painting's (`TERM@NAME`)."""
+        out = dict(self.recent.mean() or {})
+        for name, recent in zip(self.names, self.by_painting, strict=False):
+            out.update({f"{term}@{name}": v for term, v in (recent.mean() or {}).items()})
+        return out
 
     def after_step(self, state: TrainState, terms: LossTerms) -> None:
         self.meter.add(self.images_per_step)
@@ -272,11 +322,13 @@ class _WorkerHooks(LoopHooks):
             self.clock.tick.remote(state.step)  # the driver's stall watchdog (train/watch.py)
         values = terms.as_floats()
         self.recent.add(terms)
+        if self.by_painting:
+            self.by_painting[terms.painting].add(terms)
         if self.step_metrics is not None:
             self.step_metrics.step(state.step, self.meter.rate(), values)
         if self.rank == 0 and (state.step % self.config.log_every == 0 or state.step == self.total):
             log.info(
-                "step %d/%d epoch %d  %.1f images/s  loss %.4g = content %.4g + style %.4g + tv %.4g",
+                "step %d/%d epoch %d  %.1f images/s  loss %.4g = content %.4g + style %.4g + tv %.4g%s",
                 state.step,
                 self.total,
                 state.epoch + 1,
@@ -285,12 +337,16 @@ class _WorkerHooks(LoopHooks):
                 values["content"],
                 values["style"],
                 values["tv"],
+                f"  ({self.names[terms.painting]})" if self.by_painting else "",
             )
-            if self.board is not None:
+        if self.board is not None:
+            if state.step % self.config.log_every == 0 or state.step == self.total:
                 self.board.log_scalars(state.step, loss_scalars(values, self.meter.rate()))
+            if self.by_painting:  # every step: each painting has only its share of them
+                self.board.log_scalars(state.step, painting_scalars(self.names[terms.painting], values))
 
     def checkpoint(self, state: TrainState) -> None:
-        _report(state, self.config, self.rank, self.recent.mean(), self.board)
+        _report(state, self.config, self.rank, self.losses(), self.board)
 
 
 def _restore(state: TrainState, loop_config: dict[str, Any], config: TrainConfig, rank: int) -> None:
@@ -345,10 +401,10 @@ def _report(
 ) -> None:
     """Every worker reports (Ray Train's report is collective); rank 0 attaches the checkpoint,
     then adds a row to previews.jpg and the preview to TensorBoard (see train/previews.py).
-    `losses` are the mean loss terms of the last RECENT_STEPS steps on this worker."""
+    `losses` are the mean loss terms of the last RECENT_STEPS steps on this worker (and of
+    each painting's, `TERM@NAME`)."""
     metrics: dict[str, Any] = {"step": state.step, "epoch": state.epoch}
-    if losses is not None:
-        metrics.update(losses)
+    metrics.update(losses or {})
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -360,7 +416,8 @@ def _report(
         log.info("checkpoint at step %d (with preview.jpg)", state.step)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    previews.record(config.run_dir, state.step, state.model, config.storage_options)
+    names = [name_of(s) for s in config.style] if config.task == "style" else []
+    previews.record(config.run_dir, state.step, state.model, config.storage_options, names)
     if board is not None:
         board.log_image(state.step, "preview", preview)
         board.sync()

@@ -47,6 +47,7 @@ def train_step(
     batch: torch.Tensor,
     dtype: torch.dtype = torch.float32,
     lowres: torch.Tensor | None = None,
+    painting: int | None = None,
 ) -> LossTerms:
     """One Adam step on a (B, H, W, 3) uint8 `batch` already on the device: the target.
 
@@ -54,7 +55,8 @@ def train_step(
     of the perceptual loss). Super-resolution: `lowres`, (B, H/f, W/f, 3) uint8 on the device,
     is the input and `batch` the originals it should become; `loss_fn` is an `SRLoss`
     (feature or per-pixel). One step for both: a style step is an SR step whose input is the
-    target itself, converted once.
+    target itself, converted once. `painting`: for a network of several styles, the slot this
+    step trains and the loss's painting of the same number (None: a one-style network).
     """
     inputs = batch if lowres is None else lowres
     if inputs.device.type == "cpu":
@@ -64,11 +66,13 @@ def train_step(
     target = x if lowres is None else _to_float_nchw(batch, fmt)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        y = model(x)
-        terms = loss_fn(y, target)
+        if painting is None:
+            terms = loss_fn(model(x), target)
+        else:
+            terms = loss_fn(model(x, painting), target, painting)  # type: ignore[call-arg]
     terms.total.backward()
     optimizer.step()
-    return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach())
+    return LossTerms(terms.content.detach(), terms.style.detach(), terms.tv.detach(), terms.painting)
 
 
 def _to_float_nchw(batch: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
