@@ -18,7 +18,7 @@ ceiling per CPU, and (--ceiling) the stages in one process without Ray.
      marginal CPU: manifest parts, progress, Ray Data's executor), the actor's block runner,
      and Ray (raylet, GCS, object store, calls, key reads).
    - --engine local (no Ray: what a small machine runs): the same blocks through the job's
-     own block runner (`bulk/blocks.py`) in this process, read, decode, encode and write
+     own block runner (`bulk/engines/blocks.py`) in this process, read, decode, encode and write
      included, and the manifest rows; less the codecs, the pipeline's own.
    The network's own cost, measured apart in this process, is shown for scale.
 2. The codec ceiling (--codec-only: this alone): decode + encode CPU time per ~1 MP JPEG
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the actors run (bulk/stages.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the actors run (bulk/engines/ray_photos.py)
 
 import argparse
 import io
@@ -99,12 +99,12 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     through the block runner as --engine local runs them, the network taken out."""
     import pyarrow as pa
 
-    from stylekit.bulk.blocks import BlockContext, BlockRunner
     from stylekit.bulk.config import BulkConfig
-    from stylekit.bulk.layout import RunLayout
-    from stylekit.bulk.manifest import OK, manifest_table
-    from stylekit.bulk.sizing import plan_actors
-    from stylekit.bulk.stages import MAX_BLOCK_ROWS
+    from stylekit.bulk.engines.blocks import BlockContext, BlockRunner
+    from stylekit.bulk.engines.ray_photos import MAX_BLOCK_ROWS
+    from stylekit.bulk.engines.sizing import plan_actors
+    from stylekit.bulk.plan.layout import RunLayout
+    from stylekit.bulk.plan.manifest import OK, manifest_table
     from stylekit.files import images, storage
     from stylekit.infer.inference import Stylizer
     from stylekit.nn.modelio import load_model
@@ -390,7 +390,7 @@ def main() -> int:
          "read, decode, encode, write, the runner's threads, in this process"],
         ["  of it, read / write", f"{1000 * stages['read']:.2f} / {1000 * stages['write']:.2f}",
          "storage.read_bytes, storage.write_bytes (atomic: temp + rename)"],
-        ["manifest rows", f"{1000 * stages['manifest rows']:.2f}", "bulk/manifest.manifest_table"],
+        ["manifest rows", f"{1000 * stages['manifest rows']:.2f}", "bulk/plan/manifest.manifest_table"],
         ["**the pipeline's own, --engine local**", f"**{1000 * local:.2f}**", "target <= 5 ms"],
         ["for scale: the network (starry_night, batches of "
          f"{args.batch_size})", f"{1000 * stages['network']:.2f}", "the model (not the pipeline's)"],

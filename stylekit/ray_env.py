@@ -36,12 +36,12 @@ NOTICES = (
 )
 # Python warnings Ray Data gives about sound settings: (message regex, category).
 WARNINGS = (
-    # The write pool's cap (bulk/stages.py) is above what a small input needs: no problem.
+    # The write pool's cap (bulk/engines/ray_photos.py) is above what a small input needs: no problem.
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
     # An actor pool sized for the cluster meets a small input (a few photos): no problem.
     (r"The minimum number of concurrent actors for '.*' is set to", UserWarning),
     # Ray 2.60 names `memory` but not `scheduling_strategy` among map_batches' parameters, so
-    # SPREAD for CPU actors (bulk/sizing.py) can only go through **ray_remote_args, which warns.
+    # SPREAD for CPU actors (bulk/engines/sizing.py) can only go through **ray_remote_args, which warns.
     (r"`ray_remote_args` is deprecated", DeprecationWarning),
 )
 # Lines Ray's own processes (Ray Train's controller and workers, Ray Data's coordinators) print

@@ -170,6 +170,6 @@ def test_the_checks_see_the_known_edges() -> None:
     """The parser finds what is there (a check that reads no edges passes anything)."""
     assert "stylekit.files.storage" in EDGES["stylekit.nn.vgg"]
     assert "stylekit.nn.model" in EDGES["stylekit.nn.modelio"]
-    assert "stylekit.nn.modelio" in RUNTIME_EDGES["stylekit.bulk.models"]  # a deferred import
-    assert "stylekit.bulk.config" in EDGES["stylekit.bulk.layout"]  # for annotations only
-    assert "stylekit.bulk.config" not in RUNTIME_EDGES["stylekit.bulk.layout"]
+    assert "stylekit.nn.modelio" in RUNTIME_EDGES["stylekit.bulk.engines.models"]  # a deferred import
+    assert "stylekit.bulk.config" in EDGES["stylekit.bulk.plan.layout"]  # for annotations only
+    assert "stylekit.bulk.config" not in RUNTIME_EDGES["stylekit.bulk.plan.layout"]

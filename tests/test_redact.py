@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from stylekit.bulk.driver import _Progress
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.stages import STYLIZED, write_batch
+from stylekit.bulk.engines.ray_photos import STYLIZED, write_batch
+from stylekit.bulk.plan.layout import RunLayout
 from stylekit.files import storage
 from stylekit.redact import describe, redact, root_cause
 

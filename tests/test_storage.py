@@ -227,7 +227,7 @@ def test_error_lines_are_cut_at_sentence_or_word_ends() -> None:
 
 
 def test_a_hung_decode_becomes_a_failed_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stylekit.bulk import stages
+    from stylekit.bulk.engines import ray_photos as stages
 
     (tmp_path / "ok.png").write_bytes(_png(1))
     (tmp_path / "hangs.png").write_bytes(_png(2))

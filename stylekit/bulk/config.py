@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from stylekit.bulk.layout import FORMATS
+from stylekit.bulk.plan.layout import FORMATS
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
 from stylekit.files.locations import Place, refuse_overlaps
@@ -232,7 +232,7 @@ class BulkConfig:
         if self.max_bytes < 1:
             raise ConfigError(f"--max-bytes must be >= 1 (got {self.max_bytes})")
         # Before anything is read: no spelling of OUT may be, or hold, an input. OUT inside IN
-        # is fine: its keys are left out of IN's listing (bulk/planner.py).
+        # is fine: its keys are left out of IN's listing (bulk/plan/planner.py).
         reads = (
             Place("--input", self.input, tree=True),
             Place("--model", self.model),

@@ -1,9 +1,9 @@
 """Nightly bulk stylization with Ray Data: every image under IN -> OUT at the same relative key.
 
 The driver's part: take the output's lease, plan on the driver (listing, skip check and key
-shards: `bulk/planner.py`) while the models are checked and Ray starts, run the plan through an
-engine (Ray Data's actor pool, `bulk/stages.py` and `bulk/video.py`, or the job's own process,
-`bulk/local.py`), write the manifest as its rows stream back, then the summary and the report.
+shards: `bulk/plan/planner.py`) while the models are checked and Ray starts, run the plan through an
+engine (Ray Data's actor pool, `bulk/engines/ray_photos.py` and `bulk/engines/ray_videos.py`, or the job's own process,
+`bulk/engines/local.py`), write the manifest as its rows stream back, then the summary and the report.
 How the stages fit together and why: docs/bulk.md, "Architecture".
 """
 
@@ -24,19 +24,19 @@ import ray
 import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
-from stylekit.bulk.lease import OutputLease
-from stylekit.bulk.local import LOCAL_MAX_CPUS, machine_cpus, stylize_here
-from stylekit.bulk.manifest import FAILED, OK, SKIPPED, ManifestWriter
+from stylekit.bulk.engines.local import LOCAL_MAX_CPUS, machine_cpus, stylize_here
+from stylekit.bulk.engines.ray_photos import StylizeActor, build_dataset
+from stylekit.bulk.engines.ray_videos import build_video_dataset, consume_videos
+from stylekit.bulk.engines.sizing import plan_actors
+from stylekit.bulk.engines.watch import start_clock, watched
 from stylekit.bulk.metrics import RunMetrics
-from stylekit.bulk.planner import Plan, plan_inputs
-from stylekit.bulk.records import SUMMARY_FILE
+from stylekit.bulk.plan.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.plan.lease import OutputLease
+from stylekit.bulk.plan.manifest import FAILED, OK, SKIPPED, ManifestWriter
+from stylekit.bulk.plan.planner import Plan, plan_inputs
+from stylekit.bulk.plan.records import SUMMARY_FILE
 from stylekit.bulk.report.build import write_report_quietly
-from stylekit.bulk.sizing import plan_actors
-from stylekit.bulk.stages import StylizeActor, build_dataset
 from stylekit.bulk.stop import RunStopper
-from stylekit.bulk.video import build_video_dataset, consume_videos
-from stylekit.bulk.watch import start_clock, watched
 from stylekit.errors import ConfigError, RunFailed, StylekitError
 from stylekit.files import storage
 from stylekit.logs import Progress, format_duration
@@ -110,7 +110,7 @@ def run_bulk(config: BulkConfig, probes: Probes = Probes()) -> Summary:
     )
     # A lease lost to another run, or the Ray cluster gone, ends the run at once (bulk/stop.py).
     stopper = RunStopper()
-    # One run per output at a time (bulk/lease.py): waits for, or refuses, a run that holds it.
+    # One run per output at a time (bulk/plan/lease.py): waits for, or refuses, a run that holds it.
     lease = OutputLease(
         layout.output_root,
         layout.run_id,
@@ -156,7 +156,7 @@ def _run_leased(
             )
             try:
                 # Ray only when there is work (a night with nothing new starts nothing), and
-                # only where it pays: a small machine with no cluster runs it here (bulk/local.py).
+                # only where it pays: a small machine with no cluster runs it here (bulk/engines/local.py).
                 engine = _engine(config, plan, checked) if plan.todo else "none"
                 if engine == "ray":
                     init_ray()
@@ -185,7 +185,7 @@ def _run_leased(
     # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
     write_report_quietly(layout.output_root, layout.run_id, options, layout.input_root)
     summary = _summary(manifest, layout, digest, time.time() - started)
-    # The run ended: its manifest lists every input (bulk/records.py reads no run before it).
+    # The run ended: its manifest lists every input (bulk/plan/records.py reads no run before it).
     storage.write_bytes(storage.join(layout.manifest_dir, SUMMARY_FILE), summary.to_json().encode(), options)
     return summary
 
@@ -239,12 +239,12 @@ def _stylize(
     # The actors get the very bytes checked here, through the object store: the same
     # model everywhere, and a local model file works on a multi-node cluster too.
     refs = [ray.put(m) for m in models]
-    clock = start_clock()  # the stall watchdog's (bulk/watch.py)
+    clock = start_clock()  # the stall watchdog's (bulk/engines/watch.py)
     if plan.todo > plan.videos:
         dataset = build_dataset(config, layout, plan, actors, digest, refs, actor=probes.actor, clock=clock)
         with probes.around_photos():
             _consume(dataset, manifest, plan, config, clock, run_metrics)
-    if plan.videos:  # one video per task, after the photos (stylekit/bulk/video.py)
+    if plan.videos:  # one video per task, after the photos (stylekit/bulk/engines/ray_videos.py)
         videos = build_video_dataset(config, layout, plan, actors, digest, refs, clock)
         consume_videos(videos, manifest, plan.videos, config.stall_timeout, clock)
 
@@ -261,7 +261,7 @@ def _consume(
     run_metrics: RunMetrics | None = None,
 ) -> None:
     """Stream the manifest rows to storage and log progress as they come; a pipeline that
-    stops moving for --stall-timeout ends the job with one line (bulk/watch.py)."""
+    stops moving for --stall-timeout ends the job with one line (bulk/engines/watch.py)."""
     progress = _Progress(plan.todo - plan.videos, config.progress_every, run_metrics)
     batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
     settled = lambda: sum(manifest.counts.values())  # noqa: E731

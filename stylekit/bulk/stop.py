@@ -1,5 +1,5 @@
 """Ending a bulk run from a watchdog thread, at once and with one line: its output's lease
-taken by another run (bulk/lease.py), or its Ray cluster gone (ray_env.ClusterWatch).
+taken by another run (bulk/plan/lease.py), or its Ray cluster gone (ray_env.ClusterWatch).
 
 The run's main thread may be anywhere: waiting on Ray's pipeline, inside a native call. So the
 watchdog (1) closes the manifest: its rows so far are written, and adding more raises the

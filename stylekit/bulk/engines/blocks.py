@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.manifest import FAILED, OK, manifest_table
-from stylekit.bulk.timeouts import run_within
+from stylekit.bulk.engines.timeouts import run_within
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import FAILED, OK, manifest_table
 from stylekit.files import images, storage
 from stylekit.redact import describe
 
@@ -94,7 +94,7 @@ class BlockRunner:
         tick: Callable[[str, int], None] | None = None,
     ):
         self.context, self.stylize, self.threads = context, stylize, max(1, threads)
-        self._send = tick  # the stall watchdog's clock (bulk/watch.py): a Ray call each
+        self._send = tick  # the stall watchdog's clock (bulk/engines/watch.py): a Ray call each
         self._pending: dict[str, int] = {}
         self._sent = 0.0
         self.readers = ThreadPoolExecutor(self.threads, "stylekit-read")

@@ -2,7 +2,7 @@
 a failed row, never a failed job:
 
 - CPU-only: key shards -> blocks of keys -> `StylizeActor`, which reads, decodes, stylizes,
-  encodes and writes each block in its own threads (stylekit/bulk/blocks.py);
+  encodes and writes each block in its own threads (stylekit/bulk/engines/blocks.py);
 - GPUs: key shards -> decode tasks -> `StylizeActor` -> write tasks, so the GPU never waits
   for the codecs.
 """
@@ -24,15 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from stylekit.bulk.backpressure import bound_backlogs
-from stylekit.bulk.blocks import BlockContext, BlockRunner
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.manifest import FAILED, OK, manifest_table
-from stylekit.bulk.planner import KEYS_SCHEMA, Plan
-from stylekit.bulk.sizing import ActorPlan
-from stylekit.bulk.timeouts import DecodeTimeout, run_within  # noqa: F401 (DecodeTimeout: its home before)
-from stylekit.bulk.watch import tick
+from stylekit.bulk.engines.backpressure import bound_backlogs
+from stylekit.bulk.engines.blocks import BlockContext, BlockRunner
+from stylekit.bulk.engines.sizing import ActorPlan
+from stylekit.bulk.engines.timeouts import DecodeTimeout, run_within  # noqa: F401 (DecodeTimeout: its home before)
+from stylekit.bulk.engines.watch import tick
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import FAILED, OK, manifest_table
+from stylekit.bulk.plan.planner import KEYS_SCHEMA, Plan
 from stylekit.files import images, storage
 from stylekit.logs import setup_logging
 from stylekit.redact import describe, redact
@@ -57,7 +57,7 @@ def build_dataset(
     """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
     `models` hold the model file's bytes (and the --then model's); `actor` is the stylize
     stage's class (`StylizeActor`, or a subclass a benchmark times); each stage ticks `clock`
-    (bulk/watch.py's StageClock) with the rows it finished."""
+    (bulk/engines/watch.py's StageClock) with the rows it finished."""
     options = config.storage_options.resolved()
     # One block per key shard, read by a task of its own (read_parquet would merge small shards
     # into one block), then cut into batches, so the decode work of a shard spreads over many
@@ -244,7 +244,7 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
 class StylizeActor:
     """Holds one model on one device (loaded once per actor) and stylizes decoded rows; with
     `block` (CPU actors), runs whole blocks of keys instead: read, decode, stylize, encode and
-    write in its own threads (stylekit/bulk/blocks.py), returning manifest rows."""
+    write in its own threads (stylekit/bulk/engines/blocks.py), returning manifest rows."""
 
     def __init__(
         self,
@@ -257,8 +257,8 @@ class StylizeActor:
         clock: Any = None,
         block: BlockContext | None = None,
     ):
+        from stylekit.bulk.engines.models import BulkModels
         from stylekit.bulk.metrics import ActorMetrics
-        from stylekit.bulk.models import BulkModels
 
         setup_logging()
         # `threads`: the actor's share of its node's CPUs, no more.

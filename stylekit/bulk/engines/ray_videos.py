@@ -23,12 +23,12 @@ import ray
 import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.manifest import FAILED, OK, ROW_FIELDS, ManifestWriter, manifest_table
+from stylekit.bulk.engines.sizing import ActorPlan
+from stylekit.bulk.engines.watch import tick, watched
 from stylekit.bulk.metrics import ActorMetrics
-from stylekit.bulk.planner import Plan
-from stylekit.bulk.sizing import ActorPlan
-from stylekit.bulk.watch import tick, watched
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import FAILED, OK, ROW_FIELDS, ManifestWriter, manifest_table
+from stylekit.bulk.plan.planner import Plan
 from stylekit.errors import RunFailed
 from stylekit.files import storage
 from stylekit.logs import setup_logging
@@ -170,7 +170,7 @@ def consume_videos(
     clock: Any = None,
 ) -> None:
     """Stream the videos' manifest rows to storage, with a line per video as each finishes
-    (ended with one line after `stall_timeout` seconds without progress, bulk/watch.py)."""
+    (ended with one line after `stall_timeout` seconds without progress, bulk/engines/watch.py)."""
     done = frames = 0
     started = time.monotonic()
     batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)

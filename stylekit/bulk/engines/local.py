@@ -4,7 +4,7 @@ On a small machine with no Ray cluster to join, starting a local Ray (its proces
 for the actor that imports torch again, Ray Data's executor) costs more than it gives: about
 10 s before the first output on this 2-core machine, where `python -m stylekit stylize` needs
 3 (benchmarks/RESULTS.md, "One node"). Here the key shards are read one after the other and
-their inputs run through the same block runner as the CPU actors (bulk/blocks.py): reads and
+their inputs run through the same block runner as the CPU actors (bulk/engines/blocks.py): reads and
 decodes in threads, the network on every CPU, encodes and atomic writes in threads, manifest
 rows a block at a time. Everything else is the job's: the listing and skip check, the
 manifest, progress, the settings guard, reruns, decode timeouts, the report, the pixels.
@@ -21,11 +21,11 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stylekit.bulk.blocks import BlockContext, BlockRunner
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.models import BulkModels
-from stylekit.bulk.planner import KEYS_SCHEMA, Plan
+from stylekit.bulk.engines.blocks import BlockContext, BlockRunner
+from stylekit.bulk.engines.models import BulkModels
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.planner import KEYS_SCHEMA, Plan
 from stylekit.files import storage
 
 log = logging.getLogger(__name__)
