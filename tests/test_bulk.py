@@ -30,7 +30,8 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.plan.layout import CollisionGuard, RunLayout, output_key
+from stylekit.bulk.plan.keys import CollisionGuard, output_key
+from stylekit.bulk.plan.layout import RunLayout
 from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage

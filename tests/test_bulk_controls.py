@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.plan.layout import RunLayout, check_output_settings, output_settings, settings_changes
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.settings import check_output_settings, output_settings, settings_changes
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, config_from_flags
 from stylekit.errors import ConfigError
 from stylekit.files import storage

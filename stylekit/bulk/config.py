@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from stylekit.bulk.plan.layout import FORMATS
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
 from stylekit.files.locations import Place, refuse_overlaps
@@ -23,6 +22,7 @@ if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
 # The quick start's defaults: a shipped model over the bundled photos, into ./outputs/.
 DEFAULT_MODEL = "starry_night"
 DEFAULT_INPUT = str(resources.files("stylekit") / "examples" / "content")
+FORMATS = ("same", "png", "jpg", "webp")  # --format
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,12 @@ from stylekit.bulk.engines.ray_videos import build_video_dataset, consume_videos
 from stylekit.bulk.engines.sizing import plan_actors
 from stylekit.bulk.engines.watch import start_clock, watched
 from stylekit.bulk.metrics import RunMetrics
-from stylekit.bulk.plan.layout import MANIFEST_DIR, RunLayout, check_output_settings, record_output_settings
+from stylekit.bulk.plan.layout import MANIFEST_DIR, RunLayout
 from stylekit.bulk.plan.lease import OutputLease
 from stylekit.bulk.plan.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.plan.planner import Plan, plan_inputs
 from stylekit.bulk.plan.records import SUMMARY_FILE
+from stylekit.bulk.plan.settings import check_output_settings, record_output_settings
 from stylekit.bulk.report.build import write_report_quietly
 from stylekit.bulk.stop import RunStopper
 from stylekit.errors import ConfigError, RunFailed, StylekitError

@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.plan.keylist import key_entries, unsafe_key
-from stylekit.bulk.plan.layout import CollisionGuard, RunLayout, output_key
+from stylekit.bulk.plan.keys import CollisionGuard, output_key
+from stylekit.bulk.plan.layout import RunLayout
 from stylekit.bulk.plan.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
 from stylekit.bulk.plan.records import Record, Records
 from stylekit.errors import StylekitError
