@@ -621,9 +621,11 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     import pyarrow as pa
     import ray
 
-    from stylekit.bulk.engines.ray_photos import build_dataset
+    from stylekit.bulk.engines.pool import RayPool
+    from stylekit.bulk.engines.ray_photos import photo_engine
     from stylekit.bulk.engines.sizing import plan_actors
     from stylekit.bulk.plan.planner import KEYS_SCHEMA, Plan
+    from stylekit.bulk.run import BulkRun
     from stylekit.nodes import Node
 
     shard = tmp_path / "out" / "keys.parquet"
@@ -639,10 +641,11 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     config = BulkConfig(model=str(model_file), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
     layout = RunLayout.for_config(config)
     plan = Plan(shards=[str(shard)], todo=1)
+    run = BulkRun(config, layout, config.storage_options, (b"model",), "digest", plan)
 
     def operators(node: Node) -> list[str]:
         actors = plan_actors(config, [node])
-        build_dataset(config, layout, plan, actors, "digest", [ray.put(b"model")]).explain()
+        photo_engine(RayPool(actors, [ray.put(b"model")])).dataset(run).explain()
         physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
         return [line.strip("+- ") for line in physical.splitlines() if "Operator[" in line]
 

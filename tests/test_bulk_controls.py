@@ -69,7 +69,8 @@ def test_a_rerun_with_other_controls_is_refused_unless_overwrite(
     options = storage.StorageOptions()
     first = config(tmp_path)
     layout = RunLayout.for_config(first)
-    check_output_settings(first, layout, DIGEST, options)  # a first run records its settings
+    with check_output_settings(first, layout, DIGEST, options).commit():  # a first run records its settings
+        pass
     recorded = json.loads(Path(layout.settings_file).read_text())
     assert (
         recorded["strength"] == 1.0

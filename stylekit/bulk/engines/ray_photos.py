@@ -1,10 +1,10 @@
-"""The bulk job's Ray Data stages for photos, each row carrying its status, so one bad input is
-a failed row, never a failed job:
+"""Photos on Ray Data, each row carrying its status, so one bad input is a failed row, never a
+failed job. Two pipelines over the same key shards and the same actor class:
 
-- CPU-only: key shards -> blocks of keys -> `StylizeActor`, which reads, decodes, stylizes,
-  encodes and writes each block in its own threads (stylekit/bulk/engines/blocks.py);
-- GPUs: key shards -> decode tasks -> `StylizeActor` -> write tasks, so the GPU never waits
-  for the codecs.
+- `CpuBlocks` (CPU-only nodes): key shards -> blocks of keys -> `StylizeActor`, which reads,
+  decodes, stylizes, encodes and writes each block in its own threads (bulk/engines/blocks.py);
+- `GpuStages` (GPUs): key shards -> decode tasks -> `StylizeActor` -> write tasks, so the GPU
+  never waits for the codecs.
 """
 
 from __future__ import annotations
@@ -23,131 +23,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.engines.backpressure import bound_backlogs
-from stylekit.bulk.engines.blocks import BlockContext, BlockRunner
-from stylekit.bulk.engines.sizing import ActorPlan
-from stylekit.bulk.engines.timeouts import DecodeTimeout, run_within  # noqa: F401 (DecodeTimeout: its home before)
-from stylekit.bulk.engines.watch import tick
-from stylekit.bulk.plan.layout import RunLayout
-from stylekit.bulk.plan.manifest import FAILED, OK, manifest_table
-from stylekit.bulk.plan.planner import KEYS_SCHEMA, Plan
-from stylekit.files import images, storage
+from stylekit.bulk.engines.blocks import BlockRunner
+from stylekit.bulk.engines.pool import RayPool
+from stylekit.bulk.engines.rows import Outcomes, RowContext
+from stylekit.bulk.engines.watch import tick, watched
+from stylekit.bulk.plan.manifest import FAILED, OK
+from stylekit.bulk.plan.planner import KEYS_SCHEMA
+from stylekit.errors import RunFailed
+from stylekit.files import storage
 from stylekit.logs import setup_logging
-from stylekit.redact import describe, redact
+from stylekit.redact import describe, redact, root_cause
 
 if TYPE_CHECKING:  # torch is imported by the actors, never by codec tasks
+    from stylekit.bulk.engines.engine import RowSink
+    from stylekit.bulk.engines.sizing import ActorPlan
+    from stylekit.bulk.run import BulkRun
     from stylekit.infer.inference import InferenceOptions
 
 DECODED, STYLIZED = "decoded", "stylized"  # in-flight statuses; rows end as ok or failed
 EMPTY = np.zeros((0, 0, 3), np.uint8)  # the pixels of a row that has none
-
-
-def build_dataset(
-    config: BulkConfig,
-    layout: RunLayout,
-    plan: Plan,
-    actors: ActorPlan,
-    digest: str,
-    models: list[ray.ObjectRef],
-    actor: type[StylizeActor] | None = None,
-    clock: Any = None,
-) -> ray.data.Dataset:
-    """The lazy Ray Dataset: key shards -> decode tasks -> stylize actors -> write tasks.
-    `models` hold the model file's bytes (and the --then model's); `actor` is the stylize
-    stage's class (`StylizeActor`, or a subclass a benchmark times); each stage ticks `clock`
-    (bulk/engines/watch.py's StageClock) with the rows it finished."""
-    options = config.storage_options.resolved()
-    # One block per key shard, read by a task of its own (read_parquet would merge small shards
-    # into one block), then cut into batches, so the decode work of a shard spreads over many
-    # tasks. The cut of a shard is one task that decoding waits for on a small cluster: the
-    # first shards are small (planner.FIRST_SHARD_KEYS), so the first outputs do not wait long.
-    ds = ray.data.from_items(
-        [{"shard": shard} for shard in plan.shards], override_num_blocks=len(plan.shards)
-    )
-    ds = ds.map_batches(
-        read_keys,
-        fn_kwargs={"options": options},
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=actors.task_cpus,
-    )
-    actor_args = {
-        "model": models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
-        "name": config.model,
-        "inference": config.inference_options,
-        "threads": None if actors.num_gpus else actors.threads,
-        "cpus": actors.num_cpus,
-        "output": redact(layout.output_root),
-        "clock": clock,
-    }
-    compute = ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size)
-    if actors.codecs_inside:
-        rows = block_rows(config, plan, actors)
-        ds = ds.repartition(target_num_rows_per_block=rows)
-        block = BlockContext.for_run(config, layout, options, digest)
-        ds = ds.map_batches(
-            actor or StylizeActor,
-            fn_constructor_kwargs={**actor_args, "block": block},
-            compute=compute,
-            batch_size=rows,
-            batch_format="pyarrow",
-            num_cpus=actors.num_cpus,
-            **actors.ray_args,
-        )
-        bound_backlogs(ds.context)
-        return ds
-    ds = ds.repartition(target_num_rows_per_block=config.run_options.batch_size)
-    ds = ds.map_batches(
-        decode_batch,
-        fn_kwargs={
-            "input_root": layout.input_root,
-            "options": options,
-            "decode": config.decode_options,
-            "timeout": config.decode_timeout,
-            "clock": clock,
-            "max_bytes": config.max_bytes,
-        },
-        batch_size=config.run_options.batch_size,
-        batch_format="numpy",
-        num_cpus=actors.task_cpus,
-        memory=decode_memory(config, actors.node_memory),
-    )
-    # Decode blocks are already model batches (the repartition above; decoding keeps every
-    # row). Decoding stays out of the actors, where it would run between model calls, because
-    # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
-    # when they are equal.
-    ds = ds.map_batches(
-        actor or StylizeActor,
-        fn_constructor_kwargs=actor_args,
-        compute=compute,
-        batch_size=config.run_options.batch_size,
-        batch_format="numpy",
-        num_cpus=actors.num_cpus,
-        num_gpus=actors.num_gpus,
-        **actors.ray_args,
-    )
-    ds = ds.map_batches(
-        write_batch,
-        fn_kwargs={
-            "layout": layout,
-            "options": options,
-            "quality": config.encode_options.quality,
-            "digest": digest,
-            "clock": clock,
-        },
-        batch_size=config.run_options.batch_size,
-        batch_format="numpy",
-        # No CPU reserved: Ray Data hands a small cluster's CPUs to the upstream stages first,
-        # so a write stage that needs one waited for every decode to finish. Writes run only
-        # as batches leave the actors, at most `writes_in_flight` at a time.
-        num_cpus=0,
-        compute=ray.data.TaskPoolStrategy(size=actors.writes_in_flight),
-    )
-    bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
-    return ds
-
 
 # Inputs per block on CPU actors: many, so Ray's cost per block (a task, its object-store
 # round trips, a manifest table) spreads over them; few enough that every actor gets many
@@ -157,10 +55,131 @@ MAX_BLOCK_ROWS = 256
 MIN_BLOCKS_PER_ACTOR = 16
 
 
-def block_rows(config: BulkConfig, plan: Plan, actors: ActorPlan) -> int:
+def photo_engine(pool: RayPool, actor: type[StylizeActor] | None = None) -> RayPhotos:
+    """The photo pipeline for the pool's actors: whole blocks inside CPU actors, or the codecs
+    in tasks of their own beside GPU actors (`ActorPlan.codecs_inside`)."""
+    engine = CpuBlocks if pool.actors.codecs_inside else GpuStages
+    return engine(pool, actor or StylizeActor)
+
+
+class RayPhotos:
+    """The photos still to do through a pool of `actor`s (`StylizeActor`, or a subclass);
+    `dataset` is the lazy pipeline, `run` streams its manifest rows to the driver."""
+
+    def __init__(self, pool: RayPool, actor: type[StylizeActor]):
+        self.pool, self.actor = pool, actor
+
+    def dataset(self, run: BulkRun) -> ray.data.Dataset:
+        raise NotImplementedError
+
+    def run(self, run: BulkRun, rows: RowSink) -> None:
+        """The rows to the driver as they come; a pipeline that stops moving for
+        --stall-timeout ends the job with one line (bulk/engines/watch.py)."""
+        batches = self.dataset(run).iter_batches(batch_format="pyarrow", batch_size=None)
+        try:
+            rows.photos(watched(batches, run.config.stall_timeout, self.pool.clock, lambda: rows.settled))
+        except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
+            raise RunFailed(f"the Ray pipeline failed: {root_cause(e)}") from None
+
+    def keys(self, run: BulkRun) -> ray.data.Dataset:
+        """The to-do keys: one block per key shard, read by a task of its own (read_parquet
+        would merge small shards into one block). The next stage cuts them into batches, so
+        the work of a shard spreads over many tasks. The cut of a shard is one task that
+        decoding waits for on a small cluster: the first shards are small
+        (planner.FIRST_SHARD_KEYS), so the first outputs do not wait long."""
+        shards = run.plan.shards
+        ds = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
+        return ds.map_batches(
+            read_keys,
+            fn_kwargs={"options": run.options},
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=self.pool.actors.task_cpus,
+        )
+
+    def actor_args(self, run: BulkRun) -> dict[str, Any]:
+        """The stylize stage's constructor arguments."""
+        actors = self.pool.actors
+        return {
+            "model": self.pool.models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
+            "name": run.config.model,
+            "inference": run.config.inference_options,
+            "threads": None if actors.num_gpus else actors.threads,
+            "cpus": actors.num_cpus,
+            "output": redact(run.layout.output_root),
+            "clock": self.pool.clock,
+        }
+
+
+class CpuBlocks(RayPhotos):
+    """CPU actors, each running whole blocks of keys: read, decode, stylize, encode, write."""
+
+    def dataset(self, run: BulkRun) -> ray.data.Dataset:
+        actors = self.pool.actors
+        rows = block_rows(run, actors)
+        ds = self.keys(run).repartition(target_num_rows_per_block=rows)
+        ds = ds.map_batches(
+            self.actor,
+            fn_constructor_kwargs={**self.actor_args(run), "block": RowContext.of(run)},
+            compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
+            batch_size=rows,
+            batch_format="pyarrow",
+            num_cpus=actors.num_cpus,
+            **actors.ray_args,
+        )
+        bound_backlogs(ds.context)
+        return ds
+
+
+class GpuStages(RayPhotos):
+    """Decode tasks -> GPU actors -> write tasks, in batches of --batch-size."""
+
+    def dataset(self, run: BulkRun) -> ray.data.Dataset:
+        actors, config, clock = self.pool.actors, run.config, self.pool.clock
+        batch = config.run_options.batch_size
+        context = RowContext.of(run)
+        ds = self.keys(run).repartition(target_num_rows_per_block=batch)
+        ds = ds.map_batches(
+            decode_batch,
+            fn_kwargs={"context": context, "clock": clock},
+            batch_size=batch,
+            batch_format="numpy",
+            num_cpus=actors.task_cpus,
+            memory=decode_memory(config, actors.node_memory),
+        )
+        # Decode blocks are already model batches (the repartition above; decoding keeps every
+        # row). Decoding stays out of the actors, where it would run between model calls, because
+        # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
+        # when they are equal.
+        ds = ds.map_batches(
+            self.actor,
+            fn_constructor_kwargs=self.actor_args(run),
+            compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
+            batch_size=batch,
+            batch_format="numpy",
+            num_cpus=actors.num_cpus,
+            num_gpus=actors.num_gpus,
+            **actors.ray_args,
+        )
+        ds = ds.map_batches(
+            write_batch,
+            fn_kwargs={"context": context, "clock": clock},
+            batch_size=batch,
+            batch_format="numpy",
+            # No CPU reserved: Ray Data hands a small cluster's CPUs to the upstream stages first,
+            # so a write stage that needs one waited for every decode to finish. Writes run only
+            # as batches leave the actors, at most `writes_in_flight` at a time.
+            num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=actors.writes_in_flight),
+        )
+        bound_backlogs(ds.context)  # each stage at most a few batches ahead of the next
+        return ds
+
+
+def block_rows(run: BulkRun, actors: ActorPlan) -> int:
     """Inputs per block for actors that run whole blocks (`ActorPlan.codecs_inside`)."""
-    per_actor = -(-(plan.todo - plan.videos) // (MIN_BLOCKS_PER_ACTOR * max(1, actors.max_size)))
-    return max(config.run_options.batch_size, min(MAX_BLOCK_ROWS, per_actor))
+    per_actor = -(-run.plan.photos // (MIN_BLOCKS_PER_ACTOR * max(1, actors.max_size)))
+    return max(run.config.run_options.batch_size, min(MAX_BLOCK_ROWS, per_actor))
 
 
 def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
@@ -183,32 +202,19 @@ def decode_memory(config: BulkConfig, node_memory: float) -> int:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray],
-    input_root: str,
-    options: storage.StorageOptions,
-    decode: images.DecodeOptions,
-    timeout: float = 120.0,
-    clock: Any = None,
-    max_bytes: int | None = None,
+    batch: dict[str, np.ndarray], context: RowContext, clock: Any = None
 ) -> dict[str, np.ndarray]:
-    """Read and decode each input (at most `max_bytes` of it); a failure, or an input taking
-    over `timeout` seconds, is recorded on its row, never raised."""
+    """Read and decode each input (bulk/engines/rows.py); a failure, or an input taking over
+    --decode-timeout, is recorded on its row, never raised."""
     n = len(batch["key"])
     pixels = _objects([EMPTY] * n)
     status, error = np.full(n, DECODED, dtype=object), np.full(n, "", dtype=object)
     hashes = np.full(n, "", dtype=object)
     seconds = np.zeros(n, dtype=np.float64)
-
-    def read(i: int, location: str) -> np.ndarray:
-        data = storage.read_bytes(location, options, limit=max_bytes)
-        hashes[i] = storage.content_hash(data)
-        return images.decode(data, decode)
-
     for i, key in enumerate(batch["key"]):
         t0 = time.perf_counter()
-        location = storage.join(input_root, str(key))
         try:
-            pixels[i] = run_within(timeout, lambda i=i, loc=location: read(i, loc))
+            pixels[i], hashes[i] = context.read(str(key))
         except Exception as e:
             pixels[i], status[i], error[i] = EMPTY, FAILED, describe(e)
         seconds[i] = time.perf_counter() - t0
@@ -242,9 +248,10 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class StylizeActor:
-    """Holds one model on one device (loaded once per actor) and stylizes decoded rows; with
-    `block` (CPU actors), runs whole blocks of keys instead: read, decode, stylize, encode and
-    write in its own threads (stylekit/bulk/engines/blocks.py), returning manifest rows."""
+    """Holds one model on one device (loaded once per actor) and stylizes decoded rows (GPU
+    stages); with `block` (CPU blocks), runs whole blocks of keys instead: read, decode,
+    stylize, encode and write in its own threads (bulk/engines/blocks.py), returning manifest
+    rows. A benchmark may subclass it (bulk/engines/engine.py)."""
 
     def __init__(
         self,
@@ -255,7 +262,7 @@ class StylizeActor:
         cpus: float = 1.0,
         output: str = "",
         clock: Any = None,
-        block: BlockContext | None = None,
+        block: RowContext | None = None,
     ):
         from stylekit.bulk.engines.models import BulkModels
         from stylekit.bulk.metrics import ActorMetrics
@@ -312,46 +319,29 @@ class StylizeActor:
         return self.models.stylize(pixels)
 
 
-def write_batch(
-    batch: dict[str, np.ndarray],
-    layout: RunLayout,
-    options: storage.StorageOptions,
-    quality: int,
-    digest: str,
-    clock: Any = None,
-) -> pa.Table:
-    """Encode and atomically write each stylized row; returns the rows as manifest rows."""
+def write_batch(batch: dict[str, np.ndarray], context: RowContext, clock: Any = None) -> pa.Table:
+    """Encode and atomically write each stylized row; returns the batch's manifest rows."""
     n = len(batch["key"])
-    status, error = [str(s) for s in batch["status"]], [str(e) for e in batch["error"]]
-    out_bytes, seconds = [0] * n, [float(s) for s in batch["seconds"]]
+    done = Outcomes(
+        status=[str(s) for s in batch["status"]],
+        error=[str(e) for e in batch["error"]],
+        width=[0] * n,
+        height=[0] * n,
+        output_bytes=[0] * n,
+        seconds=[float(s) for s in batch["seconds"]],
+        input_hash=[str(h) for h in batch["input_hash"]] if "input_hash" in batch else [""] * n,
+    )
     for i in range(n):
-        if status[i] != STYLIZED:
+        if done.status[i] != STYLIZED:
             continue
         t0 = time.perf_counter()
-        out = str(batch["output_key"][i])
         try:
-            data = images.encode(np.asarray(batch["pixels"][i]), images.format_of(out), quality)
-            storage.write_bytes(layout.output_uri(out), data, options)
-            status[i], out_bytes[i] = OK, len(data)
+            done.output_bytes[i] = context.write(str(batch["output_key"][i]), np.asarray(batch["pixels"][i]))
+            done.status[i] = OK
+            # The size decoded (oriented, possibly --max-side scaled) of a written row.
+            done.width[i], done.height[i] = int(batch["width"][i]), int(batch["height"][i])
         except Exception as e:
-            status[i], error[i] = FAILED, f"writing failed: {describe(e)}"
-        seconds[i] += time.perf_counter() - t0
-    ok = [s == OK for s in status]
+            done.status[i], done.error[i] = FAILED, f"writing failed: {describe(e)}"
+        done.seconds[i] += time.perf_counter() - t0
     tick(clock, "write", n)
-    columns = {
-        "key": [str(k) for k in batch["key"]],
-        "output_key": [str(k) for k in batch["output_key"]],
-        "status": status,
-        "error": error,
-        # Sizes of the stylized (= oriented, possibly --max-side scaled) image, of written rows.
-        "width": [int(w) if good else 0 for w, good in zip(batch["width"], ok, strict=True)],
-        "height": [int(h) if good else 0 for h, good in zip(batch["height"], ok, strict=True)],
-        "input_bytes": [int(b) for b in batch["input_bytes"]],
-        "output_bytes": out_bytes,
-        "seconds": seconds,
-        **{name: [str(v) for v in batch[name]] if name in batch else [""] * n for name in RECORD_COLUMNS},
-    }
-    return manifest_table(columns, layout, digest)
-
-
-RECORD_COLUMNS = ("input_version", "input_hash", "record_version", "record_hash")
+    return done.rows(batch, context)

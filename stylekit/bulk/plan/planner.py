@@ -86,6 +86,11 @@ class Plan:
     failed: int = 0
     adopted: int = 0  # outputs found that no run had recorded (counted among skipped)
 
+    @property
+    def photos(self) -> int:
+        """Photos to do (the to-do inputs that are not videos)."""
+        return self.todo - self.videos
+
 
 def image_entries(config: BulkConfig, layout: RunLayout) -> Iterator[storage.FileEntry]:
     """The inputs: image keys under IN (or, with --keys, in the key list: bulk/plan/keylist.py),

@@ -3,7 +3,10 @@ that change pixels; a rerun with other ones refuses to mix styles unless --overw
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from stylekit.bulk.plan.layout import RunLayout
@@ -15,9 +18,9 @@ if TYPE_CHECKING:
     from stylekit.bulk.config import BulkConfig
 
 
-# Settings recorded since the stylization controls: a settings file written before them holds
-# outputs made at these values (the controls' neutral defaults).
-_SETTINGS_BEFORE_CONTROLS = {"strength": 1.0, "preserve_color": False, "style_scale": 1.0, "stabilize": 0.0}
+# Settings a settings file may not record (it was written before they existed), at the values
+# its outputs were made with: the controls' neutral defaults, no stabiliser.
+_UNRECORDED_DEFAULTS = {"strength": 1.0, "preserve_color": False, "style_scale": 1.0, "stabilize": 0.0}
 
 
 def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
@@ -37,33 +40,51 @@ def output_settings(config: BulkConfig, digest: str) -> dict[str, Any]:
 
 def settings_changes(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """The settings that differ between a recorded settings file and this run's, as
-    "name old -> new" (empty: the same); keys a file from before the controls lacks count
-    as their defaults."""
-    found = {**_SETTINGS_BEFORE_CONTROLS, **found}
+    "name old -> new" (empty: the same); those the file does not record count as the values
+    its outputs were made with."""
+    found = {**_UNRECORDED_DEFAULTS, **found}
     return [f"{k} {found.get(k)!r} -> {v!r}" for k, v in wanted.items() if found.get(k) != v]
 
 
+@dataclass(frozen=True)
+class SettingsGuard:
+    """This run's settings, checked against OUT's record of them (`check_output_settings`)."""
+
+    location: str  # OUT/_manifest/_outputs.json
+    settings: dict[str, Any]  # this run's: `output_settings`
+    options: storage.StorageOptions
+    first_run: bool  # OUT had no settings file
+    overwrite: bool  # --overwrite: OUT's outputs are restylized with these settings
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        """Around the run's work: a first run records its settings before any output is
+        written; an --overwrite run records its own once its work is done, so an interrupted
+        one still refuses a plain rerun."""
+        if self.first_run:
+            self._record()
+        yield
+        if self.overwrite:
+            self._record()
+
+    def _record(self) -> None:
+        storage.write_bytes(self.location, json.dumps(self.settings, indent=1).encode(), self.options)
+
+
 def check_output_settings(
-    config: BulkConfig,
-    layout: RunLayout,
-    digest: str,
-    options: storage.StorageOptions,
-    record: bool = True,
-) -> bool:
-    """Refuse to mix outputs of another model or other settings into OUT (unless --overwrite);
-    record the settings on a first run (with record=False the caller does, once it has checked
-    the model). An --overwrite run records its own only when it ends
-    (`record_output_settings`), so an interrupted one still refuses a plain rerun. True on a
-    first run (OUT had no settings file)."""
+    config: BulkConfig, layout: RunLayout, digest: str, options: storage.StorageOptions
+) -> SettingsGuard:
+    """Refuse to mix outputs of another model or other settings into OUT, unless --overwrite:
+    one line naming what changed. The guard returned records this run's settings when it
+    commits."""
     wanted = output_settings(config, digest)
+    guard = SettingsGuard(layout.settings_file, wanted, options, first_run=False, overwrite=config.overwrite)
     if not storage.exists(layout.settings_file, options):
-        if record:
-            record_output_settings(config, layout, digest, options)
-        return True
+        return replace(guard, first_run=True)
     found = _read_settings(layout, options)
     changes = settings_changes(found, wanted)
     if not changes or config.overwrite:
-        return False
+        return guard
     changed = ", ".join(changes)
     hint = ""
     if found.get("style_scale", 1.0) == 1.0 and wanted["style_scale"] == "model":
@@ -86,10 +107,3 @@ def _read_settings(layout: RunLayout, options: storage.StorageOptions) -> dict[s
             "result there is of this model and these settings (a run then records them anew)"
         )
     return found
-
-
-def record_output_settings(
-    config: BulkConfig, layout: RunLayout, digest: str, options: storage.StorageOptions
-) -> None:
-    data = json.dumps(output_settings(config, digest), indent=1).encode()
-    storage.write_bytes(layout.settings_file, data, options)
