@@ -38,8 +38,8 @@ class BulkRun:
         verified; a one-line error for each that is not."""
         from stylekit.nn.modelio import file_digest
 
-        options = config.storage_options.resolved()
         layout = RunLayout.for_config(config)
+        options = config.storage_options.resolved()
         for flag, location in (("--input", layout.input_root), ("--output", layout.output_root)):
             storage.require_shared(location, flag)
         storage.require_shared(config.model, "--model")

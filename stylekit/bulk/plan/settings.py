@@ -79,9 +79,10 @@ def check_output_settings(
     commits."""
     wanted = output_settings(config, digest)
     guard = SettingsGuard(layout.settings_file, wanted, options, first_run=False, overwrite=config.overwrite)
-    if not storage.exists(layout.settings_file, options):
+    recorded = storage.read_if_exists(layout.settings_file, options)
+    if recorded is None:
         return replace(guard, first_run=True)
-    found = _read_settings(layout, options)
+    found = _parse_settings(recorded, layout.settings_file)
     changes = settings_changes(found, wanted)
     if not changes or config.overwrite:
         return guard
@@ -95,14 +96,14 @@ def check_output_settings(
     )
 
 
-def _read_settings(layout: RunLayout, options: storage.StorageOptions) -> dict[str, Any]:
+def _parse_settings(data: bytes, location: str) -> dict[str, Any]:
     try:
-        found = json.loads(storage.read_bytes(layout.settings_file, options))
+        found = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         found = None
     if not isinstance(found, dict):
         raise ConfigError(
-            f"{redact(layout.settings_file)} is damaged: it records the model and settings the "
+            f"{redact(location)} is damaged: it records the model and settings the "
             "results in --output were made with. Restore it from a backup, or delete it if every "
             "result there is of this model and these settings (a run then records them anew)"
         )
