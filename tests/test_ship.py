@@ -192,12 +192,15 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         assert meta == shipped.metadata
     measure = subprocess.run(
         [PYTHON, str(REPO / "jobs" / "ship_models.py"), "--measure", "--styles", "starry_night",
-         "--models-dir", str(models), "--shared", str(shared), "--output", str(tmp_path / "runs")],
+         "--models-dir", str(models), "--shared", str(shared), "--output", str(tmp_path / "runs"),
+         "--save", str(tmp_path / "pictures")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert measure.returncode == 0, measure.stderr[-2000:]
     assert "| starry_night (installed) | x" in measure.stdout
     assert "runs/starry_night/model.safetensors) | x" in measure.stdout
+    # The comparison picture: the photo, ours, the original, side by side at the original's size.
+    assert Image.open(tmp_path / "pictures" / "chicago_starry_night.png").size == (3 * 52, 36)
 
 
 def test_continue_without_the_held_out_photos_is_one_line(tmp_path: Path) -> None:

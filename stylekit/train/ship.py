@@ -128,13 +128,17 @@ class Judge:
         chicago = read_rgb(shared.comparison_photo, size)
         self.photos = [chicago] + [fit_longest(read_rgb(p), HELD_OUT_SIDE) for p in shared.held_out()]
         self.sticks = [Yardstick(photo, paint, vgg) for photo in self.photos]
-        self.original = self.sticks[0].measure(read_rgb(original_path)) if original_path else None
+        self.original_pixels = read_rgb(original_path) if original_path else None
+        self.original = self.sticks[0].measure(self.original_pixels) if original_path else None
 
-    def measure(self, model_location: str) -> Measured:
-        stylizer = Stylizer(load_model(model_location).model, InferenceOptions(device="cpu"))
-        figures = [
-            stick.measure(out) for stick, out in zip(self.sticks, stylizer.stylize(self.photos), strict=True)
-        ]
+    def stylize(self, model_location: str) -> list[np.ndarray]:
+        """The model's pictures of the comparison photo and the held-out ones, (H, W, 3) uint8."""
+        return Stylizer(load_model(model_location).model, InferenceOptions(device="cpu")).stylize(self.photos)
+
+    def measure(self, model_location: str, pictures: list[np.ndarray] | None = None) -> Measured:
+        """The model's figures (from its `pictures`, when already made)."""
+        pictures = pictures if pictures is not None else self.stylize(model_location)
+        figures = [stick.measure(out) for stick, out in zip(self.sticks, pictures, strict=True)]
         rest = figures[1:] or figures[:1]
         mean = Figures(
             *(float(np.mean([getattr(f, k) for f in rest])) for k in ("grain", "content", "style"))
