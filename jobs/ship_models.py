@@ -34,7 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's stylekit first
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, run_main  # noqa: E402
 from stylekit.errors import ConfigError  # noqa: E402
@@ -129,6 +131,12 @@ class ShipConfig:
         metadata=flag(
             "--continue, --measure: the held-out photos (content/) and the 2016 models' outputs (reference-outputs/)",
             default_text="shared/data beside the checkout",
+        ),
+    )
+    save: str = field(
+        default="",
+        metadata=flag(
+            "--measure: a folder for each style's comparison photo: the photo, ours, the 2016 original"
         ),
     )
     models_dir: str = field(
@@ -257,7 +265,8 @@ def shipped_metadata(name: str, meta: dict[str, str], schedule: list[dict[str, o
 
 
 def measure(config: ShipConfig) -> int:
-    """The installed models' figures (and any finished run of them under --output)."""
+    """The installed models' figures (and any finished run of them under --output); with
+    --save, each style's picture of the comparison photo beside the photo and the original."""
     print(
         "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
     )
@@ -265,10 +274,15 @@ def measure(config: ShipConfig) -> int:
     for name in _names(config.styles):
         style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
         judge = ship.Judge(name, style, ship.Shared(Path(config.shared)))
-        print(
-            f"| {name} (installed) | {judge.measure(str(Path(config.models_dir) / f'{name}.safetensors')).row()} |",
-            flush=True,
-        )
+        installed = str(Path(config.models_dir) / f"{name}.safetensors")
+        pictures = judge.stylize(installed)
+        print(f"| {name} (installed) | {judge.measure(installed, pictures).row()} |", flush=True)
+        if config.save:
+            panels = [judge.photos[0], pictures[0]]
+            if judge.original_pixels is not None:
+                panels.append(judge.original_pixels)
+            Path(config.save).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.concatenate(panels, axis=1)).save(Path(config.save) / f"chicago_{name}.png")
         run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)

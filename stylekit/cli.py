@@ -87,7 +87,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
                 action="append",
                 default=argparse.SUPPRESS,  # not given: the field's own default
                 metavar=f.metadata.get("metavar"),
-                help=f"{help_text} (default: {', '.join(map(str, default or ())) or 'none'})",
+                help=help_text,
             )
             continue
         if kind is bool:
@@ -120,6 +120,8 @@ def shown_default(default: Any, metadata: Mapping[str, Any]) -> str:
         return "required"
     if "default_text" in metadata:
         return f"default: {metadata['default_text']}"
+    if isinstance(default, tuple):  # a repeatable flag's items
+        default = ", ".join(map(str, default))
     return f"default: {'none' if default is None or default == '' else default}"
 
 

@@ -5,6 +5,7 @@ verdict that decides an install, the schedule a model carries, and `jobs/ship_mo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def test_better_without_an_original_keeps_the_painting() -> None:
 
     installed = plain((20, 1.0, 0.2))
     assert ship.better(plain((18, 0.95, 0.2)), installed)[0]
+    assert ship.better(plain((18, 0.95, 0.205)), installed)[0]  # within the style slack
     assert not ship.better(plain((18, 0.95, 0.25)), installed)[0]  # less of the painting
     assert not ship.better(plain((20, 1.0, 0.1)), installed)[0]  # nothing gained
 
@@ -173,7 +175,9 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         "--output", str(tmp_path / "runs"), "--data", str(tiny_train_dir), "--image-size", "32",
         "--vgg-weights", "random", "--batch-size", "2", "--num-workers", "1",
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # a fresh local Ray (never someone's ray start cluster)
+    env.pop("RAY_AUTH_MODE", None)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     curve = [
         json.loads(line)
@@ -192,12 +196,15 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         assert meta == shipped.metadata
     measure = subprocess.run(
         [PYTHON, str(REPO / "jobs" / "ship_models.py"), "--measure", "--styles", "starry_night",
-         "--models-dir", str(models), "--shared", str(shared), "--output", str(tmp_path / "runs")],
+         "--models-dir", str(models), "--shared", str(shared), "--output", str(tmp_path / "runs"),
+         "--save", str(tmp_path / "pictures")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert measure.returncode == 0, measure.stderr[-2000:]
     assert "| starry_night (installed) | x" in measure.stdout
     assert "runs/starry_night/model.safetensors) | x" in measure.stdout
+    # The comparison picture: the photo, ours, the original, side by side at the original's size.
+    assert Image.open(tmp_path / "pictures" / "chicago_starry_night.png").size == (3 * 52, 36)
 
 
 def test_continue_without_the_held_out_photos_is_one_line(tmp_path: Path) -> None:

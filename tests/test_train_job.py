@@ -50,8 +50,9 @@ def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 def worker_pids(actor_class: str) -> list[int]:
-    """Pids of this machine's Ray actor processes of `actor_class` (Ray titles them
-    `ray::CLASS...`), sorted."""
+    """Pids of this process's Ray actor processes of `actor_class` (Ray titles them
+    `ray::CLASS...`; ours descend from this process, which started their Ray), sorted: another
+    Ray on the machine (a training in the background) has its own."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -59,9 +60,21 @@ def worker_pids(actor_class: str) -> list[int]:
                 title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
             except OSError:
                 continue
-            if title.startswith(f"ray::{actor_class}"):
+            if title.startswith(f"ray::{actor_class}") and descends_from_us(int(entry.name)):
                 pids.append(int(entry.name))
     return sorted(pids)
+
+
+def descends_from_us(pid: int) -> bool:
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def checkpoints(run_dir: Path) -> list[dict]:

@@ -1,7 +1,7 @@
 """How a stylized picture compares with its photo and its painting, in three numbers.
 
 These are the figures the shipped models are held to beside the paper's own 2016 models
-(jobs/ship_models.py, benchmarks/bench_originals.py):
+(`jobs/ship_models.py --measure`, stylekit/train/ship.py):
 
 - grain: mean |Laplacian| of the luminance (0-255), 4-neighbour kernel, interior pixels. Fine
   hatching and grid texture raise it; large smooth strokes do not (a photo has ~10-15).
