@@ -94,7 +94,11 @@ class RayPhotos:
             fn_kwargs={"options": run.options},
             batch_size=1,
             batch_format="pyarrow",
-            num_cpus=self.pool.actors.task_cpus,
+            # No CPU reserved (a shard of keys is a small read), a few at a time: an actor that
+            # Ray restarts on a node left after another's loss takes the CPU its actors left,
+            # and reads that needed one would then wait for the rest of the run.
+            num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=max(2, self.pool.actors.max_size)),
         )
 
     def actor_args(self, run: BulkRun) -> dict[str, Any]:

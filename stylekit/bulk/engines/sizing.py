@@ -130,12 +130,12 @@ def plan_actors(config: BulkConfig, nodes: list[Node]) -> ActorPlan:
 
 
 def _codec_cpus(cpus: float) -> float:
-    """CPUs a CPU-only node keeps outside the stylizing actors: one for the tasks that read
-    the key shards (half of a 1-CPU node). The actors decode and encode in their own threads
-    (stylekit/bulk/engines/blocks.py), as `python -m stylekit stylize` does, so no codec tasks need
-    CPUs of their own: on this 2-CPU machine a separate quarter (at least one CPU) left the
-    network one core of two, and the job at 0.43x the plain command (benchmarks/RESULTS.md,
-    "One node")."""
+    """CPUs a CPU-only node keeps outside the stylizing actors' reservations: one (half of a
+    1-CPU node), which their codec threads use (`ActorPlan.threads_each`). The actors decode
+    and encode in their own threads (stylekit/bulk/engines/blocks.py), as `python -m stylekit
+    stylize` does, so no codec tasks need CPUs of their own, and the key-shard reads reserve
+    none: on a 2-CPU node a separate codec quarter (at least one CPU) left the network one
+    core of two, and the job at 0.43x the plain command (RESULTS.md, "One node")."""
     return 1.0 if cpus >= 2 else cpus / 2
 
 
