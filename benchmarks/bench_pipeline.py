@@ -18,7 +18,7 @@ ceiling per CPU, and (--ceiling) the stages in one process without Ray.
      marginal CPU: manifest parts, progress, Ray Data's executor), the actor's block runner,
      and Ray (raylet, GCS, object store, calls, key reads).
    - --engine local (no Ray: what a small machine runs): the same blocks through the job's
-     own block runner (`bulk/blocks.py`) in this process, read, decode, encode and write
+     own block runner (`bulk/engines/blocks.py`) in this process, read, decode, encode and write
      included, and the manifest rows; less the codecs, the pipeline's own.
    The network's own cost, measured apart in this process, is shown for scale.
 2. The codec ceiling (--codec-only: this alone): decode + encode CPU time per ~1 MP JPEG
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the actors run (bulk/stages.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the actors run (bulk/engines/ray_photos.py)
 
 import argparse
 import io
@@ -99,12 +99,13 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     through the block runner as --engine local runs them, the network taken out."""
     import pyarrow as pa
 
-    from stylekit.bulk.blocks import BlockContext, BlockRunner
     from stylekit.bulk.config import BulkConfig
-    from stylekit.bulk.layout import RunLayout
-    from stylekit.bulk.manifest import OK, manifest_table
-    from stylekit.bulk.sizing import plan_actors
-    from stylekit.bulk.stages import MAX_BLOCK_ROWS
+    from stylekit.bulk.engines.blocks import BlockRunner
+    from stylekit.bulk.engines.ray_photos import MAX_BLOCK_ROWS
+    from stylekit.bulk.engines.rows import Outcomes, RowContext
+    from stylekit.bulk.engines.sizing import plan_actors
+    from stylekit.bulk.plan.layout import RunLayout
+    from stylekit.bulk.plan.manifest import OK
     from stylekit.files import images, storage
     from stylekit.infer.inference import Stylizer
     from stylekit.nn.modelio import load_model
@@ -117,6 +118,8 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     layout = RunLayout.for_config(config)
     options = config.storage_options
     stylizer = Stylizer(load_model(model).model, config.inference_options)
+    decode, quality = config.decode_options, config.encode_options.quality
+    context = RowContext(layout, options, decode, config.decode_timeout, quality, "digest", batch)
     keys = [p.relative_to(src).as_posix() for p in files]
     stylizer.stylize([images.decode(files[0].read_bytes())] * batch)  # warm
     clock: dict[str, float] = {}
@@ -141,30 +144,12 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
             for k, data in zip(chunk, encoded, strict=True):
                 timed("write", storage.write_bytes, layout.output_uri(k), data, options)
         n = len(block)
-        columns = {
-            "key": block,
-            "output_key": block,
-            "status": [OK] * n,
-            "error": [""] * n,
-            "width": [8] * n,
-            "height": [8] * n,
-            "input_bytes": [1] * n,
-            "output_bytes": [1] * n,
-            "seconds": [0.1] * n,
-        }
-        timed("manifest rows", manifest_table, columns, layout, "digest")
+        done = Outcomes([OK] * n, [""] * n, [8] * n, [8] * n, [1] * n, [0.1] * n, [""] * n)
+        keys_of_block = {"key": block, "output_key": block, "input_bytes": [1] * n}
+        timed("manifest rows", done.rows, keys_of_block, context)
     # --engine local's blocks, the network taken out: read, decode, encode, write and the
     # runner's own threads, futures and timeouts.
     shutil.rmtree(work / "stage-out", ignore_errors=True)
-    context = BlockContext(
-        layout,
-        options,
-        config.decode_options,
-        config.decode_timeout,
-        config.encode_options.quality,
-        "digest",
-        batch,
-    )
     runner = BlockRunner(context, lambda px: list(px), threads=max(2, actors.threads))
     table = pa.table({"key": keys, "output_key": keys, "input_bytes": [1] * len(keys)})
     t0 = time.process_time()
@@ -390,7 +375,7 @@ def main() -> int:
          "read, decode, encode, write, the runner's threads, in this process"],
         ["  of it, read / write", f"{1000 * stages['read']:.2f} / {1000 * stages['write']:.2f}",
          "storage.read_bytes, storage.write_bytes (atomic: temp + rename)"],
-        ["manifest rows", f"{1000 * stages['manifest rows']:.2f}", "bulk/manifest.manifest_table"],
+        ["manifest rows", f"{1000 * stages['manifest rows']:.2f}", "bulk/engines/rows.py: Outcomes.rows"],
         ["**the pipeline's own, --engine local**", f"**{1000 * local:.2f}**", "target <= 5 ms"],
         ["for scale: the network (starry_night, batches of "
          f"{args.batch_size})", f"{1000 * stages['network']:.2f}", "the model (not the pipeline's)"],

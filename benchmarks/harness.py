@@ -10,9 +10,9 @@
   `run_bulk` as jobs/stylize.py calls it, then one JSON line).
 The report table is `common.table`.
 
-The seam: the driver's benchmark hooks (`stylekit.bulk.driver.Probes`: the photo stage's actor
-class and a context entered while the photo rows stream in) are used in `_probes` and nowhere
-else in benchmarks/; when the bulk job offers an engine seam, that function is the one to change.
+The seam: `run_bulk(config, engine)` takes the engine a benchmark makes (bulk/engines/engine.py):
+`_engine` makes it, the job's own with the photo stage's actor class of the benchmark's choice,
+wrapped so that it is timed while it runs; it is the one place in benchmarks/ that knows it.
 """
 
 from __future__ import annotations
@@ -207,9 +207,9 @@ def run_process(cmd: Sequence[str], outputs: Path | None = None, env: dict[str, 
 
 
 class AroundPhotos:
-    """Entered while the photo rows stream in: when that started and ended, and the object
-    store's peak meanwhile (on Ray, polled every 0.1 s: what `ray memory --stats-only` reports;
-    Ray has no public API for it)."""
+    """Entered while the engine stylizes (the photo rows stream in): when that started and
+    ended, and the object store's peak meanwhile (on Ray, polled every 0.1 s: what
+    `ray memory --stats-only` reports; Ray has no public API for it)."""
 
     def __init__(self) -> None:
         self.start = self.end = 0.0
@@ -244,15 +244,31 @@ class AroundPhotos:
                 poller.join()
 
 
-def _probes(actor: str, log_dir: str, around: AroundPhotos) -> Any:
-    """The seam (the only use of the driver's benchmark hooks in benchmarks/): the photo stage's
-    actor class, `stylize` (the job's own), `timed` (logs each model call's start and end to a
-    file per actor process, under `log_dir`) or `identity` (its network returns its input: the
-    pipeline with the network taken out), and `around` entered while the photo rows stream in.
-    The classes are made in this function, so Ray ships them to the actors by value."""
-    from stylekit.bulk import driver
+class Measured:
+    """An engine (bulk/engines/engine.py) with `around` entered while it runs."""
 
-    class TimedActor(driver.StylizeActor):
+    def __init__(self, engine: Any, around: AroundPhotos) -> None:
+        self.engine, self.around = engine, around
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def run(self, run: Any, rows: Any) -> None:
+        with self.around():
+            self.engine.run(run, rows)
+
+
+def _engine(engine: str, actor: str, log_dir: str, around: AroundPhotos) -> Any:
+    """The engine a benchmark runs the job with: `local` (the job's own process), or Ray's with
+    the photo stage's actor class, `stylize` (the job's own), `timed` (logs each model call's
+    start and end to a file per actor process, under `log_dir`) or `identity` (its network
+    returns its input: the pipeline with the network taken out); timed by `around` while it
+    runs. The classes are made in this function, so Ray ships them to the actors by value."""
+    from stylekit.bulk.engines.local import LocalEngine
+    from stylekit.bulk.engines.ray_engine import RayEngine
+    from stylekit.bulk.engines.ray_photos import StylizeActor
+
+    class TimedActor(StylizeActor):
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
             self._log = open(os.path.join(log_dir, f"actor-{os.getpid()}-{id(self)}.jsonl"), "a")  # noqa: SIM115
@@ -268,12 +284,12 @@ def _probes(actor: str, log_dir: str, around: AroundPhotos) -> Any:
             self._write({"t0": t0, "t1": time.time(), "n": float(len(batch["key"]))})
             return out
 
-    class IdentityActor(driver.StylizeActor):
+    class IdentityActor(StylizeActor):
         def _stylize(self, pixels: list) -> list:  # type: ignore[override]
             return list(pixels)
 
-    classes = {"stylize": driver.StylizeActor, "timed": TimedActor, "identity": IdentityActor}
-    return driver.Probes(actor=classes[actor], around_photos=around)
+    classes = {"stylize": StylizeActor, "timed": TimedActor, "identity": IdentityActor}
+    return Measured(LocalEngine() if engine == "local" else RayEngine(actor=classes[actor]), around)
 
 
 def wait_shares(log_dir: str) -> list[float]:
@@ -291,17 +307,17 @@ def wait_shares(log_dir: str) -> list[float]:
 
 
 def run_job(config: Any, actor: str = "stylize") -> dict[str, Any]:
-    """The bulk job in this process (`run_bulk(config)`, as jobs/stylize.py calls it), with the
-    photo stage's `actor` (see `_probes`): its summary, wall seconds, when the photo rows
-    started and ended streaming, the object store's peak meanwhile, the timed actors' wait
-    shares and this process's peak resident memory (bytes)."""
-    from stylekit.bulk import driver
+    """The bulk job in this process (`run_bulk`, as jobs/stylize.py calls it), on Ray with the
+    photo stage's `actor` (see `_engine`) unless the config says --engine local: its summary,
+    wall seconds, when the engine started and ended stylizing, the object store's peak
+    meanwhile, the timed actors' wait shares and this process's peak resident memory (bytes)."""
+    from stylekit.bulk.driver import run_bulk
     from stylekit.ray_env import shutdown_ray
 
     around = AroundPhotos()
     with tempfile.TemporaryDirectory(prefix="bench-actors-") as log_dir:
         t0 = time.time()
-        summary = driver.run_bulk(config, _probes(actor, log_dir, around))
+        summary = run_bulk(config, _engine(config.engine, actor, log_dir, around))
         wall = time.time() - t0
         shutdown_ray()
         wait = wait_shares(log_dir)

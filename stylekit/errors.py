@@ -12,6 +12,9 @@ class StylekitError(Exception):
     # The process ends right after the line (no interpreter teardown, no Ray shutdown that
     # waits on a cluster that is gone).
     ends_process: bool = False
+    # Seconds the process has, from when this is raised, before something outside it ends it
+    # (Ray's driver gives up on a lost head): a stopped run leaves within them. None: no limit.
+    time_left: float | None = None
 
 
 class RunFailed(StylekitError):

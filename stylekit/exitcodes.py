@@ -14,7 +14,7 @@ Each value means one thing, and the same thing for every job and command:
   What settled is in the manifest; the same command later does the rest.
 - STALLED (4): the stall watchdog ended the run (--stall-timeout): nothing settled for that
   long. As RUN_FAILED, a rerun does the rest; the line names the stage that stopped.
-- LEASE_HELD (5): another run holds the output's lease (bulk/lease.py) and did not let go
+- LEASE_HELD (5): another run holds the output's lease (bulk/plan/lease.py) and did not let go
   within --lease-wait: nothing was written. Usually the previous night still running.
 - CLUSTER_LOST (6): the Ray cluster's head (and with it the cluster) stopped answering
   mid-run: the run ended at once, its manifest written up to a few seconds before, its lease

@@ -1,5 +1,5 @@
 """The nodes of a Ray cluster as plain data, and whether a demand fits on them (no Ray calls:
-stylekit/ray_env.py reads the nodes; bulk/sizing.py and train/ray_job.py size their work from them).
+stylekit/ray_env.py reads the nodes; bulk/engines/sizing.py and train/ray_job.py size their work from them).
 
 A Ray actor or task is placed on one node: its CPUs, GPUs and memory must all fit there. Work
 sized from the cluster's sum (4 CPUs per actor on three 2-CPU nodes) waits forever, so every

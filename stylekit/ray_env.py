@@ -36,12 +36,12 @@ NOTICES = (
 )
 # Python warnings Ray Data gives about sound settings: (message regex, category).
 WARNINGS = (
-    # The write pool's cap (bulk/stages.py) is above what a small input needs: no problem.
+    # The write pool's cap (bulk/engines/ray_photos.py) is above what a small input needs: no problem.
     (r"The maximum number of concurrent tasks for '.*' is set to", UserWarning),
     # An actor pool sized for the cluster meets a small input (a few photos): no problem.
     (r"The minimum number of concurrent actors for '.*' is set to", UserWarning),
     # Ray 2.60 names `memory` but not `scheduling_strategy` among map_batches' parameters, so
-    # SPREAD for CPU actors (bulk/sizing.py) can only go through **ray_remote_args, which warns.
+    # SPREAD for CPU actors (bulk/engines/sizing.py) can only go through **ray_remote_args, which warns.
     (r"`ray_remote_args` is deprecated", DeprecationWarning),
 )
 # Lines Ray's own processes (Ray Train's controller and workers, Ray Data's coordinators) print
@@ -238,6 +238,7 @@ class ClusterLost(StylekitError):
 # gcs_rpc_server_reconnect_timeout_s) and ends the process with status 1 and no line of ours.
 RAY_RECONNECT_VAR = "RAY_gcs_rpc_server_reconnect_timeout_s"
 RAY_RECONNECT_DEFAULT = 60.0
+LEAVE_MARGIN = 4.0  # seconds kept for printing the line and exiting, before Ray's own end
 
 
 class ClusterWatch:
@@ -247,13 +248,15 @@ class ClusterWatch:
     it is waited for), calls `on_lost` with a ClusterLost."""
 
     def __init__(self, on_lost: Callable[[ClusterLost], None], grace: float | None = None, poll: float = 1.0):
-        if grace is None:
-            try:
-                ray_wait = float(os.environ.get(RAY_RECONNECT_VAR, RAY_RECONNECT_DEFAULT))
-            except ValueError:
-                ray_wait = RAY_RECONNECT_DEFAULT
-            grace = max(2.0, ray_wait / 2)
+        try:
+            ray_wait = float(os.environ.get(RAY_RECONNECT_VAR, RAY_RECONNECT_DEFAULT))
+        except ValueError:
+            ray_wait = RAY_RECONNECT_DEFAULT
+        grace = max(2.0, ray_wait / 2) if grace is None else grace
         self.on_lost, self.grace, self.poll = on_lost, grace, poll
+        # What is left of Ray's wait once ours has passed, less a margin for the exit itself:
+        # the run must be gone by then, or Ray ends it with status 1 and no line of ours.
+        self.time_left = max(2.0, ray_wait - grace - LEAVE_MARGIN)
         self.address = ray.get_runtime_context().gcs_address
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stylekit-cluster-watch", daemon=True)
@@ -282,13 +285,13 @@ class ClusterWatch:
             since = since or time.monotonic() - self.poll
             if time.monotonic() - since >= self.grace:
                 leave_quietly()
-                self.on_lost(
-                    ClusterLost(
-                        f"lost the Ray cluster: its head at {self.address} has not answered for "
-                        f"{self.grace:.0f} s; what settled is in the manifest, run the same "
-                        "command again once the cluster is back to do the rest"
-                    )
+                lost = ClusterLost(
+                    f"lost the Ray cluster: its head at {self.address} has not answered for "
+                    f"{self.grace:.0f} s; what settled is in the manifest, run the same "
+                    "command again once the cluster is back to do the rest"
                 )
+                lost.time_left = self.time_left
+                self.on_lost(lost)
                 return
 
 

@@ -30,7 +30,8 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, FlakyProxy, make_bucket
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import CollisionGuard, RunLayout, output_key
+from stylekit.bulk.plan.keys import CollisionGuard, output_key
+from stylekit.bulk.plan.layout import RunLayout
 from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import images, storage
@@ -267,7 +268,7 @@ def test_bad_values_are_config_errors(flags: dict[str, Any], message: str) -> No
 
 
 def test_actor_pool_fits_a_two_cpu_machine_and_uses_gpus_when_present() -> None:
-    from stylekit.bulk.sizing import plan_actors
+    from stylekit.bulk.engines.sizing import plan_actors
     from stylekit.nodes import Node
 
     base = BulkConfig(model="m", input="i", output="o")
@@ -620,9 +621,11 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     import pyarrow as pa
     import ray
 
-    from stylekit.bulk.planner import KEYS_SCHEMA, Plan
-    from stylekit.bulk.sizing import plan_actors
-    from stylekit.bulk.stages import build_dataset
+    from stylekit.bulk.engines.pool import RayPool
+    from stylekit.bulk.engines.ray_photos import photo_engine
+    from stylekit.bulk.engines.sizing import plan_actors
+    from stylekit.bulk.plan.planner import KEYS_SCHEMA, Plan
+    from stylekit.bulk.run import BulkRun
     from stylekit.nodes import Node
 
     shard = tmp_path / "out" / "keys.parquet"
@@ -638,10 +641,11 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     config = BulkConfig(model=str(model_file), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
     layout = RunLayout.for_config(config)
     plan = Plan(shards=[str(shard)], todo=1)
+    run = BulkRun(config, layout, config.storage_options, (b"model",), "digest", plan)
 
     def operators(node: Node) -> list[str]:
         actors = plan_actors(config, [node])
-        build_dataset(config, layout, plan, actors, "digest", [ray.put(b"model")]).explain()
+        photo_engine(RayPool(actors, [ray.put(b"model")])).dataset(run).explain()
         physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
         return [line.strip("+- ") for line in physical.splitlines() if "Operator[" in line]
 

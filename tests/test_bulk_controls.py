@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout, check_output_settings, output_settings, settings_changes
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.settings import check_output_settings, output_settings, settings_changes
 from stylekit.cli import OneLineErrorParser, add_config_arguments, config_from_args, config_from_flags
 from stylekit.errors import ConfigError
 from stylekit.files import storage
@@ -68,7 +69,8 @@ def test_a_rerun_with_other_controls_is_refused_unless_overwrite(
     options = storage.StorageOptions()
     first = config(tmp_path)
     layout = RunLayout.for_config(first)
-    check_output_settings(first, layout, DIGEST, options)  # a first run records its settings
+    with check_output_settings(first, layout, DIGEST, options).commit():  # a first run records its settings
+        pass
     recorded = json.loads(Path(layout.settings_file).read_text())
     assert (
         recorded["strength"] == 1.0

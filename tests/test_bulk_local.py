@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.planner import Plan
+from stylekit.bulk.plan.planner import Plan
 from stylekit.cli import config_from_flags
 from stylekit.errors import ConfigError
 
@@ -37,7 +37,7 @@ def test_local_engine_accounts_every_input_with_the_cli_pixels_and_reruns_skip(
     import ray
 
     from stylekit.__main__ import main
-    from stylekit.bulk import local
+    from stylekit.bulk.engines import local
 
     src, out = tmp_path / "in", tmp_path / "out"
     files = {f"d/p{i:02d}.png": _png(i, 16 + i % 3, 12) for i in range(21)} | {

@@ -26,11 +26,11 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, make_bucket
 from stylekit import exitcodes
-from stylekit.bulk import manifest as manifest_module
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.lease import LEASE_FILE, LeaseLost, LeaseRecord
-from stylekit.bulk.manifest import ManifestWriter, manifest_table
+from stylekit.bulk.plan import manifest as manifest_module
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.lease import LEASE_FILE, LeaseLost, LeaseRecord
+from stylekit.bulk.plan.manifest import ManifestWriter, manifest_table
 from stylekit.cli import config_from_flags
 from stylekit.errors import StylekitError
 from stylekit.files import storage

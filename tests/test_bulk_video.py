@@ -17,7 +17,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
 from stylekit.bulk.config import BulkConfig  # noqa: E402
-from stylekit.bulk.layout import output_key  # noqa: E402
+from stylekit.bulk.plan.keys import output_key  # noqa: E402
 from stylekit.video.synthetic import moving_scene, write_clip  # noqa: E402
 
 pytestmark = [pytest.mark.ray]

@@ -211,7 +211,7 @@ def test_the_head_lost_mid_run_ends_the_job_with_one_line_and_the_next_run_recor
     manifest holds the rows that reached the driver, its lease is released, and the next run
     (without a cluster: --engine local) keeps every output written, recording those without a
     row, and does only the rest."""
-    from stylekit.bulk.lease import LEASE_FILE
+    from stylekit.bulk.plan.lease import LEASE_FILE
 
     add_workers(ray_cluster, 1, cpus=2)
     n = 240

@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import PYTHON, REPO
 from stylekit import exitcodes
-from stylekit.bulk.lease import LEASE_FILE, LeaseRecord
+from stylekit.bulk.plan.lease import LEASE_FILE, LeaseRecord
 
 JOB = str(REPO / "jobs" / "stylize.py")
 

@@ -1,4 +1,4 @@
-"""--keys (stylekit/bulk/keylist.py): the inputs from a key list instead of a listing of IN.
+"""--keys (stylekit/bulk/plan/keylist.py): the inputs from a key list instead of a listing of IN.
 Each format (text, CSV, CSV.gz, Parquet, S3 Inventory manifests with CSV.gz and Parquet files),
 local and on S3 (moto); the planner with a list (skip check, accounting, a key that would leave
 OUT), never listing IN; bad lists as one line; and one bulk run on a local Ray in which a
@@ -23,12 +23,12 @@ from PIL import Image
 
 from conftest import PYTHON, REPO, make_bucket
 from stylekit import exitcodes
-from stylekit.bulk import keylist
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.keylist import KeyListError, key_entries
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.manifest import ManifestWriter
-from stylekit.bulk.planner import plan_inputs
+from stylekit.bulk.plan import keylist
+from stylekit.bulk.plan.keylist import KeyListError, key_entries
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import ManifestWriter
+from stylekit.bulk.plan.planner import plan_inputs
 from stylekit.files import storage
 
 KEYS = ["a/one.png", "a/two with space+plus.jpg", "b/three.png", "c/vid.mp4"]

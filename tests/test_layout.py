@@ -170,6 +170,42 @@ def test_the_checks_see_the_known_edges() -> None:
     """The parser finds what is there (a check that reads no edges passes anything)."""
     assert "stylekit.files.storage" in EDGES["stylekit.nn.vgg"]
     assert "stylekit.nn.model" in EDGES["stylekit.nn.modelio"]
-    assert "stylekit.nn.modelio" in RUNTIME_EDGES["stylekit.bulk.models"]  # a deferred import
-    assert "stylekit.bulk.config" in EDGES["stylekit.bulk.layout"]  # for annotations only
-    assert "stylekit.bulk.config" not in RUNTIME_EDGES["stylekit.bulk.layout"]
+    assert "stylekit.nn.modelio" in RUNTIME_EDGES["stylekit.bulk.engines.models"]  # a deferred import
+    assert "stylekit.bulk.config" in EDGES["stylekit.bulk.plan.layout"]  # for annotations only
+    assert "stylekit.bulk.config" not in RUNTIME_EDGES["stylekit.bulk.plan.layout"]
+
+
+# The bulk job's own floors (docs/layout.md): plan -> engine -> report around one run object.
+BULK_FLOORS: list[set[str]] = [
+    {"config", "stop"},
+    {"plan"},
+    {"run", "metrics", "report"},
+    {"engines"},
+    {"driver"},
+]
+
+
+def bulk_part(module: str) -> str | None:
+    """`stylekit.bulk.plan.lease` -> `plan`; `stylekit.bulk.run` -> `run`; None outside bulk."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "bulk" else None
+
+
+def test_the_bulk_job_imports_go_one_way_and_its_plan_knows_no_ray() -> None:
+    def bulk_floor(part: str) -> int:
+        return next(i for i, parts in enumerate(BULK_FLOORS) if part in parts)
+
+    wrong = []
+    for name, targets in EDGES.items():
+        here = bulk_part(name)
+        if here is None:
+            continue
+        for target in targets:
+            there = bulk_part(target)
+            if there is not None and there != here and bulk_floor(there) >= bulk_floor(here):
+                wrong.append(f"{name} imports {target} ({here} is not above {there})")
+    assert not wrong, "\n".join(sorted(wrong))
+    plan = [name for name in MODULES if bulk_part(name) == "plan"]
+    assert plan, "no module under bulk/plan/: the check reads nothing"
+    with_ray = [n for n in plan if any(m.split(".")[0] == "ray" for m in imports(MODULES[n]))]
+    assert not with_ray, f"bulk/plan/ imports Ray: {with_ray}"

@@ -1,4 +1,4 @@
-"""The output lease (stylekit/bulk/lease.py): one run per output at a time, on local folders and
+"""The output lease (stylekit/bulk/plan/lease.py): one run per output at a time, on local folders and
 on S3 (moto's server): acquire and release, a second run that waits then refuses, two runs
 claiming at once, an expired lease taken, --take-lease, and a holder killed with SIGKILL whose
 lease a rerun takes after its TTL. No Ray."""
@@ -18,7 +18,7 @@ import pytest
 
 from conftest import PYTHON, REPO, make_bucket
 from stylekit import exitcodes
-from stylekit.bulk.lease import LEASE_FILE, LeaseHeld, LeaseRecord, OutputLease
+from stylekit.bulk.plan.lease import LEASE_FILE, LeaseHeld, LeaseRecord, OutputLease
 from stylekit.files import storage
 
 
@@ -67,7 +67,7 @@ def test_a_second_run_waits_saying_who_holds_it_then_refuses_naming_it(
     output: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with quick(output, "night-1", ttl=30.0):
-        caplog.set_level(logging.INFO, logger="stylekit.bulk.lease")
+        caplog.set_level(logging.INFO, logger="stylekit.bulk.plan.lease")
         started = time.monotonic()
         with pytest.raises(LeaseHeld) as refused:
             quick(output, "night-2", wait=1.5).acquire()
@@ -130,7 +130,7 @@ def _write_record(output: str, run_id: str, *, expires_in: float, ttl: float = 9
 
 def test_an_expired_lease_is_taken_at_once(output: str, caplog: pytest.LogCaptureFixture) -> None:
     _write_record(output, "crashed-night", expires_in=-30)
-    caplog.set_level(logging.INFO, logger="stylekit.bulk.lease")
+    caplog.set_level(logging.INFO, logger="stylekit.bulk.plan.lease")
     started = time.monotonic()
     with quick(output, "next-night", wait=0.0):
         assert time.monotonic() - started < 3
@@ -166,7 +166,7 @@ def test_take_lease_takes_a_live_one_and_the_old_holder_knows(
 
 HOLDER = """
 import sys, time
-from stylekit.bulk.lease import OutputLease
+from stylekit.bulk.plan.lease import OutputLease
 lease = OutputLease(sys.argv[1], "killed-night", ttl=float(sys.argv[2]), settle=0.2)
 lease.acquire()
 print("held", flush=True)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from stylekit.bulk.driver import _Progress
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.stages import STYLIZED, write_batch
-from stylekit.files import storage
+from stylekit.bulk.engines.ray_photos import STYLIZED, write_batch
+from stylekit.bulk.engines.rows import RowContext
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.files import images, storage
 from stylekit.redact import describe, redact, root_cause
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -71,7 +72,8 @@ def test_a_secret_in_a_write_failure_reaches_neither_the_manifest_nor_the_log(
         "seconds": np.array([0.0]),
         "pixels": pixels,
     }
-    table = write_batch(batch, layout, storage.StorageOptions(), 95, "digest")
+    context = RowContext(layout, storage.StorageOptions(), images.DecodeOptions(), 120.0, 95, "digest", 1)
+    table = write_batch(batch, context)
     (error,) = table.column("error").to_pylist()
     assert error.startswith("writing failed: OSError: AccessDenied")
     assert not [leak for leak in LEAKS if leak in error], error

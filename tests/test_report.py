@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from conftest import make_bucket, upload_dir
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.manifest import ManifestWriter, manifest_table
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import ManifestWriter, manifest_table
 from stylekit.bulk.report import build, runs, thumbs
 from stylekit.files.storage import StorageOptions
 

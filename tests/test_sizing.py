@@ -11,8 +11,8 @@ import pytest
 
 from stylekit import ray_env
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.sizing import plan_actors
-from stylekit.bulk.stages import decode_memory
+from stylekit.bulk.engines.ray_photos import decode_memory
+from stylekit.bulk.engines.sizing import plan_actors
 from stylekit.cli import config_from_flags
 from stylekit.nodes import GIB, Node, NoNodeFits, capacity, node_types_from_config, nodes_from_ray
 

@@ -227,7 +227,9 @@ def test_error_lines_are_cut_at_sentence_or_word_ends() -> None:
 
 
 def test_a_hung_decode_becomes_a_failed_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stylekit.bulk import stages
+    from stylekit.bulk.engines import ray_photos as stages
+    from stylekit.bulk.engines.rows import RowContext
+    from stylekit.bulk.plan.layout import RunLayout
 
     (tmp_path / "ok.png").write_bytes(_png(1))
     (tmp_path / "hangs.png").write_bytes(_png(2))
@@ -245,9 +247,9 @@ def test_a_hung_decode_becomes_a_failed_row(tmp_path: Path, monkeypatch: pytest.
         "input_bytes": np.array([1, 1]),
     }
     started = time.monotonic()
-    out = stages.decode_batch(
-        batch, str(tmp_path), storage.StorageOptions(), images.DecodeOptions(), timeout=0.5
-    )
+    layout = RunLayout(str(tmp_path), str(tmp_path / "out"), "run")
+    context = RowContext(layout, storage.StorageOptions(), images.DecodeOptions(), 0.5, 95, "digest", 2)
+    out = stages.decode_batch(batch, context)
     assert time.monotonic() - started < 10
     assert list(out["status"]) == [stages.FAILED, stages.DECODED]
     assert "--decode-timeout" in out["error"][0] and out["pixels"][1].shape == (10, 12, 3)

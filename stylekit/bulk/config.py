@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from stylekit.bulk.layout import FORMATS
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
 from stylekit.files.locations import Place, refuse_overlaps
@@ -23,6 +22,7 @@ if TYPE_CHECKING:  # torch stays out of --help and of the decode/encode workers
 # The quick start's defaults: a shipped model over the bundled photos, into ./outputs/.
 DEFAULT_MODEL = "starry_night"
 DEFAULT_INPUT = str(resources.files("stylekit") / "examples" / "content")
+FORMATS = ("same", "png", "jpg", "webp")  # --format
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class BulkConfig:
         if self.max_bytes < 1:
             raise ConfigError(f"--max-bytes must be >= 1 (got {self.max_bytes})")
         # Before anything is read: no spelling of OUT may be, or hold, an input. OUT inside IN
-        # is fine: its keys are left out of IN's listing (bulk/planner.py).
+        # is fine: its keys are left out of IN's listing (bulk/plan/planner.py).
         reads = (
             Place("--input", self.input, tree=True),
             Place("--model", self.model),

@@ -31,7 +31,7 @@ import pyarrow as pa
 import ray
 from ray.util import metrics
 
-from stylekit.bulk.manifest import FAILED, OK
+from stylekit.bulk.plan.manifest import FAILED, OK
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,5 @@
 """Ending a bulk run from a watchdog thread, at once and with one line: its output's lease
-taken by another run (bulk/lease.py), or its Ray cluster gone (ray_env.ClusterWatch).
+taken by another run (bulk/plan/lease.py), or its Ray cluster gone (ray_env.ClusterWatch).
 
 The run's main thread may be anywhere: waiting on Ray's pipeline, inside a native call. So the
 watchdog (1) closes the manifest: its rows so far are written, and adding more raises the
@@ -7,7 +7,8 @@ reason (the next run finds and records outputs written without a row); (2) raise
 in the main thread (a signal only it handles), which unwinds as from any failure: the lease
 released if it is still this run's, one line printed, the reason's exit status; and (3) if
 the main thread has not left the run `GRACE` seconds later (stuck in a native call, or in
-waiting for a read that hangs), releases the lease itself, prints the line and ends the
+waiting for a read that hangs), or by the reason's `time_left` (a lost Ray head: Ray's driver
+ends the process on its own soon after), releases the lease itself, prints the line and ends the
 process with that status. Off the main thread (a library caller's own thread) only (1) happens.
 """
 
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Protocol
 
 from stylekit.errors import StylekitError
@@ -84,7 +86,12 @@ class RunStopper:
 
     def _end_anyway(self) -> None:
         assert self.reason is not None
-        if self.raised.wait(self.grace) and self.finished.wait(self.grace):
+        # A reason with a time limit (a lost Ray head: Ray ends the process soon) shares it
+        # between the two waits; past it, this thread ends the run itself.
+        limit = self.reason.time_left
+        deadline = time.monotonic() + (2 * self.grace if limit is None else min(limit, 2 * self.grace))
+        raised = self.raised.wait(min(self.grace, max(0.0, deadline - time.monotonic())))
+        if raised and self.finished.wait(max(0.0, deadline - time.monotonic())):
             return  # the main thread has left the run with the reason: it says it and exits
         if self.lease is not None:
             with contextlib.suppress(Exception):

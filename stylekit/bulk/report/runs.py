@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stylekit.bulk.layout import MANIFEST_DIR
-from stylekit.bulk.manifest import FAILED, OK, SKIPPED
+from stylekit.bulk.plan.layout import MANIFEST_DIR
+from stylekit.bulk.plan.manifest import FAILED, OK, SKIPPED
 from stylekit.errors import StylekitError
 from stylekit.files import storage
 from stylekit.redact import describe, redact

@@ -12,7 +12,7 @@ covering the page's output keys (see `storage.stat_keys`), run in a few threads 
 listing of IN goes on, so it adds about one request per 1000 inputs and no wall time. An input
 counts as done when its output exists and was made from the input as it is now: the same size
 and store version (S3 ETag, GCS generation, Azure etag; locally mtime, ctime and inode) as an
-earlier run recorded (bulk/records.py), or, where only the version moved (a `touch`, a copy of
+earlier run recorded (bulk/plan/records.py), or, where only the version moved (a `touch`, a copy of
 the same bytes), the same content hash. An output no run recorded (its run ended before its
 row was written, or an older stylekit wrote it) counts as done when it is not older than its
 input, and is recorded now; so does every output of a key list without versions. Outputs are
@@ -39,10 +39,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.keylist import key_entries, unsafe_key
-from stylekit.bulk.layout import CollisionGuard, RunLayout, output_key
-from stylekit.bulk.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
-from stylekit.bulk.records import Record, Records
+from stylekit.bulk.plan.keylist import key_entries, unsafe_key
+from stylekit.bulk.plan.keys import CollisionGuard, output_key
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
+from stylekit.bulk.plan.records import Record, Records
 from stylekit.errors import StylekitError
 from stylekit.files import images, locations, storage
 from stylekit.logs import Every
@@ -77,7 +78,7 @@ class Plan:
     """What the listing found: the key shards Ray reads and the counts so far."""
 
     shards: list[str] = field(default_factory=list)
-    video_shards: list[str] = field(default_factory=list)  # one video per row (bulk/video.py)
+    video_shards: list[str] = field(default_factory=list)  # one video per row (bulk/engines/ray_videos.py)
     listed: int = 0
     todo: int = 0  # photos and videos
     videos: int = 0  # of which videos
@@ -85,9 +86,14 @@ class Plan:
     failed: int = 0
     adopted: int = 0  # outputs found that no run had recorded (counted among skipped)
 
+    @property
+    def photos(self) -> int:
+        """Photos to do (the to-do inputs that are not videos)."""
+        return self.todo - self.videos
+
 
 def image_entries(config: BulkConfig, layout: RunLayout) -> Iterator[storage.FileEntry]:
-    """The inputs: image keys under IN (or, with --keys, in the key list: bulk/keylist.py),
+    """The inputs: image keys under IN (or, with --keys, in the key list: bulk/plan/keylist.py),
     minus OUT's own keys when OUT lies inside IN, and names that cannot be read (a folder that
     cannot be listed, a dangling link to an image name: entries with an error)."""
     inside = locations.relative_key(layout.output_root, layout.input_root)

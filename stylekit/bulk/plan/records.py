@@ -1,7 +1,7 @@
 """What each output was made from, as earlier runs recorded it: for the rerun's skip check.
 
 Each manifest row carries the input's "<size> <version>" and content hash the output at its
-key was made from (bulk/manifest.py): an ok row the input as the stylizing read it, a skipped
+key was made from (bulk/plan/manifest.py): an ok row the input as the stylizing read it, a skipped
 row what the output it kept was made from, a failed row the earlier output's (a failed input
 writes nothing). So the newest run that ended (it wrote `_summary.json` beside its parts)
 holds a record of every input it listed, and only it, plus any runs after it that did not end
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stylekit.bulk.layout import MANIFEST_DIR, RunLayout
+from stylekit.bulk.plan.layout import MANIFEST_DIR, RunLayout
 from stylekit.files import storage
 from stylekit.redact import describe, redact
 

@@ -1,6 +1,6 @@
 """Videos in the bulk job: one video per task, on the same actor sizing as photos.
 
-The planner (planner.py) puts the videos still to do into their own key shards; here each becomes
+The planner (bulk/plan/planner.py) puts the videos still to do into their own key shards; here each becomes
 one call of a `VideoActor`, which holds the model like `StylizeActor` does and runs the path of
 `python -m stylekit video` (stylekit/video/transcode.py): the video streams through the actor
 (decode, stylize in batches, stabilise, encode, audio copied), so no frame travels through Ray's
@@ -22,19 +22,19 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
-from stylekit.bulk.config import BulkConfig
-from stylekit.bulk.layout import RunLayout
-from stylekit.bulk.manifest import FAILED, OK, ROW_FIELDS, ManifestWriter, manifest_table
+from stylekit.bulk.engines.pool import RayPool
+from stylekit.bulk.engines.watch import tick, watched
 from stylekit.bulk.metrics import ActorMetrics
-from stylekit.bulk.planner import Plan
-from stylekit.bulk.sizing import ActorPlan
-from stylekit.bulk.watch import tick, watched
+from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.manifest import FAILED, OK, ROW_FIELDS, manifest_table
 from stylekit.errors import RunFailed
 from stylekit.files import storage
 from stylekit.logs import setup_logging
 from stylekit.redact import describe, redact, root_cause
 
 if TYPE_CHECKING:
+    from stylekit.bulk.engines.engine import RowSink
+    from stylekit.bulk.run import BulkRun
     from stylekit.infer.inference import InferenceOptions
     from stylekit.video.transcode import VideoOptions
 
@@ -43,45 +43,53 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 60.0  # seconds between an actor's progress lines within one video
 
 
-def build_video_dataset(
-    config: BulkConfig,
-    layout: RunLayout,
-    plan: Plan,
-    actors: ActorPlan,
-    digest: str,
-    models: list[ray.ObjectRef],
-    clock: Any = None,
-) -> ray.data.Dataset:
-    """The lazy Ray Dataset: video key shards -> one `VideoActor` call per video -> manifest rows.
-    `models` hold the model file's bytes (and the --then model's, which upscales every frame)."""
-    from stylekit.video.transcode import VideoOptions
+class RayVideos:
+    """The videos still to do, one `VideoActor` call each, on the pool the photos ran on."""
 
-    options = config.storage_options.resolved()
-    fs, _ = storage.arrow_filesystem(layout.output_root, options)
-    paths = [storage.arrow_filesystem(p, options)[1] for p in plan.video_shards]
-    ds = ray.data.read_parquet(paths, filesystem=fs)
-    ds = ds.repartition(target_num_rows_per_block=1)  # one video per task
-    video = VideoOptions(stabilize=config.stabilize, progress_every=PROGRESS_EVERY)
-    return ds.map_batches(
-        VideoActor,
-        fn_constructor_kwargs={
-            "model": models,  # in a list: Ray resolves only top-level refs
-            "name": config.model,
-            "inference": config.inference_options,
-            "video": video,
-            "layout": layout,
-            "options": options,
-            "digest": digest,
-            "threads": None if actors.num_gpus else actors.threads,
-            "clock": clock,
-        },
-        compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
-        batch_size=1,
-        batch_format="numpy",
-        num_cpus=actors.num_cpus,
-        num_gpus=actors.num_gpus,
-        **actors.ray_args,
-    )
+    def __init__(self, pool: RayPool):
+        self.pool = pool
+
+    def dataset(self, run: BulkRun) -> ray.data.Dataset:
+        """The lazy Ray Dataset: video key shards -> one `VideoActor` call per video ->
+        manifest rows. The pool's models: the model file's bytes (and the --then model's,
+        which upscales every frame)."""
+        from stylekit.video.transcode import VideoOptions
+
+        config, actors, options = run.config, self.pool.actors, run.options
+        fs, _ = storage.arrow_filesystem(run.layout.output_root, options)
+        paths = [storage.arrow_filesystem(p, options)[1] for p in run.plan.video_shards]
+        ds = ray.data.read_parquet(paths, filesystem=fs)
+        ds = ds.repartition(target_num_rows_per_block=1)  # one video per task
+        video = VideoOptions(stabilize=config.stabilize, progress_every=PROGRESS_EVERY)
+        return ds.map_batches(
+            VideoActor,
+            fn_constructor_kwargs={
+                "model": self.pool.models,  # in a list: Ray resolves only top-level refs
+                "name": config.model,
+                "inference": config.inference_options,
+                "video": video,
+                "layout": run.layout,
+                "options": options,
+                "digest": run.digest,
+                "threads": None if actors.num_gpus else actors.threads,
+                "clock": self.pool.clock,
+            },
+            compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=actors.num_cpus,
+            num_gpus=actors.num_gpus,
+            **actors.ray_args,
+        )
+
+    def run(self, run: BulkRun, rows: RowSink) -> None:
+        """The videos' rows to the driver as each finishes (ended with one line after
+        --stall-timeout without progress, bulk/engines/watch.py)."""
+        batches = self.dataset(run).iter_batches(batch_format="pyarrow", batch_size=None)
+        try:
+            rows.videos(watched(batches, run.config.stall_timeout, self.pool.clock, lambda: rows.settled))
+        except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
+            raise RunFailed(f"the Ray pipeline failed on videos: {root_cause(e)}") from None
 
 
 class VideoActor:
@@ -160,34 +168,3 @@ class VideoActor:
             r.frames,
             r.duration,
         )
-
-
-def consume_videos(
-    dataset: ray.data.Dataset,
-    manifest: ManifestWriter,
-    total: int,
-    stall_timeout: float = 0.0,
-    clock: Any = None,
-) -> None:
-    """Stream the videos' manifest rows to storage, with a line per video as each finishes
-    (ended with one line after `stall_timeout` seconds without progress, bulk/watch.py)."""
-    done = frames = 0
-    started = time.monotonic()
-    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
-    try:
-        for table in watched(batches, stall_timeout, clock, lambda: sum(manifest.counts.values())):
-            manifest.add(table)
-            for row in table.select(["input", "status", "frames"]).to_pylist():
-                done += 1
-                frames += row["frames"] or 0
-                rate = frames / max(time.monotonic() - started, 1e-9)
-                log.info(
-                    "videos %d/%d done (%s: %s), %.2f frames/s",
-                    done,
-                    total,
-                    row["input"],
-                    row["status"],
-                    rate,
-                )
-    except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
-        raise RunFailed(f"the Ray pipeline failed on videos: {root_cause(e)}") from None

@@ -3,7 +3,7 @@
 Its URIs are redacted (stylekit/redact.py): a run's identity needs no secret. Each row also
 says what the output at its key was made from (`input_version`, `input_hash`: the input's size
 and store version, and a hash of its bytes), so a rerun redoes an input that changed whatever
-its modification time says (bulk/records.py).
+its modification time says (bulk/plan/records.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from stylekit.redact import redact
 from stylekit.video.media import is_video_key
 
 if TYPE_CHECKING:
-    from stylekit.bulk.layout import RunLayout
+    from stylekit.bulk.plan.layout import RunLayout
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -44,7 +44,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("model_digest", pa.string()),
         ("run_id", pa.string()),
         ("finished_at", pa.timestamp("ms", tz="UTC")),
-        # Videos only (stylekit/bulk/video.py): frames written and seconds of video.
+        # Videos only (stylekit/bulk/engines/ray_videos.py): frames written and seconds of video.
         ("frames", pa.int64()),
         ("duration", pa.float64()),
         # What the output at `output` was made from (null: unknown, or no output): the input's
@@ -126,7 +126,7 @@ class ManifestWriter:
     and closed once it has `rows_per_part` rows or is `seconds_per_part` old (the next rows
     start the next part), so a run that ends without warning (its node or the Ray head gone)
     loses at most the last few seconds of rows; the next run finds and records the outputs
-    those rows were for (bulk/planner.py). Error texts are redacted here, in the driver, which
+    those rows were for (bulk/plan/planner.py). Error texts are redacted here, in the driver, which
     knows the command line's secrets. Thread-safe: a watchdog may flush while rows come in."""
 
     def __init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,12 @@ class BulkModels:
     budget (--max-memory unset: that share of what the machine has free)."""
 
     def __init__(
-        self, models: list[bytes], name: str, inference: InferenceOptions, threads: int | None, cpus: float
+        self,
+        models: Sequence[bytes],
+        name: str,
+        inference: InferenceOptions,
+        threads: int | None,
+        cpus: float,
     ):
         import torch
 

@@ -19,7 +19,7 @@ LOCATION (a local path or any fsspec URL) is one of:
 Keys of a plain list are relative to IN, as a listing's would be; an inventory's are the
 bucket's, and IN's prefix is taken off. Everything is streamed: Parquet a row group batch at a
 time, CSV in 1 MiB blocks through pyarrow, text a line at a time, and sorted within each batch
-of rows (`BATCH_ROWS`) so that inputs sharing an output key are found (bulk/layout.py's
+of rows (`BATCH_ROWS`) so that inputs sharing an output key are found (bulk/plan/keys.py's
 CollisionGuard needs them near each other, as a sorted listing has them). A list that is not
 sorted overall is said so once: such collisions across batches can then go unseen.
 

@@ -54,7 +54,7 @@ class ActorPlan:
 
     @property
     def codecs_inside(self) -> bool:
-        """CPU actors decode and encode in their own threads (stylekit/bulk/blocks.py); GPU
+        """CPU actors decode and encode in their own threads (stylekit/bulk/engines/blocks.py); GPU
         actors leave the codecs to CPU tasks, so the GPU never waits for them."""
         return self.num_gpus == 0
 
@@ -120,7 +120,7 @@ def plan_actors(config: BulkConfig, nodes: list[Node]) -> ActorPlan:
     low, high = config.actor_range or (count, count)
     _check_count(low, fits, f"{per_cpu:g} CPU", work)
     _check_fits(low, per_cpu, total_cpus - task_cpus, "CPUs (one kept for decoding)")
-    # The actors' codec threads run on the CPUs the actors leave (stylekit/bulk/blocks.py):
+    # The actors' codec threads run on the CPUs the actors leave (stylekit/bulk/engines/blocks.py):
     # each actor's torch threads are its share of its node's CPUs (--cpus-per-actor: its own).
     on_largest = max(1, math.floor((most_cpus - _codec_cpus(most_cpus)) / per_cpu + 1e-9))
     threads = 0 if config.cpus_per_actor else max(1, math.floor(most_cpus / on_largest + 1e-9))
@@ -130,12 +130,12 @@ def plan_actors(config: BulkConfig, nodes: list[Node]) -> ActorPlan:
 
 
 def _codec_cpus(cpus: float) -> float:
-    """CPUs a CPU-only node keeps outside the stylizing actors: one for the tasks that read
-    the key shards (half of a 1-CPU node). The actors decode and encode in their own threads
-    (stylekit/bulk/blocks.py), as `python -m stylekit stylize` does, so no codec tasks need
-    CPUs of their own: on this 2-CPU machine a separate quarter (at least one CPU) left the
-    network one core of two, and the job at 0.43x the plain command (benchmarks/RESULTS.md,
-    "One node")."""
+    """CPUs a CPU-only node keeps outside the stylizing actors' reservations: one (half of a
+    1-CPU node), which their codec threads use (`ActorPlan.threads_each`). The actors decode
+    and encode in their own threads (stylekit/bulk/engines/blocks.py), as `python -m stylekit
+    stylize` does, so no codec tasks need CPUs of their own, and the key-shard reads reserve
+    none: on a 2-CPU node a separate codec quarter (at least one CPU) left the network one
+    core of two, and the job at 0.43x the plain command (RESULTS.md, "One node")."""
     return 1.0 if cpus >= 2 else cpus / 2
 
 

@@ -1,0 +1,1 @@
+"""Where a bulk run's photos and videos are stylized: in the job's own process, or on Ray."""
