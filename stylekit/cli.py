@@ -224,7 +224,7 @@ def interrupt_on_sigterm() -> None:
 def exit_now(code: int) -> None:
     """Exit after the atexit handlers (logging, temporary files, coverage) but without tearing
     down every module: with torch loaded that teardown alone takes ~0.45 s on 2 cores, a
-    twentieth of stylizing a dozen photos (benchmarks/RESULTS.md, table 1b). Falls back to a
+    twentieth of stylizing a dozen photos (benchmarks/RESULTS.md, "A folder of mixed photos"). Falls back to a
     normal exit while other threads run, since their work must finish first."""
     if threading.active_count() > 1 or not hasattr(atexit, "_run_exitfuncs"):
         sys.exit(code)
