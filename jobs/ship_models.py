@@ -265,12 +265,13 @@ def shipped_metadata(name: str, meta: dict[str, str], schedule: list[dict[str, o
 
 
 def measure(config: ShipConfig) -> int:
-    """The installed models' figures (and any finished run of them under --output); with
-    --save, each style's picture of the comparison photo beside the photo and the original."""
+    """The installed models' figures (and any finished run of them under --output), and how
+    alike they paint the comparison photo at a small and a large size; with --save, each style's picture of the comparison photo beside the photo and the original."""
     print(
         "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
     )
     print("|---|---|---|---|")
+    sizes: list[tuple[str, tuple[float, ...]]] = []
     for name in _names(config.styles):
         style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
         judge = ship.Judge(name, style, ship.Shared(Path(config.shared)))
@@ -286,6 +287,19 @@ def measure(config: ShipConfig) -> int:
         run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
+        sizes.append((name, judge.across_sizes(installed, ship.Shared(Path(config.shared)).comparison_photo)))
+    sides = " / ".join(f"{side} px" for side in ship.SIZES)
+    print(
+        f"\nOne look at every size: style of the comparison photo stylized at {sides} (longer side), "
+        f"viewed at {ship.VIEW_SIDE} px; the bar: each at most {ship.SIZES_STYLE}, within "
+        f"{ship.SIZES_SPREAD}x of each other"
+    )
+    print(f"| model | {sides} | spread | bar |\n|---|---|---|---|")
+    for name, styles in sizes:
+        spread = max(styles) / max(min(styles), 1e-9)
+        met = max(styles) <= ship.SIZES_STYLE and spread <= ship.SIZES_SPREAD
+        shown = " / ".join(f"{v:.3f}" for v in styles)
+        print(f"| {name} | {shown} | {spread:.2f}x | {'met' if met else 'not met'} |", flush=True)
     return 0
 
 

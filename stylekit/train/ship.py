@@ -10,7 +10,7 @@ figures, so the README's table and the next stint both read them from the file i
 Held-out photos are `../shared/data/content` (none is in the training data). The bar is the one
 the issue on shipped pictures sets, on chicago at the size of the paper's own outputs
 (`../shared/data/reference-outputs/`): grain at most 1.25x the original's, content at most
-1.15x, style at most 1x (stylekit/nn/measures.py).
+1.15x, style at most 1x (stylekit/nn/measures.py); and one look at every size (`SIZES`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ BAR_MET = 1e-3
 # distance) for what it gains on content and grain: the figures move by a few percent between
 # rounds that look alike.
 STYLE_SLACK = 0.05
+# The same look at every size: the comparison photo stylized at these longer sides and viewed
+# at VIEW_SIDE should carry the painting alike (Gram distances within SIZES_SPREAD of each other,
+# each at most SIZES_STYLE).
+SIZES = (356, 1424)
+VIEW_SIDE = 384
+SIZES_SPREAD = 1.5
+SIZES_STYLE = 0.12
 # What a segment of the schedule records, from a run's model metadata.
 SEGMENT_KEYS = ("image_size", "style_size", "content_weight", "style_weight", "tv_weight", "lr", "batch_size")
 
@@ -124,8 +131,8 @@ class Judge:
     a user runs them (`python -m stylekit stylize`'s defaults on the CPU)."""
 
     def __init__(self, name: str, painting: Path, shared: Shared):
-        vgg = load_vgg("caffe")
-        paint = read_rgb(painting)
+        self.vgg = vgg = load_vgg("caffe")
+        self.painting = paint = read_rgb(painting)
         original_path = shared.original(name)
         # The comparison photo at the size of the paper's outputs (their size when there is one).
         size = Image.open(original_path).size if original_path else None
@@ -138,6 +145,17 @@ class Judge:
     def stylize(self, model_location: str) -> list[np.ndarray]:
         """The model's pictures of the comparison photo and the held-out ones, (H, W, 3) uint8."""
         return Stylizer(load_model(model_location).model, InferenceOptions(device="cpu")).stylize(self.photos)
+
+    def across_sizes(self, model_location: str, comparison: Path) -> tuple[float, ...]:
+        """Style (Gram distance to the painting) of the comparison photo stylized at each of
+        SIZES (longer side) and viewed at VIEW_SIDE: one look whatever size a photo comes in."""
+        full = read_rgb(comparison)
+        stick = Yardstick(fit_longest(full, VIEW_SIDE), self.painting, self.vgg)
+        stylizer = Stylizer(load_model(model_location).model, InferenceOptions(device="cpu"))
+        return tuple(
+            stick.measure(fit_longest(stylizer.stylize([fit_longest(full, side)])[0], VIEW_SIDE)).style
+            for side in SIZES
+        )
 
     def measure(self, model_location: str, pictures: list[np.ndarray] | None = None) -> Measured:
         """The model's figures (from its `pictures`, when already made)."""
