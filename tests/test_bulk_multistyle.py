@@ -130,6 +130,12 @@ def test_every_style_from_one_read_with_the_cli_pixels_and_reruns_per_style(
     )
     assert all(r["output"].endswith(f"/{r['style']}/" + r["input"][len(str(src)) + 1 :]) for r in manifest)
     assert {p.name for p in out.iterdir()} == {"a", "b", "_manifest"}  # nothing at OUT/KEY
+    from stylekit.bulk.report.runs import summarize
+    from stylekit.files.storage import StorageOptions
+
+    by_style = summarize(str(out), first.run_id, StorageOptions()).per_style
+    assert by_style == {s: {"ok": 5, "failed": 1, "skipped": 0} for s in ("a", "b")}
+    assert "Outputs by style" in (out / "_manifest" / f"run={first.run_id}" / "_report.html").read_text()
     photos = sorted(src.glob("d/*.png"))
     for style in ("a", "b"):
         _cli(three, style, tmp_path / f"cli-{style}", photos)
