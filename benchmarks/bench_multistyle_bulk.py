@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import common
@@ -96,6 +97,7 @@ def main() -> int:
     print(
         common.header("Several styles in one night: one read against a night per style", torch.device("cpu"))
     )
+    print(f"- ray {metadata.version('ray')}, stylekit's job through benchmarks/harness.py")
     print(f"\n{args.count} photos ({'x'.join(map(str, shapes[0])) if args.size else '~1 MP'} JPEG), "
           f"{len(STYLES)} styles, --engine {args.engine}; {time.time() - t0:.0f} s in all\n")  # fmt: skip
     rows = []
