@@ -262,8 +262,8 @@ def _engine(engine: str, actor: str, log_dir: str, around: AroundPhotos) -> Any:
     """The engine a benchmark runs the job with: `local` (the job's own process), or Ray's with
     the photo stage's actor class, `stylize` (the job's own), `timed` (logs each model call's
     start and end to a file per actor process, under `log_dir`) or `identity` (its network
-    returns its input: the pipeline with the network taken out); timed by `around` while it
-    runs. The classes are made in this function, so Ray ships them to the actors by value."""
+    returns its input: the pipeline with the network taken out; with `local` too); timed by
+    `around` while it runs. The classes are made in this function, so Ray ships them to the actors by value."""
     from stylekit.bulk.engines.local import LocalEngine
     from stylekit.bulk.engines.ray_engine import RayEngine
     from stylekit.bulk.engines.ray_photos import StylizeActor
@@ -285,11 +285,17 @@ def _engine(engine: str, actor: str, log_dir: str, around: AroundPhotos) -> Any:
             return out
 
     class IdentityActor(StylizeActor):
-        def _stylize(self, pixels: list) -> list:  # type: ignore[override]
+        def _stylize(self, pixels: list, slot: int = 0) -> list:  # type: ignore[override]
             return list(pixels)
 
+    class IdentityLocal(LocalEngine):
+        def networks(self, run: Any, cpus: int) -> Any:
+            return lambda pixels, slot: list(pixels)
+
+    if engine == "local":
+        return Measured(IdentityLocal() if actor == "identity" else LocalEngine(), around)
     classes = {"stylize": StylizeActor, "timed": TimedActor, "identity": IdentityActor}
-    return Measured(LocalEngine() if engine == "local" else RayEngine(actor=classes[actor]), around)
+    return Measured(RayEngine(actor=classes[actor]), around)
 
 
 def wait_shares(log_dir: str) -> list[float]:
@@ -327,10 +333,11 @@ def run_job(config: Any, actor: str = "stylize") -> dict[str, Any]:
 
 
 def job_command(src: Path, out: Path, model: str, engine: str = "ray", actor: str = "stylize",
-                batch_size: int | None = None) -> list[str]:  # fmt: skip
+                batch_size: int | None = None, style: str | None = None) -> list[str]:  # fmt: skip
     """The command of `run_job` in a process of its own (it prints the result as one JSON line)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "job", str(src), str(out)]
     cmd += ["--model", model, "--engine", engine, "--actor", actor]
+    cmd += ["--style", style] if style else []
     return cmd + (["--batch-size", str(batch_size)] if batch_size else [])
 
 
@@ -343,6 +350,7 @@ def main() -> int:
     p.add_argument("--engine", default="ray", choices=["ray", "local"])
     p.add_argument("--actor", default="stylize", choices=ACTORS)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--style", default=None)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args()
     from stylekit.bulk.config import BulkConfig
@@ -358,6 +366,8 @@ def main() -> int:
     }
     if args.batch_size:
         flags["batch_size"] = args.batch_size
+    if args.style:
+        flags["style"] = args.style
     print(json.dumps(run_job(config_from_flags(BulkConfig, **flags), args.actor)), flush=True)
     return 0
 

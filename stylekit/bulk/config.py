@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from stylekit.errors import ConfigError
 from stylekit.files import images, storage
 from stylekit.files.locations import Place, refuse_overlaps
-from stylekit.infer.options import MemoryOptions, RunOptions, StyleControls
+from stylekit.infer.options import MemoryOptions, RunOptions, StyleChoice, StyleControls, blend_label
 from stylekit.nn import zoo
 from stylekit.options_meta import flag
 
@@ -36,6 +36,8 @@ class BulkConfig:
             metavar="MODEL",
         ),
     )
+    # --style: which of a multi-style model's styles; several write OUT/<label>/KEY each
+    style_choice: StyleChoice = field(default_factory=StyleChoice)
     input: str = field(
         default="",
         metadata=flag(
@@ -239,8 +241,30 @@ class BulkConfig:
             Place("--then", self.then),
             Place("--keys", self.keys),
         )
-        refuse_overlaps(reads, [Place("--output", self.output, tree=True)], nested_ok=True)
+        writes = [Place("--output", self.output, tree=True)]
+        if self.per_style:  # each selection's folder, spelled out (an IN may be one of them)
+            writes += [
+                Place("--output", storage.join(self.output, label), tree=True) for label in self.styles
+            ]
+        refuse_overlaps(reads, writes, nested_ok=True)
         self.actor_range  # noqa: B018 (validates)
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The label of each --style selection, in order (infer/selection.py); ("",) without
+        --style."""
+        return tuple(blend_label(b) for b in self.style_choice.blends) or ("",)
+
+    @property
+    def per_style(self) -> bool:
+        """Several selections: each writes OUT/<label>/KEY (one selection writes OUT/KEY)."""
+        return len(self.styles) > 1
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """Each selection's folder under OUT, in --style's order: its label with several
+        selections, "" (OUT itself) with one."""
+        return self.styles if self.per_style else ("",)
 
     @property
     def actor_range(self) -> tuple[int, int] | None:

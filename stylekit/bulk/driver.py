@@ -107,13 +107,15 @@ def _run_leased(run: BulkRun, engine: Engine | None, started: float, stopper: Ru
             run = run.planned(plan_inputs(run.config, layout, manifest, run.digest))
             plan = run.plan
             log.info(
-                "%d inputs: %d to stylize, %d done before, %d failed before stylizing",
+                "%d inputs%s: %d to stylize, %d done before, %d failed before stylizing",
                 plan.listed,
+                f" x {len(run.config.styles)} styles" if run.config.per_style else "",
                 plan.todo,
                 plan.skipped,
                 plan.failed,
             )
             try:
+                _refuse_videos_per_style(run.config, plan)
                 # An engine only when there is work (a night with nothing new starts nothing).
                 engine = (engine or ENGINES[_engine(run.config, plan, cuda)]()) if plan.todo else None
                 if engine is not None:
@@ -152,6 +154,16 @@ def _engine(config: BulkConfig, plan: Plan, checked: Future[bool]) -> str:
     if config.engine == "ray" or plan.videos or cluster_to_join() or machine_cpus() > LOCAL_MAX_CPUS:
         return "ray"
     return "ray" if checked.result() else "local"  # the model check says whether CUDA is here
+
+
+def _refuse_videos_per_style(config: BulkConfig, plan: Plan) -> None:
+    """Several --style selections stylize photos only: a night with videos is one line."""
+    if config.per_style and plan.videos:
+        raise ConfigError(
+            "--style with several selections writes photos only, and this night has videos to "
+            f"do; stylize them one selection at a time (--style "
+            f"{config.styles[0]} --output another folder), or give --input a folder without them"
+        )
 
 
 class _Rows:

@@ -63,15 +63,18 @@ class BulkRun:
         return replace(self, plan=plan)
 
     def check_models(self) -> bool:
-        """Load each model file as the engines will: a bad file, or a chain that cannot work,
-        is a one-line error here, before any work. True when this machine has a CUDA GPU."""
+        """Load each model file as the engines will: a bad file, a --style the model does not
+        hold (or a multi-style model without one), or a chain that cannot work, is a one-line
+        error here, before any work. True when this machine has a CUDA GPU."""
         import torch
 
+        from stylekit.infer.selection import choose
         from stylekit.nn.modelio import load_model_bytes
         from stylekit.nn.sr import output_scale
 
         config = self.config
         loaded = load_model_bytes(self.models[0], name=config.model)
+        choose(loaded, config.style_choice, config.model)  # the command's one-line errors
         if output_scale(loaded.model) != 1 and config.style_controls.active:
             raise ConfigError("--strength, --preserve-color and --style-scale apply to style models only")
         if config.then:

@@ -13,7 +13,9 @@ never waits for them.
 Memory stays bounded whatever the block's size: at most `ahead` inputs are read and decoded
 ahead of the network and `ahead` results wait for their write. Each input ends as `ok` or
 `failed` (with its error) on its own row; one that takes longer than the decode timeout to
-read and decode fails alone.
+read and decode fails alone. With several --style selections an input is read and decoded
+once and goes through each selection's network still to do for it, giving a row per selection
+(rows.expand).
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
-from stylekit.bulk.engines.rows import Outcomes, RowContext
+from stylekit.bulk.engines.rows import Outcomes, RowContext, expand
 from stylekit.bulk.plan.manifest import FAILED, OK
 from stylekit.redact import describe
 
 TICK_EVERY = 1.0  # seconds between the watchdog clock's updates from one block runner
 
-# Stylize a list of images; each result an image or the exception that image failed with.
-StylizeFn = Callable[[list[np.ndarray]], list[np.ndarray | Exception]]
+# Stylize a list of images with the run's network in slot `slot` (one per --style selection,
+# rows.RowContext.slot); each result an image or the exception that image failed with.
+StylizeFn = Callable[[list[np.ndarray], int], list[np.ndarray | Exception]]
 
 
 class BlockRunner:
@@ -72,71 +75,85 @@ class BlockRunner:
         return self.context.batch_size + self.threads
 
     def __call__(self, keys: pa.Table) -> pa.Table:
-        """Every input of `keys` (a key shard's rows: planner.KEYS_SCHEMA) read, stylized and
-        written; returns its manifest rows, in the block's order."""
+        """Every input of `keys` (a key shard's rows: planner.KEYS_SCHEMA) read once, stylized
+        for each selection still to do and written; returns its manifest rows, one per output,
+        in the block's order."""
         ctx = self.context
-        names, outs = keys.column("key").to_pylist(), keys.column("output_key").to_pylist()
-        n = len(names)
-        done = Outcomes.failed(n)
+        names = keys.column("key").to_pylist()
+        outs = expand(keys.to_pydict())
+        slots = [ctx.slot(folder) for folder in outs["style"]]
+        of_input: list[list[int]] = [[] for _ in names]  # each input's outputs
+        for j, i in enumerate(outs["source"]):
+            of_input[i].append(j)
+        done = Outcomes.failed(len(slots))
 
         def read(i: int) -> np.ndarray:
             t0 = time.perf_counter()
             try:
-                pixels, done.input_hash[i] = ctx.read(names[i])
+                pixels, content = ctx.read(names[i])
+                for j in of_input[i]:
+                    done.input_hash[j] = content
                 return pixels
             finally:
-                done.seconds[i] += time.perf_counter() - t0
+                share = (time.perf_counter() - t0) / len(of_input[i])
+                for j in of_input[i]:
+                    done.seconds[j] += share
 
-        def write(i: int, pixels: np.ndarray) -> None:
+        def write(j: int, pixels: np.ndarray) -> None:
             t0 = time.perf_counter()
             try:
-                done.output_bytes[i] = ctx.write(outs[i], pixels)
-                done.status[i] = OK
-                done.height[i], done.width[i] = pixels.shape[:2]
+                done.output_bytes[j] = ctx.write(outs["output_key"][j], pixels)
+                done.status[j] = OK
+                done.height[j], done.width[j] = pixels.shape[:2]
             except Exception as e:
-                done.status[i], done.error[i] = FAILED, f"writing failed: {describe(e)}"
-            done.seconds[i] += time.perf_counter() - t0
+                done.status[j], done.error[j] = FAILED, f"writing failed: {describe(e)}"
+            done.seconds[j] += time.perf_counter() - t0
 
         decoding: collections.deque[tuple[int, Future[np.ndarray]]] = collections.deque()
         writing: collections.deque[Future[None]] = collections.deque()
-        following = iter(range(n))
+        following = iter(range(len(names)))
         settled = 0  # inputs read (or failed) since the last tick
         for i in following:  # prime the read-ahead
             decoding.append((i, self.readers.submit(read, i)))
             if len(decoding) >= self.ahead:
                 break
         while decoding:
-            chunk: list[tuple[int, np.ndarray]] = []
-            while decoding and len(chunk) < ctx.batch_size:
+            chunk: list[tuple[int, np.ndarray]] = []  # (output, the input's pixels)
+            taken = 0  # inputs in the chunk: up to a batch for each network
+            while decoding and taken < ctx.batch_size:
                 i, future = decoding.popleft()
                 nxt = next(following, None)
                 if nxt is not None:
                     decoding.append((nxt, self.readers.submit(read, nxt)))
                 settled += 1
                 try:
-                    chunk.append((i, future.result()))
+                    pixels = future.result()
                 except Exception as e:
-                    done.error[i] = describe(e)
+                    for j in of_input[i]:
+                        done.error[j] = describe(e)
+                    continue
+                chunk += [(j, pixels) for j in of_input[i]]
+                taken += 1
             self.tick("decode", settled)
             settled = 0
-            if not chunk:
-                continue
-            t0 = time.perf_counter()
-            results = self.stylize([pixels for _, pixels in chunk])
-            share = (time.perf_counter() - t0) / len(chunk)
-            self.tick("stylize", len(chunk))
-            for (i, _), result in zip(chunk, results, strict=True):
-                done.seconds[i] += share
-                if isinstance(result, Exception):
-                    done.error[i] = f"stylizing failed: {describe(result)}"
-                    continue
-                while len(writing) >= self.ahead:
-                    writing.popleft().result()
-                writing.append(self.writers.submit(write, i, result))
+            for slot in sorted({slots[j] for j, _ in chunk}):  # each selection's network in turn
+                group = [(j, pixels) for j, pixels in chunk if slots[j] == slot]
+                t0 = time.perf_counter()
+                results = self.stylize([pixels for _, pixels in group], slot)
+                share = (time.perf_counter() - t0) / len(group)
+                self.tick("stylize", len(group))
+                for (j, _), result in zip(group, results, strict=True):
+                    done.seconds[j] += share
+                    if isinstance(result, Exception):
+                        done.error[j] = f"stylizing failed: {describe(result)}"
+                        continue
+                    while len(writing) >= self.ahead:
+                        writing.popleft().result()
+                    writing.append(self.writers.submit(write, j, result))
         for future in writing:
             future.result()
-        self.tick("write", n, flush=True)
-        return done.rows(keys.to_pydict(), ctx)
+        self.tick("write", len(slots), flush=True)
+        return done.rows(outs, ctx)
 
     def close(self) -> None:
         """Let the threads go, without waiting for a read or write still under way (a run that

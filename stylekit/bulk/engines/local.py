@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stylekit.bulk.engines.blocks import BlockRunner
+from stylekit.bulk.engines.blocks import BlockRunner, StylizeFn
 from stylekit.bulk.engines.models import BulkModels
 from stylekit.bulk.engines.rows import RowContext
 from stylekit.bulk.plan.planner import KEYS_SCHEMA
@@ -44,7 +44,8 @@ def machine_cpus() -> int:
 
 class LocalEngine:
     """Every photo still to do, in this process: the key shards one after the other, each in
-    blocks of BLOCK_ROWS through one block runner."""
+    blocks of BLOCK_ROWS inputs through one block runner. A benchmark may subclass it and
+    replace `networks`."""
 
     def start(self) -> None:
         pass  # nothing to start: no Ray
@@ -59,9 +60,7 @@ class LocalEngine:
     def blocks(self, run: BulkRun) -> Generator[pa.Table, None, None]:
         """The manifest rows of each block, as it is done (the models load on the first)."""
         cpus = machine_cpus()
-        config = run.config
-        held = BulkModels(run.models, config.model, config.inference_options, threads=cpus, cpus=float(cpus))
-        runner = BlockRunner(RowContext.of(run), held.stylize, threads=max(2, cpus))
+        runner = BlockRunner(RowContext.of(run), self.networks(run, cpus), threads=max(2, cpus))
         log.info("stylizing in this process (no Ray), %d CPU threads", cpus)
         try:
             for shard in run.plan.shards:
@@ -70,3 +69,16 @@ class LocalEngine:
                     yield runner(keys.slice(start, BLOCK_ROWS))
         finally:
             runner.close()
+
+    def networks(self, run: BulkRun, cpus: int) -> StylizeFn:
+        """The run's networks, loaded once, on `cpus` torch threads."""
+        config = run.config
+        held = BulkModels(
+            run.models,
+            config.model,
+            config.style_choice,
+            config.inference_options,
+            threads=cpus,
+            cpus=float(cpus),
+        )
+        return held.stylize

@@ -5,6 +5,10 @@ failed job. Two pipelines over the same key shards and the same actor class:
   decodes, stylizes, encodes and writes each block in its own threads (bulk/engines/blocks.py);
 - `GpuStages` (GPUs): key shards -> decode tasks -> `StylizeActor` -> write tasks, so the GPU
   never waits for the codecs.
+
+Either way an input is read and decoded once; with several --style selections the actor runs
+it through each selection's network still to do for it, and each output is a row of its own
+from there on (rows.expand).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.engines.backpressure import bound_backlogs
 from stylekit.bulk.engines.blocks import BlockRunner
 from stylekit.bulk.engines.pool import RayPool
-from stylekit.bulk.engines.rows import Outcomes, RowContext
+from stylekit.bulk.engines.rows import Outcomes, RowContext, expand
 from stylekit.bulk.engines.watch import tick, watched
 from stylekit.bulk.plan.manifest import FAILED, OK
 from stylekit.bulk.plan.planner import KEYS_SCHEMA
@@ -43,6 +47,7 @@ if TYPE_CHECKING:  # torch is imported by the actors, never by codec tasks
     from stylekit.bulk.engines.sizing import ActorPlan
     from stylekit.bulk.run import BulkRun
     from stylekit.infer.inference import InferenceOptions
+    from stylekit.infer.options import StyleChoice
 
 DECODED, STYLIZED = "decoded", "stylized"  # in-flight statuses; rows end as ok or failed
 EMPTY = np.zeros((0, 0, 3), np.uint8)  # the pixels of a row that has none
@@ -107,6 +112,7 @@ class RayPhotos:
         return {
             "model": self.pool.models,  # in a list: Ray resolves only top-level refs, and not for Ray Data
             "name": run.config.model,
+            "choice": run.config.style_choice,
             "inference": run.config.inference_options,
             "threads": None if actors.num_gpus else actors.threads,
             "cpus": actors.num_cpus,
@@ -157,7 +163,7 @@ class GpuStages(RayPhotos):
         # when they are equal.
         ds = ds.map_batches(
             self.actor,
-            fn_constructor_kwargs=self.actor_args(run),
+            fn_constructor_kwargs={**self.actor_args(run), "context": context},
             compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size),
             batch_size=batch,
             batch_format="numpy",
@@ -231,7 +237,7 @@ def decode_batch(
         "input_hash": hashes,
         **{
             name: batch.get(name, np.full(n, "", dtype=object))
-            for name in ("input_version", "record_version", "record_hash")
+            for name in ("input_version", "style", "record_version", "record_hash")
         },
         "status": status,
         "error": error,
@@ -261,20 +267,22 @@ class StylizeActor:
         self,
         model: list[ray.ObjectRef],
         name: str,
+        choice: StyleChoice,
         inference: InferenceOptions,
         threads: int | None,
         cpus: float = 1.0,
         output: str = "",
         clock: Any = None,
         block: RowContext | None = None,
+        context: RowContext | None = None,
     ):
         from stylekit.bulk.engines.models import BulkModels
         from stylekit.bulk.metrics import ActorMetrics
 
         setup_logging()
         # `threads`: the actor's share of its node's CPUs, no more.
-        self.models = BulkModels([ray.get(m) for m in model], name, inference, threads, cpus)
-        self.stylizer, self.then = self.models.stylizer, self.models.then
+        self.models = BulkModels([ray.get(m) for m in model], name, choice, inference, threads, cpus)
+        self.context = block or context  # which network paints each output's folder
         self.metrics = ActorMetrics(output)  # the stage's busy share, on Ray's metrics endpoint
         self.clock = clock
         # Codec threads: at least two, so a read or write waiting on storage hides behind another.
@@ -292,35 +300,52 @@ class StylizeActor:
     def _tick(self, stage: str, rows: int) -> None:
         tick(self.clock, stage, rows)
 
-    def _timed_stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
+    def _timed_stylize(self, pixels: list[np.ndarray], slot: int) -> list[np.ndarray | Exception]:
         t0 = time.perf_counter()
         try:
-            return self._stylize(pixels)
+            return self._stylize(pixels, slot)
         finally:
             self.metrics.busy(time.perf_counter() - t0)
 
     def _stylize_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["key"])
-        todo = [i for i in range(n) if batch["status"][i] == DECODED]
-        t0 = time.perf_counter()
-        results = self._stylize([batch["pixels"][i] for i in todo])
-        busy = time.perf_counter() - t0
-        self.metrics.busy(busy)
-        share = busy / max(1, len(todo))
+        """Decoded inputs -> one row per output: each input through the network of each
+        selection still to do for it."""
+        outs = expand(batch)
+        source = outs.pop("source")
+        n = len(source)
+        per_input = np.bincount(np.asarray(source, dtype=np.int64), minlength=len(batch["key"]))
+        status = np.array([batch["status"][i] for i in source], dtype=object)
+        error = np.array([batch["error"][i] for i in source], dtype=object)
+        seconds = np.array([batch["seconds"][i] / per_input[i] for i in source], dtype=np.float64)
         pixels = _objects([EMPTY] * n)
-        status, error = np.array(batch["status"], dtype=object), np.array(batch["error"], dtype=object)
-        seconds = np.array(batch["seconds"], dtype=np.float64)
-        for i, result in zip(todo, results, strict=True):
-            seconds[i] += share
-            if isinstance(result, Exception):
-                status[i], error[i] = FAILED, f"stylizing failed: {describe(result)}"
-            else:
-                pixels[i], status[i] = result, STYLIZED
+        slots = [self.context.slot(folder) if self.context else 0 for folder in outs["style"]]
+        for slot in sorted(set(slots)):
+            todo = [j for j in range(n) if slots[j] == slot and status[j] == DECODED]
+            t0 = time.perf_counter()
+            results = self._stylize([batch["pixels"][source[j]] for j in todo], slot)
+            busy = time.perf_counter() - t0
+            self.metrics.busy(busy)
+            for j, result in zip(todo, results, strict=True):
+                seconds[j] += busy / len(todo)
+                if isinstance(result, Exception):
+                    status[j], error[j] = FAILED, f"stylizing failed: {describe(result)}"
+                else:
+                    pixels[j], status[j] = result, STYLIZED
         tick(self.clock, "stylize", n)
-        return {**batch, "status": status, "error": error, "seconds": seconds, "pixels": pixels}
+        return {
+            **{name: np.array(values, dtype=object) for name, values in outs.items()},
+            "input_bytes": np.array(outs["input_bytes"], dtype=np.int64),
+            "input_hash": np.array([batch["input_hash"][i] for i in source], dtype=object),
+            "width": np.array([batch["width"][i] for i in source], dtype=np.int32),
+            "height": np.array([batch["height"][i] for i in source], dtype=np.int32),
+            "status": status,
+            "error": error,
+            "seconds": seconds,
+            "pixels": pixels,
+        }
 
-    def _stylize(self, pixels: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        return self.models.stylize(pixels)
+    def _stylize(self, pixels: list[np.ndarray], slot: int = 0) -> list[np.ndarray | Exception]:
+        return self.models.stylize(pixels, slot)
 
 
 def write_batch(batch: dict[str, np.ndarray], context: RowContext, clock: Any = None) -> pa.Table:

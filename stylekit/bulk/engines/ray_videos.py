@@ -7,7 +7,8 @@ one call of a `VideoActor`, which holds the model like `StylizeActor` does and r
 object store. The output lands at its key atomically (a local rename, or an S3 upload completed
 on close), so incremental reruns treat an existing output as done, exactly as for photos. Each
 video gives one manifest row, with its frames and seconds of video; a broken one is a failed
-row, never a failed job.
+row, never a failed job. A run of several --style selections takes no videos (the driver
+refuses it before any work); one selection paints them with its network.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
+from stylekit.bulk.engines.models import chosen_networks
 from stylekit.bulk.engines.pool import RayPool
+from stylekit.bulk.engines.rows import expand
 from stylekit.bulk.engines.watch import tick, watched
 from stylekit.bulk.metrics import ActorMetrics
 from stylekit.bulk.plan.layout import RunLayout
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from stylekit.bulk.engines.engine import RowSink
     from stylekit.bulk.run import BulkRun
     from stylekit.infer.inference import InferenceOptions
+    from stylekit.infer.options import StyleChoice
     from stylekit.video.transcode import VideoOptions
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,7 @@ class RayVideos:
             fn_constructor_kwargs={
                 "model": self.pool.models,  # in a list: Ray resolves only top-level refs
                 "name": config.model,
+                "choice": config.style_choice,
                 "inference": config.inference_options,
                 "video": video,
                 "layout": run.layout,
@@ -99,6 +104,7 @@ class VideoActor:
         self,
         model: list[ray.ObjectRef],
         name: str,
+        choice: StyleChoice,
         inference: InferenceOptions,
         video: VideoOptions,
         layout: RunLayout,
@@ -115,8 +121,8 @@ class VideoActor:
         setup_logging()
         if threads:
             torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, no more
-        loaded = load_model_bytes(ray.get(model[0]), name=name)
-        self.stylizer = Stylizer(loaded.model, inference)
+        (chosen,) = chosen_networks(ray.get(model[0]), name, choice)  # one selection
+        self.stylizer = Stylizer(chosen.model, inference)
         # --then: a super-resolution model upscales each frame (the controls are the first's).
         plain = replace(inference, strength=1.0, preserve_color=False, style_scale=1.0)
         self.then = Stylizer(load_model_bytes(ray.get(model[1])).model, plain) if len(model) > 1 else None
@@ -126,13 +132,14 @@ class VideoActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows: dict[str, list[Any]] = {name: [] for name in (*ROW_FIELDS, "frames", "duration")}
+        outs = expand(batch)  # one output per video: one selection
         t0 = time.perf_counter()
-        for key, out, size in zip(batch["key"], batch["output_key"], batch["input_bytes"], strict=True):
-            for name, value in zip(rows, self._one(str(key), str(out), int(size)), strict=True):
+        for key, out, size in zip(outs["key"], outs["output_key"], outs["input_bytes"], strict=True):
+            for name, value in zip(rows, self._one(key, out, size), strict=True):
                 rows[name].append(value)
         # An ok row's output is made from the video as listed (no hash: it is streamed, not read whole).
-        for name in ("input_version", "record_version", "record_hash"):
-            rows[name] = [str(v) for v in batch[name]]
+        for name in ("input_version", "record_version", "record_hash", "style"):
+            rows[name] = outs[name]
         self.metrics.busy(time.perf_counter() - t0)
         return manifest_table(rows, self.layout, self.digest)
 

@@ -23,6 +23,12 @@ def output_key(key: str, fmt: str) -> str:
     return key if own == wanted else stem + images.extension(wanted)
 
 
+def style_output_key(out: str, folder: str) -> str:
+    """Where a selection's result of output key `out` lands: in its folder under OUT (with
+    several --style selections: `wave/a.jpg`), or at `out` itself (folder "")."""
+    return f"{folder}/{out}" if folder else out
+
+
 class CollisionGuard:
     """Finds inputs whose output key an earlier input already has ("a.tif" and "a.png" both
     -> "a.png"). Such inputs share their stem, so in a sorted listing they all fall inside the

@@ -53,6 +53,9 @@ MANIFEST_SCHEMA = pa.schema(
         # failed row carries the earlier output's.
         ("input_version", pa.string()),
         ("input_hash", pa.string()),
+        # The --style selection the output paints, with several (its folder: OUT/<style>/KEY);
+        # null with one. Parts written before this column have none: read it as null.
+        ("style", pa.string()),
     ]
 )
 
@@ -74,8 +77,8 @@ def manifest_table(columns: dict[str, list[Any]], layout: RunLayout, digest: str
     """Manifest rows from per-row `key`, `output_key`, `status`, `error`, `width`, `height`,
     `input_bytes`, `output_bytes`, `seconds` lists, for videos `frames` and `duration`, and
     optionally `input_version` and `input_hash` (the input as read: an ok or skipped row's
-    record) and `record_version` and `record_hash` (the earlier output's: a failed row's)
-    ("" and 0 mean unknown)."""
+    record), `record_version` and `record_hash` (the earlier output's: a failed row's) and
+    `style` (the selection's folder, "" for OUT itself) ("" and 0 mean unknown)."""
     keys, outs = columns["key"], columns["output_key"]
     n = len(keys)
     now = int(time.time() * 1000)
@@ -108,6 +111,7 @@ def manifest_table(columns: dict[str, list[Any]], layout: RunLayout, digest: str
         "duration": or_none(columns.get("duration", [0.0] * n)),
         "input_version": made_from("version"),
         "input_hash": made_from("hash"),
+        "style": or_none(columns.get("style", [""] * n)),
     }
     return pa.Table.from_pydict(data, schema=MANIFEST_SCHEMA)
 

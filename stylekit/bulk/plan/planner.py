@@ -22,6 +22,11 @@ settings that change pixels; a rerun with other ones refuses to mix styles unles
 
 Names that cannot be inputs become failed rows, never gaps: dangling links, folders that
 cannot be listed, links out of a local IN (unless --follow-links), photos over --max-bytes.
+
+With several --style selections each input has an output per selection (OUT/<label>/KEY), and
+each is settled on its own: a row per input and selection, skipped where that selection's
+output is up to date. An input goes into the key shards once, with the selections still to do,
+so the engine reads and decodes it once for all of them.
 """
 
 from __future__ import annotations
@@ -33,14 +38,14 @@ import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.plan.keylist import key_entries, unsafe_key
-from stylekit.bulk.plan.keys import CollisionGuard, output_key
+from stylekit.bulk.plan.keys import CollisionGuard, output_key, style_output_key
 from stylekit.bulk.plan.layout import RunLayout
 from stylekit.bulk.plan.manifest import FAILED, ROW_FIELDS, SKIPPED, ManifestWriter, manifest_table
 from stylekit.bulk.plan.records import Record, Records
@@ -59,16 +64,19 @@ SHARD_KEYS = 20_000  # keys per Parquet shard Ray reads (about 1 MB)
 FIRST_SHARD_KEYS = 256
 CHECK_THREADS = 4
 
-# A key shard's rows: the input, its output key and listed size, the input's "<size> <version>"
-# as listed (the ok row's record) and the record of the output already there (a failed row's).
+# A key shard's rows, one per input: the input, its output key (before any selection's folder)
+# and listed size, the input's "<size> <version>" as listed (the ok rows' record), and for each
+# selection still to do (its folder, "" for OUT itself) the record of its output already there
+# (a failed row's).
 KEYS_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
         ("output_key", pa.string()),
         ("input_bytes", pa.int64()),
         ("input_version", pa.string()),
-        ("record_version", pa.string()),
-        ("record_hash", pa.string()),
+        ("style", pa.list_(pa.string())),
+        ("record_version", pa.list_(pa.string())),
+        ("record_hash", pa.list_(pa.string())),
     ]
 )
 
@@ -79,7 +87,8 @@ class Plan:
 
     shards: list[str] = field(default_factory=list)
     video_shards: list[str] = field(default_factory=list)  # one video per row (bulk/engines/ray_videos.py)
-    listed: int = 0
+    listed: int = 0  # inputs
+    # Rows: one per input and --style selection.
     todo: int = 0  # photos and videos
     videos: int = 0  # of which videos
     skipped: int = 0
@@ -138,8 +147,17 @@ class _ShardWriter:
         self.shards, self.prefix = (plan.video_shards, "videos") if videos else (plan.shards, "keys")
         self.rows: dict[str, list[Any]] = {name: [] for name in KEYS_SCHEMA.names}
 
-    def add(self, entry: storage.FileEntry, out: str, record: Record | None) -> None:
-        values = (entry.key, out, entry.size, stamp(entry), *(_record_values(record)))
+    def add(self, entry: storage.FileEntry, out: str, todo: dict[str, Record | None]) -> None:
+        """An input with the selections still to do: {folder: the record of its output there}."""
+        records = [_record_values(r) for r in todo.values()]
+        values = (
+            entry.key,
+            out,
+            entry.size,
+            stamp(entry),
+            list(todo),
+            *map(list, zip(*records, strict=True)),
+        )
         for name, value in zip(KEYS_SCHEMA.names, values, strict=True):
             self.rows[name].append(value)
         if len(self.rows["key"]) >= min(SHARD_KEYS, FIRST_SHARD_KEYS << min(len(self.shards), 10)):
@@ -164,11 +182,12 @@ def plan_inputs(config: BulkConfig, layout: RunLayout, manifest: ManifestWriter,
 
 @dataclass
 class _Checked:
-    """What the check of one page found: the outputs there, the records of its inputs, and
-    the content hash of each input whose version moved since its output was made."""
+    """What the check of one page found: the outputs there (by their keys under OUT), the
+    records of its inputs (by key and folder), and the content hash of each input whose version
+    moved since an output of it was made."""
 
     outputs: dict[str, storage.FileEntry]
-    records: dict[str, Record]
+    records: dict[tuple[str, str], Record]
     hashes: dict[str, str]
 
 
@@ -181,25 +200,29 @@ class _Planner:
         self.video_shards = _ShardWriter(layout, self.options, self.plan, videos=True)
         self.guard = CollisionGuard()
         self.records = Records.load(layout, self.options)
+        self.folders = config.folders
 
     def check(self, page: list[storage.FileEntry], outs: list[str]) -> _Checked:
         """In a helper thread: the page's outputs, records and (where needed) content hashes."""
-        existing = (
-            {} if self.config.overwrite else storage.stat_keys(self.layout.output_root, outs, self.options)
-        )
-        records = {e.key: r for e in page if (r := self.records.get(e.key)) is not None}
+        existing: dict[str, storage.FileEntry] = {}
+        if not self.config.overwrite:
+            for folder in self.folders:  # one range listing per folder
+                styled = [style_output_key(out, folder) for out in outs]
+                existing.update(storage.stat_keys(self.layout.output_root, styled, self.options))
+        records = {
+            (e.key, f): r for e in page for f in self.folders if (r := self.records.get(e.key, f)) is not None
+        }
         hashes = {}
         for entry, out in zip(page, outs, strict=True):
-            record = records.get(entry.key)
-            if (
-                out in existing
-                and record is not None
+            moved = [
+                record
+                for folder in self.folders
+                if style_output_key(out, folder) in existing
+                and (record := records.get((entry.key, folder))) is not None
                 and record.hash
-                and entry.version
                 and stamp(entry) != record.version
-                and not entry.error
-                and entry.size <= self.config.max_bytes
-            ):
+            ]
+            if moved and entry.version and not entry.error and entry.size <= self.config.max_bytes:
                 try:  # only the version moved? (a touch, a copy of the same bytes)
                     location = self.layout.input_uri(entry.key)
                     data = storage.read_bytes(location, self.options, limit=self.config.max_bytes)
@@ -239,10 +262,10 @@ class _Planner:
         return self.plan
 
     def made_from(
-        self, entry: storage.FileEntry, found: storage.FileEntry, checked: _Checked
+        self, entry: storage.FileEntry, found: storage.FileEntry, checked: _Checked, folder: str
     ) -> Record | None:
         """The record an existing output stands for if it is up to date with its input, else None."""
-        record = checked.records.get(entry.key)
+        record = checked.records.get((entry.key, folder))
         if record is None or not entry.version:  # no record, or no version to compare: by age
             if found.mtime < entry.mtime:
                 return None
@@ -257,41 +280,59 @@ class _Planner:
     def settle(self, page: list[storage.FileEntry], checked: _Checked) -> None:
         """Decide each input of a page, in listing order (the collision guard relies on it)."""
         rows: dict[str, list[Any]] = {name: [] for name in (*ROW_FIELDS, *_RECORD_FIELDS)}
-        limit = self.config.max_bytes
         for entry in page:
             out = output_key(entry.key, self.config.format)
-            record = checked.records.get(entry.key)
             unsafe = entry.error or unsafe_key(entry.key)
             earlier = None if unsafe else self.guard.claim(entry.key, out)
-            found = checked.outputs.get(out)
-            made = self.made_from(entry, found, checked) if found is not None and not unsafe else None
-            if unsafe:
-                _add_row(rows, entry, "" if entry.key.endswith("/") else out, FAILED, unsafe, record=record)
-            elif earlier is not None:
-                error = f"output {out!r} is also the output of input {earlier!r}; rename one of them"
-                _add_row(rows, entry, out, FAILED, error, record=record)
-            elif made is not None:
-                _add_row(rows, entry, out, SKIPPED, "", found.size if found else 0, made)
-                self.plan.skipped += 1
-                continue
-            elif entry.size > limit and not is_video_key(entry.key):
-                error = f"{entry.size:,} bytes, over --max-bytes {limit:,}; raise it to stylize this input"
-                _add_row(rows, entry, out, FAILED, error, record=record)
-            elif is_video_key(entry.key):
-                self.video_shards.add(entry, out, record)
-                self.plan.todo += 1
-                self.plan.videos += 1
-                continue
-            else:
-                self.shards.add(entry, out, record)
-                self.plan.todo += 1
-                continue
-            self.plan.failed += 1
+            todo: dict[str, Record | None] = {}
+            for folder in self.folders:
+                todo_record = self.settle_one(rows, entry, out, folder, checked, unsafe, earlier)
+                if todo_record is not False:
+                    todo[folder] = todo_record
+            if todo:
+                video = is_video_key(entry.key)
+                (self.video_shards if video else self.shards).add(entry, out, todo)
+                self.plan.todo += len(todo)
+                self.plan.videos += len(todo) if video else 0
         self.plan.listed += len(page)
         self.manifest.add(manifest_table(rows, self.layout, self.digest))
 
+    def settle_one(
+        self,
+        rows: dict[str, list[Any]],
+        entry: storage.FileEntry,
+        out: str,
+        folder: str,
+        checked: _Checked,
+        unsafe: str | None,
+        earlier: str | None,
+    ) -> Record | Literal[False] | None:
+        """One input's output in one selection's folder: a skipped or failed row into `rows`
+        (False), or to do (the record of the output already there, if any)."""
+        styled = style_output_key(out, folder)
+        record = checked.records.get((entry.key, folder))
+        found = checked.outputs.get(styled)
+        made = self.made_from(entry, found, checked, folder) if found is not None and not unsafe else None
+        limit = self.config.max_bytes
+        if unsafe:
+            error = unsafe
+        elif earlier is not None:
+            error = f"output {out!r} is also the output of input {earlier!r}; rename one of them"
+        elif made is not None:
+            _add_row(rows, entry, styled, folder, SKIPPED, "", found.size if found else 0, made)
+            self.plan.skipped += 1
+            return False
+        elif entry.size > limit and not is_video_key(entry.key):
+            error = f"{entry.size:,} bytes, over --max-bytes {limit:,}; raise it to stylize this input"
+        else:
+            return record
+        shown = "" if unsafe and entry.key.endswith("/") else styled
+        _add_row(rows, entry, shown, folder, FAILED, error, record=record)
+        self.plan.failed += 1
+        return False
 
-_RECORD_FIELDS = ("input_version", "input_hash", "record_version", "record_hash")
+
+_RECORD_FIELDS = ("input_version", "input_hash", "record_version", "record_hash", "style")
 
 
 def _record_values(record: Record | None) -> tuple[str, str]:
@@ -302,6 +343,7 @@ def _add_row(
     rows: dict[str, list[Any]],
     entry: storage.FileEntry,
     out: str,
+    folder: str,
     status: str,
     error: str,
     out_bytes: int = 0,
@@ -311,6 +353,6 @@ def _add_row(
     """A row the planner settles: a skipped one with the record `made` of the output it keeps,
     a failed one with the `record` of the output already there (if any)."""
     values = (entry.key, out, status, error, 0, 0, entry.size, out_bytes, 0.0)
-    values += (*_record_values(made), *_record_values(record))
+    values += (*_record_values(made), *_record_values(record), folder)
     for name, value in zip((*ROW_FIELDS, *_RECORD_FIELDS), values, strict=True):
         rows[name].append(value)

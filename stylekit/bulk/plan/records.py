@@ -7,6 +7,9 @@ writes nothing). So the newest run that ended (it wrote `_summary.json` beside i
 holds a record of every input it listed, and only it, plus any runs after it that did not end
 (killed, their head gone), are read: newest row first.
 
+With several --style selections each input has a record per selection (the manifest's `style`
+column, absent from older parts: none), looked up by input key and style.
+
 Records are held as a key-hash array sorted for binary search beside an Arrow table (about
 100 bytes an input), never as Python objects per input.
 """
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 RUN_PREFIX = "run="
 SUMMARY_FILE = "_summary.json"  # written by a run that ended: its manifest lists every input
 COLUMNS = ["input", "input_version", "input_hash"]
+STYLE = "style"  # the manifest's selection column (parts before it have none)
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,13 @@ class Record:
     hash: str  # "" when unknown
 
 
+def record_key(key: str, style: str = "") -> str:
+    """What a record is found by: the input's key, and the selection's folder if any."""
+    return f"{style}\0{key}" if style else key
+
+
 class Records:
-    """Records by input key (`get`); empty when no earlier run recorded any."""
+    """Records by input key and selection (`get`); empty when no earlier run recorded any."""
 
     def __init__(self, table: pa.Table | None = None):
         if table is None or table.num_rows == 0:
@@ -57,7 +66,8 @@ class Records:
     def __len__(self) -> int:
         return len(self._hashes)
 
-    def get(self, key: str) -> Record | None:
+    def get(self, key: str, style: str = "") -> Record | None:
+        key = record_key(key, style)
         i = int(np.searchsorted(self._hashes, hash(key)))
         if i >= len(self._hashes) or self._hashes[i] != hash(key) or self._keys[i].as_py() != key:
             return None
@@ -96,9 +106,13 @@ def _read_part(location: str, options: storage.StorageOptions) -> pa.Table | Non
     cannot be read (one warning: its inputs are then checked as new ones would be)."""
     try:
         parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(location, options)))
-        if not set(COLUMNS) <= set(parquet.schema_arrow.names):
+        names = set(parquet.schema_arrow.names)
+        if not set(COLUMNS) <= names:
             return None
-        return parquet.read(columns=COLUMNS)
+        table = parquet.read(columns=[*COLUMNS, STYLE] if STYLE in names else COLUMNS)
+        if STYLE not in names:
+            table = table.append_column(STYLE, pa.nulls(table.num_rows, pa.string()))
+        return table
     except (pa.ArrowException, OSError) as e:
         log.warning(
             "%s is not a readable manifest part (%s): its inputs are checked as if no run had "
@@ -118,4 +132,6 @@ def _keyed(table: pa.Table, prefix: str) -> pa.Table:
     )
     table = table.filter(keep)
     keys = pc.utf8_slice_codeunits(table.column("input"), len(prefix))
+    styled = pc.binary_join_element_wise(table.column(STYLE), keys, "\0")  # null where no style
+    keys = pc.if_else(pc.is_valid(table.column(STYLE)), styled, keys)
     return pa.table({"key": keys, "input_version": table["input_version"], "input_hash": table["input_hash"]})

@@ -111,6 +111,20 @@ def samples_grid(pairs: list[Pair], sampled_from: int) -> str:
     return note + f'<div class="grid">{"".join(cells)}</div>'
 
 
+def styles_table(run: RunSummary) -> str:
+    """Each --style selection's outputs by status (nothing for a run of one selection)."""
+    if not run.per_style:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l"><code>{html.escape(name)}</code></td>'
+        + "".join(f'<td class="{s}">{counts[s]}</td>' for s in ("ok", "failed", "skipped"))
+        + "</tr>"
+        for name, counts in sorted(run.per_style.items())
+    )
+    head = '<tr><th class="l">style</th><th>ok</th><th>failed</th><th>skipped</th></tr>'
+    return f"<h2>Outputs by style</h2><table>{head}{rows}</table>"
+
+
 def render(run: RunSummary, history: list[tuple[str, dict[str, int]]], pairs: list[Pair]) -> str:
     c = run.counts
     seconds = ((run.ended_ms or 0) - (run.started_ms or 0)) / 1000
@@ -140,6 +154,7 @@ model digest <code>{html.escape(run.model_digest)}</code><br>
 <div class="tiles">{tiles}</div>
 <h2>Inputs by status, against the nights before</h2>
 {history_table(run, history)}
+{styles_table(run)}
 <h2>Failures by error</h2>
 {failures_table(run)}
 <h2>Throughput over the run</h2>

@@ -50,9 +50,19 @@ def _parts(output: str, run_id: str, options: storage.StorageOptions) -> list[st
     ]
 
 
-def _read(part: str, options: storage.StorageOptions, columns: list[str]) -> pq.Table:
+def _read(
+    part: str, options: storage.StorageOptions, columns: list[str], optional: tuple[str, ...] = ()
+) -> pq.Table:
+    """`columns` of a part, and those of `optional` it has (a part written before them has
+    none: they read as nulls)."""
     try:
-        return pq.read_table(io.BytesIO(storage.read_bytes(part, options)), columns=columns)
+        parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(part, options)))
+        names = set(parquet.schema_arrow.names)
+        table = parquet.read(columns=[*columns, *(c for c in optional if c in names)])
+        for name in optional:
+            if name not in names:
+                table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+        return table
     except (pa.ArrowException, OSError) as e:  # truncated, not Parquet, another tool's columns
         raise StylekitError(
             f"{redact(part)} is not a manifest part stylekit can read ({describe(e)}); move it "
@@ -108,6 +118,8 @@ class RunSummary:
     failures: list[FailureGroup]  # largest group first
     samples: list[Sample]
     videos: int = 0
+    # With several --style selections: each selection's rows by status ({} with one).
+    per_style: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -123,6 +135,7 @@ def summarize(output: str, run_id: str, options: storage.StorageOptions, samples
     counts: collections.Counter[str] = collections.Counter()
     groups: dict[str, FailureGroup] = {}
     finished: collections.Counter[int] = collections.Counter()  # finished_at (ms) -> rows done
+    styles: dict[str, collections.Counter[str]] = {}
     reservoir: list[Sample] = []
     seen = 0
     rng = random.Random(run_id)
@@ -132,10 +145,12 @@ def summarize(output: str, run_id: str, options: storage.StorageOptions, samples
     columns = ["input", "output", "status", "error", "input_bytes", "output_bytes", "finished_at"]
     columns += ["width", "height", "model_digest", "frames"]
     for part in parts:
-        table = _read(part, options, columns)
-        cols = {c: table.column(c).to_pylist() for c in columns}
+        table = _read(part, options, columns, optional=("style",))
+        cols = {c: table.column(c).to_pylist() for c in (*columns, "style")}
         for i, status in enumerate(cols["status"]):
             counts[status] += 1
+            if cols["style"][i]:
+                styles.setdefault(cols["style"][i], collections.Counter())[status] += 1
             at = cols["finished_at"][i]
             ms = int(at.timestamp() * 1000) if at is not None else None
             if ms is not None:
@@ -188,6 +203,7 @@ def summarize(output: str, run_id: str, options: storage.StorageOptions, samples
         failures=sorted(groups.values(), key=lambda g: (-g.count, g.error)),
         samples=sorted(reservoir, key=lambda s: s.input),
         videos=videos,
+        per_style={name: {s: c.get(s, 0) for s in STATUSES} for name, c in styles.items()},
     )
 
 
