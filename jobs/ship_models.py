@@ -266,15 +266,17 @@ def shipped_metadata(name: str, meta: dict[str, str], schedule: list[dict[str, o
 
 def measure(config: ShipConfig) -> int:
     """The installed models' figures (and any finished run of them under --output), and how
-    alike they paint the comparison photo at a small and a large size; with --save, each style's picture of the comparison photo beside the photo and the original."""
+    alike they paint the comparison photo at a small and a large size; with --save, each
+    style's picture of the comparison photo beside the photo and the original."""
     print(
         "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
     )
     print("|---|---|---|---|")
     sizes: list[tuple[str, tuple[float, ...]]] = []
+    shared = ship.Shared(Path(config.shared))
     for name in _names(config.styles):
         style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
-        judge = ship.Judge(name, style, ship.Shared(Path(config.shared)))
+        judge = ship.Judge(name, style, shared)
         installed = str(Path(config.models_dir) / f"{name}.safetensors")
         pictures = judge.stylize(installed)
         print(f"| {name} (installed) | {judge.measure(installed, pictures).row()} |", flush=True)
@@ -287,7 +289,7 @@ def measure(config: ShipConfig) -> int:
         run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
-        sizes.append((name, judge.across_sizes(installed, ship.Shared(Path(config.shared)).comparison_photo)))
+        sizes.append((name, judge.across_sizes(installed)))
     sides = " / ".join(f"{side} px" for side in ship.SIZES)
     print(
         f"\nOne look at every size: style of the comparison photo stylized at {sides} (longer side), "

@@ -136,7 +136,8 @@ class Judge:
         original_path = shared.original(name)
         # The comparison photo at the size of the paper's outputs (their size when there is one).
         size = Image.open(original_path).size if original_path else None
-        chicago = read_rgb(shared.comparison_photo, size)
+        self.comparison = shared.comparison_photo  # at its own size, for `across_sizes`
+        chicago = read_rgb(self.comparison, size)
         self.photos = [chicago] + [fit_longest(read_rgb(p), HELD_OUT_SIDE) for p in shared.held_out()]
         self.sticks = [Yardstick(photo, paint, vgg) for photo in self.photos]
         self.original_pixels = read_rgb(original_path) if original_path else None
@@ -146,10 +147,10 @@ class Judge:
         """The model's pictures of the comparison photo and the held-out ones, (H, W, 3) uint8."""
         return Stylizer(load_model(model_location).model, InferenceOptions(device="cpu")).stylize(self.photos)
 
-    def across_sizes(self, model_location: str, comparison: Path) -> tuple[float, ...]:
+    def across_sizes(self, model_location: str) -> tuple[float, ...]:
         """Style (Gram distance to the painting) of the comparison photo stylized at each of
         SIZES (longer side) and viewed at VIEW_SIDE: one look whatever size a photo comes in."""
-        full = read_rgb(comparison)
+        full = read_rgb(self.comparison)
         stick = Yardstick(fit_longest(full, VIEW_SIDE), self.painting, self.vgg)
         stylizer = Stylizer(load_model(model_location).model, InferenceOptions(device="cpu"))
         return tuple(
