@@ -45,11 +45,11 @@ def main() -> int:
     interrupt_on_sigterm()  # a stopped RayJob or deleted pod: lease released, exit INTERRUPTED
     setup_logging()
     config = config_from_args(BulkConfig, args)
-    from stylekit.bulk.driver import run_bulk
+    from stylekit.bulk.night import run_night
     from stylekit.ray_env import own_console, shutdown_ray
 
     own_console()  # Ray's routine native lines stay off it (stylekit/stderr_filter.py)
-    summary = run_bulk(config)
+    summary = run_night(config)
     shutdown_ray()  # before the summary: no late Ray output may follow it
     print(summary.to_json(), flush=True)
     return exitcodes.INPUTS_FAILED if config.strict and summary.failed else exitcodes.OK

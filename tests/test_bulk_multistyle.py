@@ -70,9 +70,9 @@ def _inputs(root: Path, n: int = 5) -> dict[str, bytes]:
 
 
 def _bulk(**kw: Any) -> Any:
-    from stylekit.bulk.driver import run_bulk
+    from stylekit.bulk.night import run_night
 
-    return run_bulk(config_from_flags(BulkConfig, progress_every=1.0, **kw))
+    return run_night(config_from_flags(BulkConfig, progress_every=1.0, **kw))
 
 
 def _rows(summary: Any) -> list[dict[str, Any]]:

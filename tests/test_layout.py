@@ -182,6 +182,7 @@ BULK_FLOORS: list[set[str]] = [
     {"run", "metrics", "report"},
     {"engines"},
     {"driver"},
+    {"night"},
 ]
 
 

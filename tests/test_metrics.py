@@ -79,7 +79,7 @@ def test_bulk_run_exports_its_counts_bytes_rate_and_busy_share(
     metrics_url: str, tmp_path: Path, model_file: Path
 ) -> None:
     from stylekit.bulk.config import BulkConfig
-    from stylekit.bulk.driver import run_bulk
+    from stylekit.bulk.night import run_night
     from stylekit.cli import config_from_flags
 
     src = tmp_path / "in"
@@ -89,12 +89,12 @@ def test_bulk_run_exports_its_counts_bytes_rate_and_busy_share(
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(src / f"p{i}.png")
     (src / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    first = run_bulk(
+    first = run_night(
         config_from_flags(BulkConfig, model=str(model_file), input=str(src), output=str(out), batch_size=2)
     )
     assert (first.ok, first.failed) == (3, 1)
     (src / "p3.png").write_bytes((src / "p0.png").read_bytes())  # one new input: a second night
-    second = run_bulk(
+    second = run_night(
         config_from_flags(BulkConfig, model=str(model_file), input=str(src), output=str(out), batch_size=2)
     )
     assert (second.ok, second.failed, second.skipped) == (1, 1, 3)

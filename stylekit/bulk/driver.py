@@ -2,8 +2,9 @@
 
 The driver: take the output's lease, plan on the driver (listing, skip check and key shards:
 bulk/plan/) while the models are checked, run the plan through an engine (bulk/engines/: the
-job's own process, or Ray), take the manifest rows as they stream back, then the summary and
-the report. How it fits together and why: docs/bulk.md, "Architecture".
+job's own process, or Ray), take the manifest rows as they stream back, then the summary. The
+morning report reads the finished manifest afterwards (bulk/night.py composes the two). How it
+fits together and why: docs/bulk.md, "Architecture".
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ from stylekit.bulk.plan.manifest import FAILED, OK, SKIPPED, ManifestWriter
 from stylekit.bulk.plan.planner import Plan, plan_inputs
 from stylekit.bulk.plan.records import SUMMARY_FILE
 from stylekit.bulk.plan.settings import check_output_settings
-from stylekit.bulk.report.build import write_report_quietly
 from stylekit.bulk.run import BulkRun
 from stylekit.bulk.stop import RunStopper
 from stylekit.errors import ConfigError, StylekitError
 from stylekit.files import storage
 from stylekit.logs import Progress, format_duration
 from stylekit.ray_env import cluster_to_join
-from stylekit.redact import redact
+from stylekit.redact import describe, redact
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Summary:
     output: str
 
     def to_json(self) -> str:
-        return redact(json.dumps(asdict(self), ensure_ascii=False))
+        return json.dumps(asdict(self), ensure_ascii=False)  # its locations are shown forms
 
 
 def run_bulk(config: BulkConfig, engine: Engine | None = None) -> Summary:
@@ -66,13 +66,12 @@ def run_bulk(config: BulkConfig, engine: Engine | None = None) -> Summary:
     started = time.time()
     run = BulkRun.open(config)
     log.info(
-        "run %s: model %s%s (digest %s), %s -> %s",
+        "run %s: model %s (digest %s), %s -> %s",
         run.layout.run_id,
-        redact(config.model),
-        f" then {redact(config.then)}" if config.then else "",
+        redact(f"{config.model} then {config.then}" if config.then else config.model),
         run.digest,
-        redact(run.layout.input_root),
-        redact(run.layout.output_root),
+        run.layout.shown_input,
+        run.layout.shown_output,
     )
     # A lease lost to another run, or the Ray cluster gone, ends the run at once (bulk/stop.py).
     stopper = RunStopper()
@@ -95,42 +94,45 @@ def run_bulk(config: BulkConfig, engine: Engine | None = None) -> Summary:
 def _run_leased(run: BulkRun, engine: Engine | None, started: float, stopper: RunStopper) -> Summary:
     """The run itself, while it holds the output's lease: plan -> engine -> report."""
     layout, options = run.layout, run.options
-    # The models are checked (torch imported, the networks built: seconds) in a helper thread,
-    # beside the listing and Ray's start; a bad model still ends the run before any output,
-    # and before a first run records its settings.
-    with ThreadPoolExecutor(1, "stylekit-model-check") as pool:
-        cuda = pool.submit(run.check_models)
-        settings = check_output_settings(run.config, layout, run.digest, options)
-        metrics = RunMetrics(redact(layout.output_root))  # Ray's Prometheus endpoint
-        with ManifestWriter(layout.manifest_dir, options, on_rows=metrics.rows) as manifest:
-            stopper.manifest = manifest
-            run = run.planned(plan_inputs(run.config, layout, manifest, run.digest))
-            plan = run.plan
-            log.info(
-                "%d inputs%s: %d to stylize, %d done before, %d failed before stylizing",
-                plan.listed,
-                f" x {len(run.config.styles)} styles" if run.config.per_style else "",
-                plan.todo,
-                plan.skipped,
-                plan.failed,
-            )
-            try:
+    # The key shards are the plan's, read by this run alone: gone once it ends, however it ends
+    # (a killed driver leaves its own run's, which no later run reads).
+    try:
+        # The models are checked (torch imported, the networks built: seconds) in a helper
+        # thread, beside the listing and Ray's start; a bad model still ends the run before any
+        # output, and before a first run records its settings.
+        with ThreadPoolExecutor(1, "stylekit-model-check") as pool:
+            cuda = pool.submit(run.check_models)
+            settings = check_output_settings(run.config, layout, run.digest, options)
+            metrics = RunMetrics(layout.shown_output)  # Ray's Prometheus endpoint
+            with ManifestWriter(layout.manifest_dir, options, on_rows=metrics.rows) as manifest:
+                stopper.manifest = manifest
+                run = run.planned(plan_inputs(run.config, layout, manifest, run.digest))
+                plan = run.plan
+                log.info(
+                    "%d inputs%s: %d to stylize, %d done before, %d failed before stylizing",
+                    plan.listed,
+                    f" x {len(run.config.styles)} styles" if run.config.per_style else "",
+                    plan.todo,
+                    plan.skipped,
+                    plan.failed,
+                )
                 _refuse_videos_per_style(run.config, plan)
                 # An engine only when there is work (a night with nothing new starts nothing).
                 engine = (engine or ENGINES[_engine(run.config, plan, cuda)]()) if plan.todo else None
                 if engine is not None:
                     engine.start()
                 cuda.result()
-            except StylekitError:
-                storage.delete_tree(layout.keys_dir, options)
-                raise
-            with settings.commit():
-                if engine is not None:
-                    metrics.flush()  # the listing's rows, counted before Ray was up
-                    engine.run(run, _Rows(run, manifest, metrics, stopper))
-    storage.delete_tree(layout.keys_dir, options)
-    # The morning report, OUT/_manifest/run=<id>/_report.html; never fails the night.
-    write_report_quietly(layout.output_root, layout.run_id, options, layout.input_root)
+                with settings.commit():
+                    if engine is not None:
+                        metrics.flush()  # the listing's rows, counted before Ray was up
+                        engine.run(run, _Rows(run, manifest, metrics, stopper))
+    finally:
+        try:
+            storage.delete_tree(layout.keys_dir, options)
+        except Exception as e:  # never hides how the run ended, nor fails one that ended well
+            log.warning(
+                "key shards of run %s left under %s: %s", layout.run_id, layout.shown_output, describe(e)
+            )
     summary = _summary(manifest, run, time.time() - started)
     # The run ended: its manifest lists every input (bulk/plan/records.py reads no run before it).
     storage.write_bytes(storage.join(layout.manifest_dir, SUMMARY_FILE), summary.to_json().encode(), options)
@@ -252,16 +254,16 @@ class _Progress:
 def _summary(manifest: ManifestWriter, run: BulkRun, seconds: float) -> Summary:
     layout, counts = run.layout, manifest.counts
     if counts[FAILED]:
-        log.warning("%d input(s) failed; see status = 'failed' in %s", counts[FAILED], layout.manifest_dir)
+        log.warning("%d input(s) failed; see status = 'failed' in %s", counts[FAILED], layout.shown_manifest)
     return Summary(
         ok=counts[OK],
         failed=counts[FAILED],
         skipped=counts[SKIPPED],
         images_per_s=round(counts[OK] / max(seconds, 1e-9), 3),
         seconds=round(seconds, 3),
-        manifest=redact(layout.manifest_dir),
+        manifest=layout.shown_manifest,
         run_id=layout.run_id,
         model_digest=run.digest,
-        input=redact(layout.input_root),
-        output=redact(layout.output_root),
+        input=layout.shown_input,
+        output=layout.shown_output,
     )

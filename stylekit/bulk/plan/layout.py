@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stylekit.files import locations, storage
+from stylekit.redact import redact
 
 if TYPE_CHECKING:
     from stylekit.bulk.config import BulkConfig
@@ -46,6 +47,23 @@ class RunLayout:
     @property
     def settings_file(self) -> str:
         return storage.join(self.output_root, MANIFEST_DIR, SETTINGS_FILE)
+
+    # As a person may see them (logs, errors, the summary): credentials in a URI masked.
+    @property
+    def shown_input(self) -> str:
+        return redact(self.input_root)
+
+    @property
+    def shown_output(self) -> str:
+        return redact(self.output_root)
+
+    @property
+    def shown_manifest(self) -> str:
+        return redact(self.manifest_dir)
+
+    @property
+    def shown_settings(self) -> str:
+        return redact(self.settings_file)
 
     def input_uri(self, key: str) -> str:
         return storage.join(self.input_root, key)

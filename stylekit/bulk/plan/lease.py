@@ -33,6 +33,7 @@ release that fails leaves a lease that expires by itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -139,12 +140,10 @@ class OutputLease:
         manifest_dir: str = "_manifest",
         on_lost: Callable[[LeaseLost], None] | None = None,
     ):
-        self.location = storage.join(output_root, manifest_dir, LEASE_FILE)
         self.output_root, self.run_id, self.options = output_root, run_id, options
+        self.manifest_dir = manifest_dir
         self.ttl, self.wait, self.take, self.poll = ttl, wait, take, poll
-        local = storage.is_local(output_root)
-        self.local = local
-        self.settle = (SETTLE_LOCAL if local else SETTLE_REMOTE) if settle is None else settle
+        self._settle = settle
         self.wait_line_every = wait_line_every
         self.token = uuid.uuid4().hex
         self.record: LeaseRecord | None = None
@@ -152,6 +151,23 @@ class OutputLease:
         self.on_lost = on_lost  # told once the lease is lost (else an error line is logged)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @functools.cached_property
+    def location(self) -> str:
+        """OUT/_manifest/_lease.json"""
+        return storage.join(self.output_root, self.manifest_dir, LEASE_FILE)
+
+    @functools.cached_property
+    def local(self) -> bool:
+        return storage.is_local(self.output_root)
+
+    @property
+    def settle(self) -> float:
+        """How long a written record is left to settle before it is read back (a store's
+        read-after-write may lag; this machine's files do not)."""
+        if self._settle is not None:
+            return self._settle
+        return SETTLE_LOCAL if self.local else SETTLE_REMOTE
 
     # --- acquiring --------------------------------------------------------------------------
 

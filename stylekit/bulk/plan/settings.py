@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from stylekit.bulk.plan.layout import RunLayout
 from stylekit.errors import ConfigError
 from stylekit.files import storage
-from stylekit.redact import redact
 
 if TYPE_CHECKING:
     from stylekit.bulk.config import BulkConfig
@@ -99,9 +98,9 @@ def check_output_settings(
     recorded = storage.read_if_exists(layout.settings_file, options)
     if recorded is None:
         return replace(guard, first_run=True)
-    found = _parse_settings(recorded, layout.settings_file)
+    found = _parse_settings(recorded, layout)
     if (STYLES in found) != config.per_style and not config.overwrite:
-        raise ConfigError(_layouts_differ(found, layout.output_root))
+        raise ConfigError(_layouts_differ(found, layout))
     if config.per_style:
         return _check_styles(guard, found.get(STYLES) or {}, config, layout)
     changes = settings_changes(found, wanted)
@@ -112,7 +111,7 @@ def check_output_settings(
     if found.get("style_scale", 1.0) == 1.0 and wanted["style_scale"] == "model":
         hint = " (or --style-scale 1 to keep the full-size strokes these were made with)"
     raise ConfigError(
-        f"{redact(layout.output_root)} holds results made differently ({changed}); rerun with --overwrite "
+        f"{layout.shown_output} holds results made differently ({changed}); rerun with --overwrite "
         f"to restylize everything{hint}, or use another --output"
     )
 
@@ -131,7 +130,7 @@ def _check_styles(
     ]
     if changes and not config.overwrite:
         raise ConfigError(
-            f"{redact(layout.output_root)} holds results made differently ({', '.join(changes)}); "
+            f"{layout.shown_output} holds results made differently ({', '.join(changes)}); "
             "rerun with --overwrite to restylize those styles, or use another --output"
         )
     new = {label: wanted[label] for label in config.styles if label not in found}
@@ -142,9 +141,9 @@ def _check_styles(
     )
 
 
-def _layouts_differ(found: dict[str, Any], output_root: str) -> str:
+def _layouts_differ(found: dict[str, Any], layout: RunLayout) -> str:
     """The one line for a run whose layout is not OUT's."""
-    out = redact(output_root)
+    out = layout.shown_output
     if STYLES in found:
         held = ", ".join(found[STYLES]) or "none"
         return (
@@ -159,14 +158,14 @@ def _layouts_differ(found: dict[str, Any], output_root: str) -> str:
     )
 
 
-def _parse_settings(data: bytes, location: str) -> dict[str, Any]:
+def _parse_settings(data: bytes, layout: RunLayout) -> dict[str, Any]:
     try:
         found = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         found = None
     if not isinstance(found, dict):
         raise ConfigError(
-            f"{redact(location)} is damaged: it records the model and settings the "
+            f"{layout.shown_settings} is damaged: it records the model and settings the "
             "results in --output were made with. Restore it from a backup, or delete it if every "
             "result there is of this model and these settings (a run then records them anew)"
         )
