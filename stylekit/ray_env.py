@@ -62,6 +62,8 @@ ROUTINE_WORKER_LINES = (
     "execution finished in",
     "Registered dataset logger",
     "`ExecutionOptions.exclude_resources` is deprecated",  # Ray Train's own ingest options
+    "self.exclude_resources = exclude_resources",  # the source line Python prints under it
+    "Progress bars disabled. To enable",  # Ray Data's note on the bars our progress lines replace
     "has constructor arguments in the object store",
 )
 # Lines Ray's C++ core worker in the driver writes straight to stderr (no Python logger sees

@@ -107,4 +107,9 @@ def test_routine_lines_of_ray_processes_are_dropped_and_real_errors_reach_the_co
     )
     assert [d["lines"] for d in seen] == [["RuntimeError: disk full"]]
     assert routine_line("Starting execution of Dataset train_1_0. Full logs are in /tmp/ray/...")
+    # Ray Train's DatasetManager and SplitCoordinator, once per training run.
+    assert routine_line("  self.exclude_resources = exclude_resources")
+    assert routine_line(
+        "Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`."
+    )
     assert not routine_line("ERROR stylekit.train.ray_job: training failed")
