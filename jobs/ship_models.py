@@ -272,7 +272,7 @@ def measure(config: ShipConfig) -> int:
         "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
     )
     print("|---|---|---|---|")
-    sizes: list[tuple[str, tuple[float, ...]]] = []
+    sizes: list[tuple[str, tuple[float, ...], float | None]] = []
     shared = ship.Shared(Path(config.shared))
     for name in _names(config.styles):
         style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
@@ -289,19 +289,20 @@ def measure(config: ShipConfig) -> int:
         run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
-        sizes.append((name, judge.across_sizes(installed)))
+        sizes.append((name, judge.across_sizes(installed), judge.original_viewed()))
     sides = " / ".join(f"{side} px" for side in ship.SIZES)
     print(
         f"\nOne look at every size: style of the comparison photo stylized at {sides} (longer side), "
         f"viewed at {ship.VIEW_SIDE} px; the bar: each at most {ship.SIZES_STYLE}, within "
         f"{ship.SIZES_SPREAD}x of each other"
     )
-    print(f"| model | {sides} | spread | bar |\n|---|---|---|---|")
-    for name, styles in sizes:
+    print(f"| model | {sides} | spread | bar | the 2016 original, viewed so |\n|---|---|---|---|---|")
+    for name, styles, original in sizes:
         spread = max(styles) / max(min(styles), 1e-9)
         met = max(styles) <= ship.SIZES_STYLE and spread <= ship.SIZES_SPREAD
         shown = " / ".join(f"{v:.3f}" for v in styles)
-        print(f"| {name} | {shown} | {spread:.2f}x | {'met' if met else 'not met'} |", flush=True)
+        theirs = "-" if original is None else f"{original:.3f}"
+        print(f"| {name} | {shown} | {spread:.2f}x | {'met' if met else 'not met'} | {theirs} |", flush=True)
     return 0
 
 

@@ -204,9 +204,11 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
     assert measure.returncode == 0, measure.stderr[-2000:]
     assert "| starry_night (installed) | x" in measure.stdout
     assert "runs/starry_night/model.safetensors) | x" in measure.stdout
-    # One look at every size: the comparison photo small and large, each viewed at one size.
+    # One look at every size: the comparison photo small and large, each viewed at one size,
+    # beside the 2016 original viewed at that size.
     assert re.search(
-        r"\| starry_night \| \d\.\d{3} / \d\.\d{3} \| [\d.]+x \| (met|not met) \|", measure.stdout
+        r"\| starry_night \| \d\.\d{3} / \d\.\d{3} \| [\d.]+x \| (met|not met) \| \d\.\d{3} \|",
+        measure.stdout,
     )
     # The comparison picture: the photo, ours, the original, side by side at the original's size.
     assert Image.open(tmp_path / "pictures" / "chicago_starry_night.png").size == (3 * 52, 36)

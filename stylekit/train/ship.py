@@ -147,11 +147,24 @@ class Judge:
         """The model's pictures of the comparison photo and the held-out ones, (H, W, 3) uint8."""
         return Stylizer(load_model(model_location).model, InferenceOptions(device="cpu")).stylize(self.photos)
 
+    def _view_stick(self) -> tuple[np.ndarray, Yardstick]:
+        full = read_rgb(self.comparison)
+        return full, Yardstick(fit_longest(full, VIEW_SIDE), self.painting, self.vgg)
+
+    def original_viewed(self) -> float | None:
+        """Style of the paper's own output (at its size) viewed at VIEW_SIDE, as `across_sizes`
+        measures ours: what the 2016 model carries of the painting at that view."""
+        if self.original_pixels is None:
+            return None
+        full, stick = self._view_stick()
+        height, width = fit_longest(full, VIEW_SIDE).shape[:2]
+        view = Image.fromarray(self.original_pixels).resize((width, height), Image.Resampling.LANCZOS)
+        return stick.measure(np.asarray(view)).style
+
     def across_sizes(self, model_location: str) -> tuple[float, ...]:
         """Style (Gram distance to the painting) of the comparison photo stylized at each of
         SIZES (longer side) and viewed at VIEW_SIDE: one look whatever size a photo comes in."""
-        full = read_rgb(self.comparison)
-        stick = Yardstick(fit_longest(full, VIEW_SIDE), self.painting, self.vgg)
+        full, stick = self._view_stick()
         stylizer = Stylizer(load_model(model_location).model, InferenceOptions(device="cpu"))
         return tuple(
             stick.measure(fit_longest(stylizer.stylize([fit_longest(full, side)])[0], VIEW_SIDE)).style
