@@ -96,17 +96,8 @@ def main() -> int:
             against = "-" if plain is None else ("1" if command == "plain" else f"**{plain / wall:.2f}x**")
             rows.append([name, command, f"{wall:.1f}", f"{len(files) / wall:.1f}", against,
                          f"{med(t.first or 0.0 for t in runs):.1f}", f"{med(t.cpu for t in runs):.0f}"])  # fmt: skip
-    print()
-    headers = [
-        "inputs",
-        "command",
-        "wall s",
-        "images/s",
-        "against plain",
-        "first output s (fixed cost)",
-        "CPU s",
-    ]
-    print(common.table(headers, rows))
+    headers = ["inputs", "command", "wall s", "images/s", "against plain"]
+    print("\n" + common.table([*headers, "first output s (fixed cost)", "CPU s"], rows))
     print(f"\n(median of {args.rounds} round(s), whole processes, {os.cpu_count()} CPUs; first output: from the "
           "process start to the oldest output's mtime, the fixed cost; load average at end "
           + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + ")")  # fmt: skip

@@ -103,11 +103,8 @@ def main() -> int:
     p.add_argument("--count", type=int, default=8, help="photos in the folder")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=800)
-    p.add_argument(
-        "--mix",
-        action="store_true",
-        help=f"{len(MIX_SIZES)} photos of mixed sizes, 0.1-1 MP (ignores --count etc.)",
-    )
+    mix = f"{len(MIX_SIZES)} photos of mixed sizes, 0.1-1 MP (ignores --count etc.)"
+    p.add_argument("--mix", action="store_true", help=mix)
     p.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime process")
     p.add_argument("--repeat", type=int, default=3, help="rounds (each runs every process)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both (default: unset)")
@@ -118,11 +115,8 @@ def main() -> int:
     env = harness.job_env(**({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     sizes = MIX_SIZES if args.mix else [(args.width, args.height)] * args.count
     megapixels = sum(w * h for w, h in sizes) / 1e6
-    what = (
-        f"{len(sizes)} photos of mixed sizes, {megapixels:.1f} MP"
-        if args.mix
-        else f"{args.count} photos of {args.width}x{args.height}"
-    )
+    what = f"{args.count} photos of {args.width}x{args.height}"
+    what = f"{len(sizes)} photos of mixed sizes, {megapixels:.1f} MP" if args.mix else what
     print(common.header(f"CPU, whole process: {what}", torch.device("cpu")))
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
         root = Path(tmp)
@@ -149,13 +143,8 @@ def main() -> int:
                       "--output", str(onnx_path)]  # fmt: skip
             subprocess.run(export, check=True, capture_output=True, cwd=common.REPO)
             (root / "ort_stylize.py").write_text(ORT_SCRIPT)
-            commands["onnxruntime"] = [
-                sys.executable,
-                str(root / "ort_stylize.py"),
-                str(onnx_path),
-                str(out_ort),
-                *inputs,
-            ]
+            ort = [sys.executable, str(root / "ort_stylize.py"), str(onnx_path), str(out_ort)]
+            commands["onnxruntime"] = [*ort, *inputs]
         walls: dict[str, list[float]] = {k: [] for k in commands}
         cpus: dict[str, list[float]] = {k: [] for k in commands}
         for r in range(args.repeat):
@@ -179,26 +168,17 @@ def main() -> int:
     rows = []
     for name in commands:
         wall = common.median(walls[name])
-        rows.append(
-            [
-                name,
-                f"{wall:.1f} (±{common.spread(walls[name])})",
-                f"{len(sizes) / wall:.2f}",
-                f"{ref_wall / wall:.2f}x",
-                f"{wall / sk_wall:.2f}x",
-                f"{common.median(cpus[name]):.1f}",
-                "(target)" if name == "reference" else f"{min(scores[name]):.1f}",
-            ]
-        )
+        psnr = "(target)" if name == "reference" else f"{min(scores[name]):.1f}"
+        rates = [f"{len(sizes) / wall:.2f}", f"{ref_wall / wall:.2f}x", f"{wall / sk_wall:.2f}x"]
+        wall_text = f"{wall:.1f} (±{common.spread(walls[name])})"
+        rows.append([name, wall_text, *rates, f"{common.median(cpus[name]):.1f}", psnr])
     columns = ["process", "wall s", "photos/s", "vs reference", "stylekit's speedup over it",
                "CPU s (user+sys)", "PSNR dB vs ref (min)"]  # fmt: skip
     print(common.table(columns, rows))
     if args.mix:
-        print()
-        print("sizes: " + ", ".join(f"{w}x{h}" for w, h in sizes))
-    print()
+        print("\nsizes: " + ", ".join(f"{w}x{h}" for w, h in sizes))
     print(
-        f"(median of {args.repeat} rounds; wall time includes Python start-up and imports, model load, decode, "
+        f"\n(median of {args.repeat} rounds; wall time includes Python start-up and imports, model load, decode, "
         "stylize, JPEG encode and write; PSNR of the decoded JPEGs, both encoded at quality 75)"
     )
     return 0

@@ -65,16 +65,8 @@ def config(args: argparse.Namespace, paintings: list[Path], **more: object) -> T
 def train(cfg: TrainConfig, steps: int, crops: torch.Tensor, label: str) -> torch.nn.Module:
     state, loss = new_state(cfg, CPU), build_loss(cfg, CPU)
     held = HeldBatches(crops, cfg.batch_size, seed=cfg.seed)
-    train_loop(
-        cfg,
-        state,
-        state.model,
-        loss,
-        torch.float32,
-        held,
-        Schedule(steps, held.steps_per_epoch),
-        Clock(label, steps),
-    )
+    schedule = Schedule(steps, held.steps_per_epoch)
+    train_loop(cfg, state, state.model, loss, torch.float32, held, schedule, Clock(label, steps))
     return state.model.eval()
 
 
@@ -147,11 +139,8 @@ def main() -> None:
     names = args.paintings.split(",")
     paintings = [DATA / "styles" / f"{n}.jpg" for n in [*names, args.added]]
     crops = torch.from_numpy(load_crops(str(DATA / "train-mini"), args.size))
-    photo_files = sorted((DATA / "content").iterdir())
-    photos = [
-        images.to_tensor(images.resize_longest(images.decode(f.read_bytes()), args.eval_side))
-        for f in photo_files
-    ]
+    decoded = (images.decode(f.read_bytes()) for f in sorted((DATA / "content").iterdir()))
+    photos = [images.to_tensor(images.resize_longest(pixels, args.eval_side)) for pixels in decoded]
     w = config(args, paintings[:1])
     vgg = load_vgg("caffe")
     targets = [read_painting(Painting(x.stem, str(x)), args.style_size)[0] for x in paintings]
@@ -159,6 +148,7 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-multistyle-"))
     out.mkdir(parents=True, exist_ok=True)
     S, N = args.steps, len(names)
+    A = max(1, S // 4)  # the added painting's steps (at least 1, for a --steps 2 smoke run)
     t0 = time.time()
     base_file = str(out / f"joint{N}.safetensors")
     single_files = [str(out / f"single_{n}.safetensors") for n in [*names, args.added]]
@@ -174,7 +164,7 @@ def main() -> None:
         joint = train(config(args, paintings[:N]), N * S, crops, f"{N}-style")
         save_model(base_file, joint, {"task": "style", "styles": json.dumps([{"name": n} for n in names])})
     add_cfg = config(args, [paintings[N]], init_from=base_file, add_style=True, add_lr=args.add_lr)
-    added = train(add_cfg, S // 4, crops, f"add {args.added}")
+    added = train(add_cfg, A, crops, f"add {args.added}")
     train_minutes = (time.time() - t0) / 60
     rows, ratios = [], []
     for i, name in enumerate(names):
@@ -194,7 +184,7 @@ def main() -> None:
     print(common.table(columns(f"{N}-style"), rows))
     print(f"\n{verdict(np.array(ratios))}\n")
     print(f"**add**: {args.added} added to the {N}-style network (gamma/beta only, lr {args.add_lr:g}, "
-          f"{S // 4} steps) against a single-style network of {S} steps\n")  # fmt: skip
+          f"{A} steps) against a single-style network of {S} steps\n")  # fmt: skip
     print(common.table(columns("added"), [compare(args.added, single, with_added)]))
     print(f"\n{verdict(with_added / single)}; step cost: full {1000 * full:.0f} ms "
           f"({common.spread(costs['full step'])}), add-style {1000 * add:.0f} ms "

@@ -67,14 +67,8 @@ def compare(
     """(wall, CPU seconds, outputs) of the one-read night and of the three single nights."""
     one = night(src, work / "one", model, ",".join(STYLES), engine, actor)
     singles = [night(src, work / f"single-{s}", model, s, engine, actor) for s in STYLES]
-    return {
-        "one read, --style a,b,c": (one.wall, one.cpu, one.outputs),
-        "3 nights, --style a / b / c": (
-            sum(t.wall for t in singles),
-            sum(t.cpu for t in singles),
-            sum(t.outputs for t in singles),
-        ),
-    }
+    three = (sum(t.wall for t in singles), sum(t.cpu for t in singles), sum(t.outputs for t in singles))
+    return {"one read, --style a,b,c": (one.wall, one.cpu, one.outputs), "3 nights, --style a / b / c": three}
 
 
 def main() -> int:
@@ -94,9 +88,8 @@ def main() -> int:
     t0 = time.time()
     real = compare(src, work, model, args.engine, "stylize")
     bare = compare(src, work, model, args.engine, "identity")
-    print(
-        common.header("Several styles in one night: one read against a night per style", torch.device("cpu"))
-    )
+    title = "Several styles in one night: one read against a night per style"
+    print(common.header(title, torch.device("cpu")))
     print(f"- ray {metadata.version('ray')}, stylekit's job through benchmarks/harness.py")
     print(f"\n{args.count} photos ({'x'.join(map(str, shapes[0])) if args.size else '~1 MP'} JPEG), "
           f"{len(STYLES)} styles, --engine {args.engine}; {time.time() - t0:.0f} s in all\n")  # fmt: skip

@@ -62,22 +62,21 @@ PARITY_TARGET = 5.0  # percent
 BATCH = 4  # the global batch of every run
 
 
+def image_files(root: str) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in bq.IMAGE_EXTENSIONS)
+
+
 class FolderImages(torch.utils.data.Dataset):
     """Every image under a folder, as the example's transforms give it: (3, S, S) float 0-255."""
 
     def __init__(self, root: str, size: int):
-        from torchvision import transforms
+        from torchvision import transforms as T
 
-        self.files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in bq.IMAGE_EXTENSIONS)
+        self.files = image_files(root)
         if not self.files:
             raise SystemExit(f"no training images under {root}")
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize(size),
-                transforms.CenterCrop(size),
-                transforms.ToTensor(),
-                transforms.Lambda(lambda x: x.mul(255)),
-            ]
+        self.transform = T.Compose(
+            [T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Lambda(lambda x: x.mul(255))]
         )
 
     def __len__(self) -> int:
@@ -89,7 +88,7 @@ class FolderImages(torch.utils.data.Dataset):
 
 def subset_folder(data: str, count: int, folder: Path) -> str:
     """A folder of copies of the first `count` training images of `data` (sorted by path)."""
-    files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in bq.IMAGE_EXTENSIONS)[:count]
+    files = image_files(data)[:count]
     if len(files) < count:
         raise SystemExit(f"--data-photos {count}: only {len(files)} images under {data}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,11 +195,8 @@ def ray_run(
 
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     use_gpu = gpus >= workers
-    note = (
-        f"{workers} GPU worker(s)"
-        if use_gpu
-        else "CPU workers" + (f": {gpus} GPU(s) < {workers}" if gpus else "")
-    )
+    note = "CPU workers" + (f": {gpus} GPU(s) < {workers}" if gpus else "")
+    note = f"{workers} GPU worker(s)" if use_gpu else note
     name = f"w{workers}b{batch}"
     config = TrainConfig(
         style=args.style, data=data, output=output, name=name, vgg_weights="caffe", image_size=args.image_size,
@@ -283,9 +279,8 @@ def report(args: argparse.Namespace, runs: list[Run], style: torch.Tensor, devic
     print()
     w = default_loss_weights("caffe")
     photos = [p for _, p in bq.load_photos(args.photos, args.size, args.max_photos)]
-    loss_fn = PerceptualLoss(load_vgg("caffe").to(device), style.to(device), w.content, w.style, w.tv).to(
-        device
-    )
+    vgg = load_vgg("caffe").to(device)
+    loss_fn = PerceptualLoss(vgg, style.to(device), w.content, w.style, w.tv).to(device)
     evals = [evaluate(run.model, loss_fn, photos, device) for run in runs]
     ref_total = evals[0]["loss"]
     rows = []
@@ -329,11 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = common.pick_device(args.device)
     style = bq.load_style(args.style, args.style_size)
     w = default_loss_weights("caffe")
-    print(
-        common.header(
-            f"Parity with the reference training loop, {args.image_size} px, {args.steps} steps", device
-        )
-    )
+    title = f"Parity with the reference training loop, {args.image_size} px, {args.steps} steps"
+    print(common.header(title, device))
     with tempfile.TemporaryDirectory(prefix="bench-parity-data-") as tmp:
         data = (
             subset_folder(args.data, args.data_photos, Path(tmp) / "data") if args.data_photos else args.data

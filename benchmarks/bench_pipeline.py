@@ -71,13 +71,10 @@ def idle_ray_cpu(seconds: float = 20.0) -> float:
     kept warm): over a real night they add to every image at the rate the network allows."""
     marker = secrets.token_hex(6)
     env = harness.job_env(**{harness.MARKER: marker})
-    code = (
-        "import time, ray; ray.init(include_dashboard=None, logging_level='ERROR'); "
-        "time.sleep(10); print('up', flush=True); time.sleep(1e6)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
+    code = "import time, ray; ray.init(include_dashboard=None, logging_level='ERROR'); "
+    code += "time.sleep(10); print('up', flush=True); time.sleep(1e6)"
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     proc.stdout.readline()  # Ray has started and settled
     with harness.TreeCPU(marker) as before:
@@ -106,6 +103,7 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     from stylekit.bulk.engines.sizing import plan_actors
     from stylekit.bulk.plan.layout import RunLayout
     from stylekit.bulk.plan.manifest import OK
+    from stylekit.bulk.plan.planner import KEYS_SCHEMA
     from stylekit.files import images, storage
     from stylekit.infer.inference import Stylizer
     from stylekit.nn.modelio import load_model
@@ -138,9 +136,7 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
             datas = [timed("read", storage.read_bytes, layout.input_uri(k), options) for k in chunk]
             pixels = [timed("decode", images.decode, d, config.decode_options) for d in datas]
             results = timed("network", stylizer.stylize, pixels)
-            encoded = [
-                timed("encode", images.encode, r, "jpg", config.encode_options.quality) for r in results
-            ]
+            encoded = [timed("encode", images.encode, r, "jpg", quality) for r in results]
             for k, data in zip(chunk, encoded, strict=True):
                 timed("write", storage.write_bytes, layout.output_uri(k), data, options)
         n = len(block)
@@ -150,14 +146,16 @@ def stage_costs(model: str, files: list[Path], work: Path, batch: int) -> dict[s
     # --engine local's blocks, the network taken out: read, decode, encode, write and the
     # runner's own threads, futures and timeouts.
     shutil.rmtree(work / "stage-out", ignore_errors=True)
-    runner = BlockRunner(context, lambda px: list(px), threads=max(2, actors.threads))
-    table = pa.table({"key": keys, "output_key": keys, "input_bytes": [1] * len(keys)})
+    runner = BlockRunner(context, lambda px, slot: list(px), threads=max(2, actors.threads))
+    n = len(keys)  # as a key shard's rows (planner.KEYS_SCHEMA): one selection (OUT itself), no record
+    columns = {"key": keys, "output_key": keys, "input_bytes": [1] * n, "input_version": [""] * n}
+    columns |= {name: [[""]] * n for name in ("style", "record_version", "record_hash")}
+    table = pa.table(columns, schema=KEYS_SCHEMA)
     t0 = time.process_time()
-    for i in range(0, len(keys), rows):
+    for i in range(0, n, rows):
         runner(table.slice(i, rows))
     whole = time.process_time() - t0
     runner.close()
-    n = len(keys)
     per = {k: v / n for k, v in clock.items()}
     per["local blocks"] = whole / n
     return per
@@ -188,14 +186,8 @@ def print_codec_ceiling(args: argparse.Namespace, pipeline: float | None) -> Non
     codec = codec_ceiling(args.codec_count, w, h, 95)
     per = codec["decode"] + codec["encode"]
     extra = "" if pipeline is None else f" (+ {TARGET * pipeline:.1f} for the pipeline)"
-    headers = [
-        "JPEG",
-        "decode ms",
-        "encode ms (q95)",
-        "codec ms / image",
-        "images/s per CPU",
-        "CPUs for 1,000 images/s",
-    ]
+    headers = ["JPEG", "decode ms", "encode ms (q95)", "codec ms / image", "images/s per CPU"]
+    headers.append("CPUs for 1,000 images/s")
     row = [f"{w}x{h} ({codec['mp']:.2f} MP)", f"{1000 * codec['decode']:.1f}", f"{1000 * codec['encode']:.1f}",
            f"{1000 * per:.1f}", f"{1 / per:.1f}", f"{TARGET * per:.1f}{extra}"]  # fmt: skip
     print(common.table(headers, [row]))
@@ -282,13 +274,8 @@ def ceiling(args: argparse.Namespace, model_path: str, files: list[Path], output
     wall = time.perf_counter() - t0
     span = clock["last"] - clock["first"]
     wait = 1 - clock["busy"] / span if span > 0 else 0.0
-    return [
-        f"in-process stages ({args.codec})",
-        len(files),
-        f"{wall:.1f}",
-        f"{len(files) / wall:.2f}",
-        f"{100 * wait:.1f}%",
-    ]
+    rate = f"{len(files) / wall:.2f}"
+    return [f"in-process stages ({args.codec})", len(files), f"{wall:.1f}", rate, f"{100 * wait:.1f}%"]
 
 
 def print_ceiling(args: argparse.Namespace) -> None:
@@ -297,9 +284,8 @@ def print_ceiling(args: argparse.Namespace) -> None:
     print(common.header(f"The stages in one process, no Ray: {count} ~1 MP JPEGs", device))
     with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
         root = Path(tmp)
-        files = harness.make_inputs(
-            root / "in", [harness.ONE_MP[i % len(harness.ONE_MP)] for i in range(count)]
-        )
+        shapes = [harness.ONE_MP[i % len(harness.ONE_MP)] for i in range(count)]
+        files = harness.make_inputs(root / "in", shapes)
         model = args.model_file
         if not model:
             from safetensors.torch import save_file
@@ -343,10 +329,8 @@ def main() -> int:
     print(common.header("The bulk pipeline's own CPU per image, and the codec ceiling", torch.device("cpu")))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     n1, n2 = args.counts
-    sets = {
-        n: harness.make_inputs(work / f"tiny{n}-{args.side}", [(args.side, args.side)] * n, "noise")
-        for n in (n1, n2)
-    }
+    square = [(args.side, args.side)]
+    sets = {n: harness.make_inputs(work / f"tiny{n}-{args.side}", square * n, "noise") for n in (n1, n2)}
     runs = {n: job_cpu(model, sets[n], work / f"out{n}") for n in (n1, n2)}
     marginal = (runs[n2].cpu - runs[n1].cpu) / (n2 - n1)
     driver = (runs[n2].driver - runs[n1].driver) / (n2 - n1)
@@ -381,12 +365,8 @@ def main() -> int:
          f"{args.batch_size})", f"{1000 * stages['network']:.2f}", "the model (not the pipeline's)"],
     ]  # fmt: skip
     print(common.table(["stage", "CPU ms / image", "what"], rows))
-    print(
-        "\n(runs on Ray: "
-        + "; ".join(f"{n}: {r.cpu:.1f} CPU s in {r.wall:.1f} s" for n, r in runs.items())
-        + ")"
-    )
-    print()
+    on_ray = "; ".join(f"{n}: {r.cpu:.1f} CPU s in {r.wall:.1f} s" for n, r in runs.items())
+    print(f"\n(runs on Ray: {on_ray})\n")
     print_codec_ceiling(args, ray_side)
     print(f"\n(load average at end {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     return 0

@@ -51,6 +51,11 @@ def fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def terms_text(terms: dict[str, float]) -> list[str]:
+    """The content, style, tv and total columns."""
+    return [fmt(terms[k]) for k in ("content", "style", "tv", "loss")]
+
+
 def load_photos(spec: str, size: int, limit: int | None) -> list[tuple[str, np.ndarray]]:
     """(name, (H, W, 3) uint8 with longest side `size`) for a folder's photos or a comma list."""
     path = Path(spec)
@@ -80,11 +85,6 @@ def shown_path(path: Path) -> str:
 
 def iterations_text(n: float) -> str:
     return f"{n:.0f}" if n >= 10 else f"{n:.1f}"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --- feed-forward vs Gatys -------------------------------------------------------------
@@ -117,13 +117,8 @@ def model_loss(meta: dict[str, str], args: argparse.Namespace, device: torch.dev
     source = args.vgg_weights or meta.get("vgg_weights") or "caffe"
     vgg = vgg_from_source(source)
     defaults = DEFAULT_LOSS_WEIGHTS[vgg.convention.name]  # weights follow the input convention
-    weights = []
-    for key, default in (
-        ("content_weight", defaults.content),
-        ("style_weight", defaults.style),
-        ("tv_weight", defaults.tv),
-    ):
-        weights.append(float(meta[key]) if meta.get(key) else default)
+    keys = {"content_weight": defaults.content, "style_weight": defaults.style, "tv_weight": defaults.tv}
+    weights = [float(meta[key]) if meta.get(key) else default for key, default in keys.items()]
     style = args.style or meta.get("style", "")
     if not style or not Path(style).is_file():
         name = meta.get("style_name") or Path(style).stem
@@ -221,11 +216,8 @@ def feed_forward_vs_gatys(args: argparse.Namespace, device: torch.device) -> Non
     stylizer = Stylizer(loaded.model, InferenceOptions(device=str(device)))
 
     print(common.header(f"Quality: feed-forward vs Gatys (L-BFGS), longest side {args.size} px", device))
-    trained = ", ".join(
-        f"{k} {meta[k]}"
-        for k in ("steps", "image_size", "batch_size", "num_workers", "training_data")
-        if k in meta
-    )
+    keys = ("steps", "image_size", "batch_size", "num_workers", "training_data")
+    trained = ", ".join(f"{k} {meta[k]}" for k in keys if k in meta)
     print(f"- model: `{args.model}` (sha256 {loaded.digest}){'; trained: ' + trained if trained else ''}")
     print(f"- objective: {ml.description}")
     print(
@@ -252,14 +244,7 @@ def feed_forward_vs_gatys(args: argparse.Namespace, device: torch.device) -> Non
         ff = terms_of(ml.loss_fn, images.to_tensor(out).to(device), content)
         ff_seconds = statistics.median(times)
         h, w = pixels.shape[:2]
-        rows.append(
-            [
-                f"{name} ({w}x{h})",
-                "feed-forward",
-                *(fmt(ff[k]) for k in ("content", "style", "tv", "loss")),
-                f"{ff_seconds:.3g}",
-            ]
-        )
+        rows.append([f"{name} ({w}x{h})", "feed-forward", *terms_text(ff), f"{ff_seconds:.3g}"])
 
         # Gatys: one run to the last checkpoint; snapshot the image at each checkpoint as the
         # loss function sees it (its first call after iteration n is at the image after n).
@@ -275,18 +260,11 @@ def feed_forward_vs_gatys(args: argparse.Namespace, device: torch.device) -> Non
             done[0] = record.iteration  # type: ignore[attr-defined]
 
         config = GatysConfig(iterations=checkpoints[-1], optimizer="lbfgs", init="content")
-        sync(device)
+        common.sync(device)
         result = optimize_image(content, watched, config, on_iteration=on_iteration)  # type: ignore[arg-type]
         for n in checkpoints:
             terms, seconds = after(result, n)
-            rows.append(
-                [
-                    "",
-                    f"Gatys {n}",
-                    *(fmt(terms[k]) for k in ("content", "style", "tv", "loss")),
-                    f"{seconds:.3g}",
-                ]
-            )
+            rows.append(["", f"Gatys {n}", *terms_text(terms), f"{seconds:.3g}"])
 
         curve = gatys_curve(result)
         n = crossing(curve, ff["loss"])
@@ -321,12 +299,8 @@ def feed_forward_vs_gatys(args: argparse.Namespace, device: torch.device) -> Non
         side_by_side(panels, args.out / f"{name}.png")
 
     print(common.table(["photo", "method", "content", "style", "tv", "total", "seconds"], rows))
-    print()
-    print(
-        "The paper (Johnson et al. 2016, Fig. 5): a feed-forward network's output reaches the objective "
-        "Gatys' optimisation reaches after about 50-100 L-BFGS iterations."
-    )
-    print()
+    paper = "The paper (Johnson et al. 2016, Fig. 5): a feed-forward network's output reaches the objective "
+    print(f"\n{paper}Gatys' optimisation reaches after about 50-100 L-BFGS iterations.\n")
     print("\n".join(summaries))
     # Never reached counts as beyond the last iteration: the median then stays honest.
     values = sorted(math.inf if v is None else v for v in crossings.values())
@@ -341,12 +315,10 @@ def feed_forward_vs_gatys(args: argparse.Namespace, device: torch.device) -> Non
     where = bracket(med, checkpoints) if math.isfinite(med) else f"beyond Gatys {checkpoints[-1]} iterations"
     med_text = f"~{iterations_text(med)} iterations" if math.isfinite(med) else "not reached"
     print(
-        f"- overall ({len(values)} photo(s)): feed-forward total lies {where} "
-        f"(median crossing {med_text}; {spread})"
+        f"- overall ({len(values)} photo(s)): feed-forward total lies {where} (median crossing {med_text}; {spread})"
     )
-    print()
     shown = ", ".join(shown_path(args.out / f"{name}.png") for name, _ in photos)
-    print(f"Side by side (photo | feed-forward | Gatys {mid} | Gatys {checkpoints[-1]}): {shown}")
+    print(f"\nSide by side (photo | feed-forward | Gatys {mid} | Gatys {checkpoints[-1]}): {shown}")
     print(flush=True)
 
 
@@ -361,25 +333,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos")
     p.add_argument("--size", type=int, default=256, help="longest side of the photos")
-    p.add_argument(
-        "--iterations",
-        type=common.parse_ints,
-        default=[50, 100, 300, 500],
-        help="Gatys checkpoints (comma list)",
-    )
+    gatys = "Gatys checkpoints (comma list)"
+    p.add_argument("--iterations", type=common.parse_ints, default=[50, 100, 300, 500], help=gatys)
     p.add_argument("--repeat", type=int, default=3, help="timed feed-forward runs per photo (median)")
     p.add_argument("--style", default=None, help="style image, instead of the model's metadata")
-    p.add_argument(
-        "--vgg-weights",
-        default=None,
-        help="loss network instead of the model's metadata (caffe, imagenet, random:N, a file)",
-    )
+    vgg = "loss network instead of the model's metadata (caffe, imagenet, random:N, a file)"
+    p.add_argument("--vgg-weights", default=None, help=vgg)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the side-by-side PNGs")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 48 px, one photo, Gatys 2 and 5 iterations",
+        "--quick", action="store_true", help="smoke test: 48 px, one photo, Gatys 2 and 5 iterations"
     )
     args = p.parse_args(argv)
     if args.quick:

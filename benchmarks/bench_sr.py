@@ -25,27 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import REPO, header, table
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from common import header, table  # noqa: E402
-
-from stylekit.infer import srmetrics  # noqa: E402
-from stylekit.infer.degrade import imresize, modcrop  # noqa: E402
-from stylekit.infer.inference import InferenceOptions, Stylizer  # noqa: E402
-from stylekit.nn.modelio import load_model  # noqa: E402
+from stylekit.infer import srmetrics
+from stylekit.infer.degrade import imresize, modcrop
+from stylekit.infer.inference import InferenceOptions, Stylizer
+from stylekit.nn.modelio import load_model
 
 DATA = REPO.parent / "shared" / "data" / "sr"
 # The literature's bicubic figures (PSNR, SSIM), MATLAB protocol (e.g. LapSRN, EDSR tables).
-LITERATURE_BICUBIC = {
-    ("Set5", 4): (28.42, 0.8104),
-    ("Set14", 4): (26.00, 0.7027),
-    ("Set5", 8): (24.40, 0.6580),
-    ("Set14", 8): (23.10, 0.5660),
-}
+LITERATURE_BICUBIC = {("Set5", 4): (28.42, 0.8104), ("Set14", 4): (26.00, 0.7027)}
+LITERATURE_BICUBIC |= {("Set5", 8): (24.40, 0.6580), ("Set14", 8): (23.10, 0.5660)}
 # Johnson et al. 2016, Table 2 (x4; their own bicubic and SSIM computation): Set5.
 PAPER_X4_SET5 = {"bicubic": (28.43, 0.8114), "pixel": (28.40, 0.8002), "feature": (27.09, 0.7680)}
 # The picture's photos: the bundled ones (Set5/Set14 may not be redistributed, SOURCES.md), as
@@ -77,12 +68,8 @@ def picture(methods: dict[str, Stylizer | None], factor: int, out_path: Path, zo
     for stem, top, left, side in CROPS:
         truth = modcrop(srmetrics.load_truth(str(PICTURE_DIR / stem)), factor)
         low = imresize(truth, 1 / factor)
-        row = []
-        for stylizer in methods.values():
-            out = upscaler(stylizer, factor)(low)
-            row.append(out[top : top + side, left : left + side])
-        row.append(truth[top : top + side, left : left + side])
-        tiles.append(row)
+        row = [upscaler(stylizer, factor)(low) for stylizer in methods.values()]
+        tiles.append([image[top : top + side, left : left + side] for image in [*row, truth]])
     side = CROPS[0][3] * zoom
     pad, label_h = 6, 20
     width = len(labels) * (side + pad) + pad
@@ -104,9 +91,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default="", help="comma-separated SR models (shipped names or files)")
-    parser.add_argument(
-        "--factors", default="4,8", help="factors to evaluate (models of other factors are skipped)"
-    )
+    factors = "factors to evaluate (models of other factors are skipped)"
+    parser.add_argument("--factors", default="4,8", help=factors)
     parser.add_argument("--datasets", default="Set5,Set14")
     parser.add_argument("--per-image", action="store_true", help="also print every image's figures")
     parser.add_argument("--picture", default="", help="write the x4 side-by-side crops to this PNG")
@@ -120,9 +106,8 @@ def main() -> int:
         if loaded.metadata.get("task") != "sr":
             parser.error(f"{name} is not a super-resolution model")
         models[name] = (int(loaded.metadata["factor"]), Stylizer(loaded.model, options), loaded.metadata)
-    print(
-        header("Super-resolution: Set5 / Set14, PSNR / SSIM on Y, border shave = factor", torch.device("cpu"))
-    )
+    title = "Super-resolution: Set5 / Set14, PSNR / SSIM on Y, border shave = factor"
+    print(header(title, torch.device("cpu")))
     rows = []
     for factor in (int(f) for f in args.factors.split(",")):
         methods: dict[str, Stylizer | None] = {"bicubic": None}

@@ -56,17 +56,8 @@ VARIANT_OPTIONS: dict[str, dict[str, object]] = {
     "compile": {"compile": True},
     "graphs": {"compile": True, "cuda_graphs": True},
 }
-HEADERS = [
-    "size",
-    "path",
-    "img/s b=1",
-    "vs ref b=1",
-    "img/s best batch",
-    "vs ref best",
-    "peak MiB b=1",
-    "peak MiB best",
-    "PSNR dB vs fp32 ref (min)",
-]
+HEADERS = ["size", "path", "img/s b=1", "vs ref b=1", "img/s best batch", "vs ref best"]
+HEADERS += ["peak MiB b=1", "peak MiB best", "PSNR dB vs fp32 ref (min)"]
 
 
 def options_for(variant: str, device: torch.device, max_batch: int) -> InferenceOptions:
@@ -118,18 +109,11 @@ def row(size: str, name: str, results: dict[int, list[float] | None], ref: dict[
     ref1 = fmt_rate(ref.get(1), 1)[0]
     best_rate, best_b = max((fmt_rate(t, b)[0] or 0.0, b) for b, t in results.items())
     ref_best = max(fmt_rate(t, b)[0] or 0.0 for b, t in ref.items())
-    m1, mb = mem.get(1), mem.get(best_b)
-    return [
-        size,
-        name,
-        text1,
-        f"{rate1 / ref1:.2f}x" if rate1 and ref1 else "-",
-        f"{fmt_rate(results[best_b], best_b)[1]} (b={best_b})" if best_rate else "OOM",
-        f"{best_rate / ref_best:.2f}x" if best_rate and ref_best else "-",
-        "-" if m1 is None else f"{m1:.0f}",
-        "-" if mb is None else f"{mb:.0f}",
-        quality,
-    ]
+    vs1 = f"{rate1 / ref1:.2f}x" if rate1 and ref1 else "-"
+    best = f"{fmt_rate(results[best_b], best_b)[1]} (b={best_b})" if best_rate else "OOM"
+    vs_best = f"{best_rate / ref_best:.2f}x" if best_rate and ref_best else "-"
+    m1, mb = (("-" if m is None else f"{m:.0f}") for m in (mem.get(1), mem.get(best_b)))
+    return [size, name, text1, vs1, best, vs_best, m1, mb, quality]
 
 
 # --- GPU: one process ---------------------------------------------------------------------
@@ -169,10 +153,7 @@ def run_gpu(args: argparse.Namespace, device: torch.device, sizes: list[tuple[in
                 results[name][b] = None if fn.oom["oom"] else times[name]  # type: ignore[attr-defined]
         for name, f in paths.items():
             best_b = max((fmt_rate(t, b)[0] or 0.0, b) for b, t in results[name].items())[1]
-            mem = {
-                1: gpu_peak_mib(partial(f, host[:1]), device),
-                best_b: gpu_peak_mib(partial(f, host[:best_b]), device),
-            }
+            mem = {b: gpu_peak_mib(partial(f, host[:b]), device) for b in (1, best_b)}
             quality = "(target)"
             if name != "reference":
                 outs = [guarded(partial(f, host[i : i + 1]))() for i in range(len(target))]
@@ -266,38 +247,24 @@ def run_cpu(args: argparse.Namespace, sizes: list[tuple[int, int]], batches: lis
                 if name != "reference":
                     out = np.load(saved[name])
                     quality = f"{min(srmetrics.psnr(o, t) for o, t in zip(out, target, strict=True)):.1f}"
-                rows.append(
-                    row(f"{width}x{height}", name, results[name], results["reference"], mem[name], quality)
-                )
+                size = f"{width}x{height}"
+                rows.append(row(size, name, results[name], results["reference"], mem[name], quality))
     return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--sizes", default=None, help="WxH list (GPU: 512x512,1920x1080,3840x2160; CPU: 512x512,1920x1080)"
+    p.add_argument("--sizes", help="WxH list (GPU: 512x512,1920x1080,3840x2160; CPU: 512x512,1920x1080)")
+    p.add_argument("--batches", type=common.parse_ints, help="batch sizes (GPU: 1,2,4,8,16; CPU: 1,2)")
+    p.add_argument("--variants", help="stylekit variants (GPU: auto,fp16,nofast,compile; CPU: auto)")
+    p.add_argument("--model", help="a stylekit .safetensors or reference .pth (default: calibrated random)")
+    common.add_timing_flags(
+        p, "untimed calls per path and batch (GPU 3, CPU 1)", "timed calls (GPU 10 rounds, CPU 3)"
     )
-    p.add_argument(
-        "--batches", type=common.parse_ints, default=None, help="batch sizes (GPU: 1,2,4,8,16; CPU: 1,2)"
-    )
-    p.add_argument(
-        "--variants", default=None, help="stylekit variants (GPU: auto,fp16,nofast,compile; CPU: auto)"
-    )
-    p.add_argument(
-        "--model", default=None, help="a stylekit .safetensors or reference .pth (default: calibrated random)"
-    )
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls per path and batch (GPU 3, CPU 1)")
-    p.add_argument("--repeat", type=int, default=None, help="timed calls (GPU 10 rounds, CPU 3)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--save", default=None, help=argparse.SUPPRESS)
-    common.add_cpu_clock_flag(p)
     args = p.parse_args()
-    common.apply_cpu_clock_flag(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = common.pick_device(args.device)
+    device = common.apply_timing_flags(args)
     gpu = device.type == "cuda"
     sizes = common.parse_sizes(args.sizes or ("512x512,1920x1080,3840x2160" if gpu else "512x512,1920x1080"))
     batches = args.batches or ([1, 2, 4, 8, 16] if gpu else [1, 2])
@@ -317,14 +284,11 @@ def main() -> int:
         how = f"median of {repeat} alternating rounds after {warmup} warm-up calls per path and batch, in one process"
     else:
         rows = run_cpu(args, sizes, batches, variants, warmup, repeat)
-        how = (
-            f"median of {repeat} rounds; in each, every path runs in a fresh process of its own (rotating order), "
-            f"{warmup} warm-up call(s) then 1 timed call"
-        )
+        how = f"median of {repeat} rounds; in each, every path runs in a fresh process of its own (rotating order), "
+        how += f"{warmup} warm-up call(s) then 1 timed call"
     print(common.table(HEADERS, rows))
-    print()
     print(
-        f"({how}; batches tried: {', '.join(map(str, batches))}; PSNR of batch-1 outputs of up to 2 photos)"
+        f"\n({how}; batches tried: {', '.join(map(str, batches))}; PSNR of batch-1 outputs of up to 2 photos)"
     )
     return 0
 

@@ -31,15 +31,8 @@ import reference
 import torch
 
 from stylekit.infer.fastpath import tune_cpu_allocator
-from stylekit.nn.loss import (
-    CONTENT_TAP,
-    LossTerms,
-    PerceptualLoss,
-    content_loss,
-    gram_matrix,
-    style_loss,
-    tv_loss,
-)
+from stylekit.nn import loss
+from stylekit.nn.loss import LossTerms, PerceptualLoss
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.vgg import load_vgg
 from stylekit.train.precision import cpu_has_native_bf16, resolve_dtype
@@ -63,12 +56,10 @@ class CatLoss(PerceptualLoss):
         b = output.shape[0]
         feats = self.vgg(torch.cat([output, content]))
         out_features = [f[:b] for f in feats]
-        return LossTerms(
-            content=self.content_weight
-            * content_loss(out_features[CONTENT_TAP], feats[CONTENT_TAP][b:].detach()),
-            style=self.style_weight * style_loss([gram_matrix(f) for f in out_features], self.style_grams),
-            tv=self.tv_weight * tv_loss(output),
-        )
+        tap = loss.CONTENT_TAP
+        c = self.content_weight * loss.content_loss(out_features[tap], feats[tap][b:].detach())
+        s = self.style_weight * loss.style_loss([loss.gram_matrix(f) for f in out_features], self.style_grams)
+        return LossTerms(c, s, self.tv_weight * loss.tv_loss(output))
 
 
 def stylekit_step(
@@ -93,26 +84,14 @@ def stylekit_step(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument(
-        "--batch-sizes", type=common.parse_ints, default=None, help="comma list (GPU: 4,8,16,32,64; CPU: 4)"
-    )
+    p.add_argument("--batch-sizes", type=common.parse_ints, help="comma list (GPU: 4,8,16,32,64; CPU: 4)")
     p.add_argument("--image-size", type=int, default=None, help="square crop side (default 256, the paper's)")
-    p.add_argument(
-        "--variants",
-        default=None,
-        help="stylekit variants, comma list of auto,fp32,bf16,cl,cat,compile (GPU: auto,cl,cat,compile; CPU: auto,bf16)",
-    )
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps per path (GPU 5, CPU 1)")
-    p.add_argument("--repeat", type=int, default=None, help="timed rounds (GPU 20, CPU 3)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    common.add_cpu_clock_flag(p)
+    choices = "comma list of auto,fp32,bf16,cl,cat,compile (GPU: auto,cl,cat,compile; CPU: auto,bf16)"
+    p.add_argument("--variants", help=f"stylekit variants, {choices}")
+    common.add_timing_flags(p, "untimed steps per path (GPU 5, CPU 1)", "timed rounds (GPU 20, CPU 3)")
     args = p.parse_args()
-    common.apply_cpu_clock_flag(args)
-    device = common.pick_device(args.device)
+    device = common.apply_timing_flags(args)
     gpu = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     sizes = args.batch_sizes or ([4, 8, 16, 32, 64] if gpu else [4])
     side = args.image_size or 256
     variants = (args.variants or ("auto,cl,cat,compile" if gpu else "auto,bf16")).split(",")

@@ -78,33 +78,13 @@ def throughput(stylizer: Stylizer, photo: np.ndarray, sizes: list[tuple[int, int
             cpu = time.process_time()
             result = stylize_video(src, dst, stylizer, VideoOptions(progress_every=30))
             cpu = time.process_time() - cpu
-            rows.append(
-                [
-                    f"{w}x{h}",
-                    result.frames,
-                    f"{result.duration:.2f}",
-                    f"{result.seconds:.1f}",
-                    f"{result.frames_per_s:.3f}",
-                    f"{cpu:.1f}",
-                    f"{result.frames / cpu:.3f}",
-                    f"{100 * network[0] / result.seconds:.0f}%",
-                    f"{os.path.getsize(dst) / 1e6:.2f}",
-                ]
-            )
+            timing = [f"{result.duration:.2f}", f"{result.seconds:.1f}", f"{result.frames_per_s:.3f}"]
+            cpus = [f"{cpu:.1f}", f"{result.frames / cpu:.3f}", f"{100 * network[0] / result.seconds:.0f}%"]
+            rows.append([f"{w}x{h}", result.frames, *timing, *cpus, f"{os.path.getsize(dst) / 1e6:.2f}"])
             print(f"  {w}x{h}: {result.frames_per_s:.3f} frames/s", file=sys.stderr, flush=True)
     stylizer.stylize = inner  # type: ignore[method-assign]
-    headers = [
-        "size",
-        "frames",
-        "video s",
-        "wall s",
-        "frames/s (wall)",
-        "CPU s (all threads)",
-        "frames per CPU s",
-        "wall in network",
-        "output MB",
-    ]
-    return common.table(headers, rows)
+    headers = ["size", "frames", "video s", "wall s", "frames/s (wall)", "CPU s (all threads)"]
+    return common.table([*headers, "frames per CPU s", "wall in network", "output MB"], rows)
 
 
 def flicker(
@@ -130,62 +110,31 @@ def flicker(
         stab = Stabilizer(s)
         t0 = time.perf_counter()
         out = [stab(p, y) for p, y in zip(photos, per_frame, strict=True)]
-        spent = (time.perf_counter() - t0) / frames
+        spent = f"{1000 * (time.perf_counter() - t0) / frames:.0f} ms"
         meter = FlickerMeter()
         for p, o in zip(photos, out, strict=True):
             meter.update(p, o)
-        moved = np.mean(
-            [np.abs(o.astype(np.float32) - y).mean() for o, y in zip(out, per_frame, strict=True)]
-        )
-        kept = sharpness(out) / sharpness(per_frame)
-        trail = np.mean(
-            [
-                np.abs(o.astype(np.float32) - y)[m].mean()
-                for o, y, m in zip(out, per_frame, trails, strict=True)
-                if m.any()
-            ]
-        )
+        kept = f"{100 * sharpness(out) / sharpness(per_frame):.0f}%"
+        pairs = list(zip(out, per_frame, trails, strict=True))
+        moved = np.mean([np.abs(o.astype(np.float32) - y).mean() for o, y, _ in pairs])
+        trail = np.mean([np.abs(o.astype(np.float32) - y)[m].mean() for o, y, m in pairs if m.any()])
         label = "frame by frame" if s == 0 else f"--stabilize {s:g}"
-        rows.append(
-            [
-                label,
-                f"{meter.value:.2f}",
-                f"{moved:.2f}",
-                f"{trail:.2f}",
-                f"{100 * kept:.0f}%",
-                f"{1000 * spent:.0f} ms",
-            ]
-        )
+        rows.append([label, f"{meter.value:.2f}", f"{moved:.2f}", f"{trail:.2f}", kept, spent])
         outputs[s] = out
     shown = min(strengths, key=lambda s: abs(s - PICTURE_STRENGTH))
     save_picture(picture, photos, outputs, shown)
-    headers = [
-        "output",
-        "flicker (warping error)",
-        "moved from frame by frame",
-        "on the disc's trail",
-        "detail kept",
-        "stabiliser per frame",
-    ]
+    headers = ["output", "flicker (warping error)", "moved from frame by frame", "on the disc's trail"]
     counted = f"{100 * floor.mean_coverage:.0f}%"
-    return (
-        common.table(headers, rows)
-        + f"\n\nPixels counted (reliable flow): {counted} of each frame on average."
-    )
+    table = common.table([*headers, "detail kept", "stabiliser per frame"], rows)
+    return f"{table}\n\nPixels counted (reliable flow): {counted} of each frame on average."
 
 
 def sharpness(frames: list[np.ndarray]) -> float:
     """Mean absolute horizontal gradient of the luma: how much fine detail (stroke texture) a
     sequence of (H, W, 3) uint8 frames holds."""
     cv2 = deps.cv2()
-    return float(
-        np.mean(
-            [
-                np.abs(np.diff(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32), axis=1)).mean()
-                for f in frames
-            ]
-        )
-    )
+    luma = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in frames)
+    return float(np.mean([np.abs(np.diff(y, axis=1)).mean() for y in luma]))
 
 
 def save_picture(
@@ -217,11 +166,8 @@ def save_picture(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="starry_night")
-    p.add_argument(
-        "--photo",
-        default="rocket",
-        help="a photo's stem in shared/data/content or the examples (public domain: the picture ships)",
-    )
+    stem = "a photo's stem in shared/data/content or the examples (public domain: the picture ships)"
+    p.add_argument("--photo", default="rocket", help=stem)
     p.add_argument("--sizes", default="1280x720,1920x1080")
     p.add_argument("--seconds", type=float, default=1.0, help="clip length for the throughput runs")
     p.add_argument("--flicker-size", default="640x360")
@@ -241,9 +187,8 @@ def main() -> None:
     photo = source_photo(args.photo)
     av, cv2 = deps.av(), deps.cv2()
     print(common.header("Video: end to end and flicker", device))
-    print(
-        f"- PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), OpenCV {cv2.__version__}, libx264 CRF 18 preset medium"
-    )
+    libs = f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), OpenCV {cv2.__version__}"
+    print(f"- {libs}, libx264 CRF 18 preset medium")
     print(f"- model `{args.model}`; stylizer: {stylizer.plan.describe()}")
     print(f"- clip: `{args.photo}` panned 25% and zoomed 15%, a red disc crossing, AAC tone, {FPS} fps\n")
     if not args.skip_throughput:

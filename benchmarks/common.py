@@ -203,17 +203,9 @@ def header(title: str, device: torch.device) -> str:
             f"load average at start {load}; clock: {'process CPU time' if CLOCK == 'cpu' else 'wall'}"
         )
     cmd = "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    return "\n".join(
-        [
-            f"### {title}",
-            "",
-            f"- device: {dev}",
-            f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
-            f"- date: {DATE} (run at {datetime.datetime.now().strftime('%H:%M')})",
-            f"- command: `{cmd}`",
-            "",
-        ]
-    )
+    versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}"
+    when = f"{DATE} (run at {datetime.datetime.now().strftime('%H:%M')})"
+    return f"### {title}\n\n- device: {dev}\n- {versions}\n- date: {when}\n- command: `{cmd}`\n"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -224,26 +216,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     """'512x512,1920x1080' -> [(512, 512), (1920, 1080)] as (width, height)."""
-    out = []
-    for part in text.split(","):
-        w, h = part.lower().split("x")
-        out.append((int(w), int(h)))
-    return out
+    return [(int(w), int(h)) for w, h in (part.lower().split("x") for part in text.split(","))]
 
 
-def add_cpu_clock_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--clock",
-        choices=["wall", "cpu"],
-        default="wall",
-        help="CPU runs: time by wall clock (default) or by the process's CPU time, which other jobs "
-        "on a shared machine disturb far less (use with --threads 1 to compare kernels)",
-    )
+def add_timing_flags(p: argparse.ArgumentParser, warmup: str, repeat: str) -> None:
+    """--device, --warmup, --repeat, --threads and --clock of the kernel benchmarks (stylize, train)."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--warmup", type=int, default=None, help=warmup)
+    p.add_argument("--repeat", type=int, default=None, help=repeat)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    clock = "CPU runs: time by wall clock (default) or by the process's CPU time, which other jobs "
+    clock += "on a shared machine disturb far less (use with --threads 1 to compare kernels)"
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help=clock)
 
 
-def apply_cpu_clock_flag(args: argparse.Namespace) -> None:
+def apply_timing_flags(args: argparse.Namespace) -> torch.device:
+    """Applies --clock and --threads; the device --device names."""
     global CLOCK
     CLOCK = args.clock
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return pick_device(args.device)
 
 
 def parse_ints(text: str) -> list[int]:

@@ -358,12 +358,7 @@ def main() -> int:
     from stylekit.logs import setup_logging
 
     setup_logging(args.log_level)
-    flags: dict[str, Any] = {
-        "model": args.model,
-        "input": args.input,
-        "output": args.output,
-        "engine": args.engine,
-    }
+    flags: dict[str, Any] = dict(model=args.model, input=args.input, output=args.output, engine=args.engine)
     if args.batch_size:
         flags["batch_size"] = args.batch_size
     if args.style:
