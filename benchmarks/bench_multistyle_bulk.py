@@ -1,6 +1,6 @@
 """Several styles in one night: one `jobs/stylize.py --style a,b,c` run against three
 single-style runs (`--style a`, `--style b`, `--style c`, each into an OUT of its own) on the
-same ~1 MP JPEGs, whole processes (harness.py's job, `run_bulk` as jobs/stylize.py calls it).
+same ~1 MP JPEGs, whole processes (harness.py's job, `run_night` as jobs/stylize.py calls it).
 
     python benchmarks/bench_multistyle_bulk.py                   # 48 photos, 3 styles
     python benchmarks/bench_multistyle_bulk.py --count 4 --size 64x48   # a smoke run

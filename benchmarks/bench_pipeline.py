@@ -10,7 +10,7 @@ ceiling per CPU, and (--ceiling) the stages in one process without Ray.
    its input (harness.py's `identity` actor), so what the runs cost is the pipeline and the
    codecs, not a network whose CPU time on tiny images swings by more than the pipeline's whole
    cost from run to run (11 and 18 ms an image in two runs here).
-   - On Ray: two whole job processes (harness.py's job, `run_bulk` as jobs/stylize.py calls
+   - On Ray: two whole job processes (harness.py's job, `run_night` as jobs/stylize.py calls
      it, on a fresh local Ray each) over N1 and N2 images; the CPU seconds of every process of
      each run give the marginal CPU per image, (CPU(N2) - CPU(N1)) / (N2 - N1), which cancels
      the fixed cost (imports, Ray's start, the model). Less the codecs (measured in this

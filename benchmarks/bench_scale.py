@@ -6,7 +6,7 @@ rerun do only what is left? Tiny images, whole processes.
     python benchmarks/bench_scale.py --sizes 500 1000 2000 4000 --first-run-only   # streaming
 
 For each size N: N tiny noise JPEGs (--side px, made once under --work/in<N>, kept), then,
-each a whole job process on a fresh local Ray (`benchmarks/harness.py job`: `run_bulk` as
+each a whole job process on a fresh local Ray (`benchmarks/harness.py job`: `run_night` as
 jobs/stylize.py calls it, on Ray, the actor pool as on a cluster, or with `--engine local`):
 
 1. a first run into --work/out<N>: images/s (N over the whole process), the steady rate (after

@@ -7,10 +7,10 @@
   cost), and a stop (SIGTERM) when a condition holds.
 - The bulk job with what a benchmark measures around it: in this process (`run_job`) or in a
   process of its own (`job_command`, which runs `python benchmarks/harness.py job IN OUT ...`:
-  `run_bulk` as jobs/stylize.py calls it, then one JSON line).
+  `run_night` as jobs/stylize.py calls it, then one JSON line).
 The report table is `common.table`.
 
-The seam: `run_bulk(config, engine)` takes the engine a benchmark makes (bulk/engines/engine.py):
+The seam: `run_night(config, engine)` takes the engine a benchmark makes (bulk/engines/engine.py):
 `_engine` makes it, the job's own with the photo stage's actor class of the benchmark's choice,
 wrapped so that it is timed while it runs; it is the one place in benchmarks/ that knows it.
 """
@@ -313,17 +313,17 @@ def wait_shares(log_dir: str) -> list[float]:
 
 
 def run_job(config: Any, actor: str = "stylize") -> dict[str, Any]:
-    """The bulk job in this process (`run_bulk`, as jobs/stylize.py calls it), on Ray with the
+    """The bulk job in this process (`run_night`, as jobs/stylize.py calls it), on Ray with the
     photo stage's `actor` (see `_engine`) unless the config says --engine local: its summary,
     wall seconds, when the engine started and ended stylizing, the object store's peak
     meanwhile, the timed actors' wait shares and this process's peak resident memory (bytes)."""
-    from stylekit.bulk.driver import run_bulk
+    from stylekit.bulk.night import run_night
     from stylekit.ray_env import shutdown_ray
 
     around = AroundPhotos()
     with tempfile.TemporaryDirectory(prefix="bench-actors-") as log_dir:
         t0 = time.time()
-        summary = run_bulk(config, _engine(config.engine, actor, log_dir, around))
+        summary = run_night(config, _engine(config.engine, actor, log_dir, around))
         wall = time.time() - t0
         shutdown_ray()
         wait = wait_shares(log_dir)

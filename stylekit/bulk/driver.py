@@ -92,7 +92,7 @@ def run_bulk(config: BulkConfig, engine: Engine | None = None) -> Summary:
 
 
 def _run_leased(run: BulkRun, engine: Engine | None, started: float, stopper: RunStopper) -> Summary:
-    """The run itself, while it holds the output's lease: plan -> engine -> report."""
+    """The run itself, while it holds the output's lease: plan -> engine -> manifest."""
     layout, options = run.layout, run.options
     # The key shards are the plan's, read by this run alone: gone once it ends, however it ends
     # (a killed driver leaves its own run's, which no later run reads).
