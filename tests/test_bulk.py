@@ -658,6 +658,53 @@ def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     assert not [op for op in cpu if "decode_batch" in op or "write_batch" in op]
 
 
+def test_key_blocks_are_cut_to_size_and_read_while_no_cpu_is_free(local_ray: None, tmp_path: Path) -> None:
+    """After a node's loss Ray restarts its actors on the nodes left, where they take every
+    CPU: the key reads and their cut into blocks (re-run too, when their blocks were lost with
+    the node) must still run, so they reserve none. Here an actor holds both CPUs while the
+    keys of two shards are read and cut."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import ray
+
+    from stylekit.bulk.engines.key_blocks import key_blocks
+    from stylekit.bulk.plan.planner import KEYS_SCHEMA
+
+    shards = []
+    for s, count in enumerate((3, 22)):
+        keys = [f"s{s}-{i:02d}.png" for i in range(count)]
+        table = pa.Table.from_pydict(
+            {"key": keys, "output_key": keys, "input_bytes": [1] * count}
+            | {name: [""] * count for name in KEYS_SCHEMA.names[3:]},
+            schema=KEYS_SCHEMA,
+        )
+        pq.write_table(table, tmp_path / f"keys-{s}.parquet")
+        shards.append(str(tmp_path / f"keys-{s}.parquet"))
+
+    @ray.remote(num_cpus=2)
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    hog, reads = Hog.remote(), ThreadPoolExecutor(1)
+    try:
+        assert ray.get(hog.ready.remote(), timeout=120)
+        ds = key_blocks(shards, 4, storage.StorageOptions(), tasks=2)
+        blocks = reads.submit(
+            lambda: [
+                b.column("key").to_pylist() for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")
+            ]
+        ).result(timeout=120)
+    finally:
+        ray.kill(hog)  # frees the CPUs, so a read that waited for one ends too
+        reads.shutdown()
+    assert sorted(k for block in blocks for k in block) == sorted(
+        [f"s0-{i:02d}.png" for i in range(3)] + [f"s1-{i:02d}.png" for i in range(22)]
+    )
+    assert max(map(len, blocks)) <= 4 and len(blocks) >= 7  # 22 keys: at least 6 blocks, 3 keys: 1
+
+
 def _atime_tracks_first_read(folder: Path) -> bool:
     """Whether this filesystem stamps a file's first read in its atime (relatime, strictatime;
     not noatime), which the streaming test reads decode times from."""

@@ -13,7 +13,6 @@ from there on (rows.expand).
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,20 +24,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import ray.data.exceptions
 
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.engines.backpressure import bound_backlogs
 from stylekit.bulk.engines.blocks import BlockRunner
+from stylekit.bulk.engines.key_blocks import key_blocks
 from stylekit.bulk.engines.pool import RayPool
 from stylekit.bulk.engines.rows import Outcomes, RowContext, expand
 from stylekit.bulk.engines.watch import tick, watched
 from stylekit.bulk.plan.manifest import FAILED, OK
-from stylekit.bulk.plan.planner import KEYS_SCHEMA
 from stylekit.errors import RunFailed
-from stylekit.files import storage
 from stylekit.logs import setup_logging
 from stylekit.redact import describe, redact, root_cause
 
@@ -86,26 +83,6 @@ class RayPhotos:
         except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as e:
             raise RunFailed(f"the Ray pipeline failed: {root_cause(e)}") from None
 
-    def keys(self, run: BulkRun) -> ray.data.Dataset:
-        """The to-do keys: one block per key shard, read by a task of its own (read_parquet
-        would merge small shards into one block). The next stage cuts them into batches, so
-        the work of a shard spreads over many tasks. The cut of a shard is one task that
-        decoding waits for on a small cluster: the first shards are small
-        (planner.FIRST_SHARD_KEYS), so the first outputs do not wait long."""
-        shards = run.plan.shards
-        ds = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
-        return ds.map_batches(
-            read_keys,
-            fn_kwargs={"options": run.options},
-            batch_size=1,
-            batch_format="pyarrow",
-            # No CPU reserved (a shard of keys is a small read), a few at a time: an actor that
-            # Ray restarts on a node left after another's loss takes the CPU its actors left,
-            # and reads that needed one would then wait for the rest of the run.
-            num_cpus=0,
-            compute=ray.data.TaskPoolStrategy(size=max(2, self.pool.actors.max_size)),
-        )
-
     def actor_args(self, run: BulkRun) -> dict[str, Any]:
         """The stylize stage's constructor arguments."""
         actors = self.pool.actors
@@ -127,7 +104,7 @@ class CpuBlocks(RayPhotos):
     def dataset(self, run: BulkRun) -> ray.data.Dataset:
         actors = self.pool.actors
         rows = block_rows(run, actors)
-        ds = self.keys(run).repartition(target_num_rows_per_block=rows)
+        ds = key_blocks(run.plan.shards, rows, run.options, max(2, actors.max_size))
         ds = ds.map_batches(
             self.actor,
             fn_constructor_kwargs={**self.actor_args(run), "block": RowContext.of(run)},
@@ -148,7 +125,7 @@ class GpuStages(RayPhotos):
         actors, config, clock = self.pool.actors, run.config, self.pool.clock
         batch = config.run_options.batch_size
         context = RowContext.of(run)
-        ds = self.keys(run).repartition(target_num_rows_per_block=batch)
+        ds = key_blocks(run.plan.shards, batch, run.options, max(2, actors.max_size))
         ds = ds.map_batches(
             decode_batch,
             fn_kwargs={"context": context, "clock": clock},
@@ -157,7 +134,7 @@ class GpuStages(RayPhotos):
             num_cpus=actors.task_cpus,
             memory=decode_memory(config, actors.node_memory),
         )
-        # Decode blocks are already model batches (the repartition above; decoding keeps every
+        # Decode blocks are already model batches (key_blocks cuts them; decoding keeps every
         # row). Decoding stays out of the actors, where it would run between model calls, because
         # its remote arguments differ (`memory`): Ray fuses a task stage into an actor stage only
         # when they are equal.
@@ -190,16 +167,6 @@ def block_rows(run: BulkRun, actors: ActorPlan) -> int:
     """Inputs per block for actors that run whole blocks (`ActorPlan.codecs_inside`)."""
     per_actor = -(-run.plan.photos // (MIN_BLOCKS_PER_ACTOR * max(1, actors.max_size)))
     return max(run.config.run_options.batch_size, min(MAX_BLOCK_ROWS, per_actor))
-
-
-def read_keys(batch: pa.Table, options: storage.StorageOptions) -> pa.Table:
-    """The key rows of the shard(s) named in `batch` (with storage's retries)."""
-    return pa.concat_tables(
-        [
-            pq.read_table(io.BytesIO(storage.read_bytes(str(shard), options)), schema=KEYS_SCHEMA)
-            for shard in batch.column("shard").to_pylist()
-        ]
-    )
 
 
 def decode_memory(config: BulkConfig, node_memory: float) -> int:

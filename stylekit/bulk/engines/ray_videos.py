@@ -23,6 +23,7 @@ import pyarrow as pa
 import ray
 import ray.data.exceptions
 
+from stylekit.bulk.engines.key_blocks import key_blocks
 from stylekit.bulk.engines.models import chosen_networks
 from stylekit.bulk.engines.pool import RayPool
 from stylekit.bulk.engines.rows import expand
@@ -60,10 +61,7 @@ class RayVideos:
         from stylekit.video.transcode import VideoOptions
 
         config, actors, options = run.config, self.pool.actors, run.options
-        fs, _ = storage.arrow_filesystem(run.layout.output_root, options)
-        paths = [storage.arrow_filesystem(p, options)[1] for p in run.plan.video_shards]
-        ds = ray.data.read_parquet(paths, filesystem=fs)
-        ds = ds.repartition(target_num_rows_per_block=1)  # one video per task
+        ds = key_blocks(run.plan.video_shards, 1, options, max(2, actors.max_size))  # one video a call
         video = VideoOptions(stabilize=config.stabilize, progress_every=PROGRESS_EVERY)
         return ds.map_batches(
             VideoActor,
