@@ -11,6 +11,7 @@ lost with the node, would wait for the rest of the run.
 from __future__ import annotations
 
 import io
+from dataclasses import fields, is_dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,7 +54,7 @@ def _cut(ds: ray.data.Dataset, rows: int, compute: ray.data.TaskPoolStrategy) ->
     call just made (nothing else holds it yet)."""
     cut = ds.repartition(target_num_rows_per_block=rows)
     stage = cut._logical_plan.dag
-    if not (hasattr(stage, "ray_remote_args") and hasattr(stage, "compute")):
+    if not (is_dataclass(stage) and {"ray_remote_args", "compute"} <= {f.name for f in fields(stage)}):
         raise RuntimeError(
             f"Ray {ray.__version__} cannot cut key blocks without reserving a CPU; "
             "install a newer Ray: pip install -U 'ray[default,data,train]>=2.60'"
