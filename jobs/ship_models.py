@@ -78,7 +78,7 @@ class ShipConfig:
     """What to train and install; flags it does not name go to `jobs/train.py` untouched."""
 
     styles: str = field(
-        default="starry_night,wave,the_scream,composition_vii",
+        default=",".join(STYLES),
         metadata=flag(
             f"styles to train and install, comma-separated ('' for none): any of {', '.join(STYLES)}"
         ),

@@ -187,7 +187,7 @@ SNAPSHOT: dict[str, dict[str, str | None]] = {
         "--s3-endpoint": "none",
     },
     "jobs/ship_models.py": {
-        "--styles": "starry_night,wave,the_scream,composition_vii",
+        "--styles": "starry_night,wave,the_scream,composition_vii,udnie,shipwreck",
         "--data": "shared/data/train-mini beside the checkout",
         "--data-description": "train-mini: 148 photos (colour BSD68 + Sun-Hays 80), a small stand-in for "
         "the paper's MS-COCO",

@@ -19,7 +19,8 @@ from gpurun.setting import (
 )
 
 MIN_TRAIN = 45  # seconds a training process needs to be worth starting
-TRAIN_STYLES = ("starry_night", "wave", "the_scream", "composition_vii")  # jobs/ship_models.py's default
+# jobs/ship_models.py's default: the shipped styles
+TRAIN_STYLES = ("starry_night", "wave", "the_scream", "composition_vii", "udnie", "shipwreck")
 
 
 def child_train(args: argparse.Namespace) -> int:
