@@ -615,29 +615,32 @@ def test_a_cloud_bucket_end_to_end(
     assert (again.ok, again.failed, again.skipped) == (0, 0, 5)
 
 
+def _key_shard(path: Path, keys: list[str]) -> None:
+    """A key shard as the planner writes it (planner.KEYS_SCHEMA): each key its own output."""
+    import pyarrow as pa
+
+    from stylekit.bulk.plan.planner import KEYS_SCHEMA
+
+    columns = {"key": keys, "output_key": keys, "input_bytes": [1] * len(keys)}
+    blank = {name: [""] * len(keys) for name in KEYS_SCHEMA.names[3:]}
+    pq.write_table(pa.Table.from_pydict(columns | blank, schema=KEYS_SCHEMA), path)
+
+
 def test_decoding_is_not_fused_into_gpu_actors_and_cpu_actors_run_whole_blocks(
     local_ray: None, model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import pyarrow as pa
     import ray
 
     from stylekit.bulk.engines.pool import RayPool
     from stylekit.bulk.engines.ray_photos import photo_engine
     from stylekit.bulk.engines.sizing import plan_actors
-    from stylekit.bulk.plan.planner import KEYS_SCHEMA, Plan
+    from stylekit.bulk.plan.planner import Plan
     from stylekit.bulk.run import BulkRun
     from stylekit.nodes import Node
 
     shard = tmp_path / "out" / "keys.parquet"
     shard.parent.mkdir()
-    pq.write_table(
-        pa.Table.from_pydict(
-            {"key": ["a.png"], "output_key": ["a.png"], "input_bytes": [1]}
-            | {name: [""] for name in KEYS_SCHEMA.names[3:]},
-            schema=KEYS_SCHEMA,
-        ),
-        shard,
-    )
+    _key_shard(shard, ["a.png"])
     config = BulkConfig(model=str(model_file), input=str(tmp_path / "in"), output=str(tmp_path / "out"))
     layout = RunLayout.for_config(config)
     plan = Plan(shards=[str(shard)], todo=1)
@@ -665,21 +668,13 @@ def test_key_blocks_are_cut_to_size_and_read_while_no_cpu_is_free(local_ray: Non
     keys of two shards are read and cut."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import pyarrow as pa
     import ray
 
     from stylekit.bulk.engines.key_blocks import key_blocks
-    from stylekit.bulk.plan.planner import KEYS_SCHEMA
 
     shards = []
     for s, count in enumerate((3, 22)):
-        keys = [f"s{s}-{i:02d}.png" for i in range(count)]
-        table = pa.Table.from_pydict(
-            {"key": keys, "output_key": keys, "input_bytes": [1] * count}
-            | {name: [""] * count for name in KEYS_SCHEMA.names[3:]},
-            schema=KEYS_SCHEMA,
-        )
-        pq.write_table(table, tmp_path / f"keys-{s}.parquet")
+        _key_shard(tmp_path / f"keys-{s}.parquet", [f"s{s}-{i:02d}.png" for i in range(count)])
         shards.append(str(tmp_path / f"keys-{s}.parquet"))
 
     @ray.remote(num_cpus=2)

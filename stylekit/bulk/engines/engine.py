@@ -4,8 +4,8 @@ An engine stylizes every input still to do in a run's plan (`BulkRun.plan`) and 
 one's manifest row to the driver's row sink as it settles; the driver writes the manifest,
 logs progress and ends the run. The engines: `local.LocalEngine` (the job's own process) and
 `ray_engine.RayEngine` (photos as CPU blocks or GPU stages, then videos, on Ray). A benchmark
-measures a run by handing `run_bulk` (or `run_night`) an engine of its own (one of these with its own actor
-class, or one that wraps them).
+measures a run by handing `run_bulk` (or `run_night`) an engine of its own (one of these with
+its own actor class, or one that wraps them).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class CpuBlocks(RayPhotos):
     def dataset(self, run: BulkRun) -> ray.data.Dataset:
         actors = self.pool.actors
         rows = block_rows(run, actors)
-        ds = key_blocks(run.plan.shards, rows, run.options, max(2, actors.max_size))
+        ds = key_blocks(run.plan.shards, rows, run.options, actors.reads_in_flight)
         ds = ds.map_batches(
             self.actor,
             fn_constructor_kwargs={**self.actor_args(run), "block": RowContext.of(run)},
@@ -125,7 +125,7 @@ class GpuStages(RayPhotos):
         actors, config, clock = self.pool.actors, run.config, self.pool.clock
         batch = config.run_options.batch_size
         context = RowContext.of(run)
-        ds = key_blocks(run.plan.shards, batch, run.options, max(2, actors.max_size))
+        ds = key_blocks(run.plan.shards, batch, run.options, actors.reads_in_flight)
         ds = ds.map_batches(
             decode_batch,
             fn_kwargs={"context": context, "clock": clock},

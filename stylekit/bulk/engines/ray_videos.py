@@ -61,7 +61,7 @@ class RayVideos:
         from stylekit.video.transcode import VideoOptions
 
         config, actors, options = run.config, self.pool.actors, run.options
-        ds = key_blocks(run.plan.video_shards, 1, options, max(2, actors.max_size))  # one video a call
+        ds = key_blocks(run.plan.video_shards, 1, options, actors.reads_in_flight)  # one video a call
         video = VideoOptions(stabilize=config.stabilize, progress_every=PROGRESS_EVERY)
         return ds.map_batches(
             VideoActor,

@@ -38,6 +38,11 @@ class ActorPlan:
         return max(2, 4 * self.max_size)
 
     @property
+    def reads_in_flight(self) -> int:
+        """Key-shard reads at once (bulk/engines/key_blocks.py): a few, one per actor."""
+        return max(2, self.max_size)
+
+    @property
     def ray_args(self) -> dict[str, int]:
         """The memory an actor reserves with Ray: --max-memory when given (a node has it,
         plan_actors checked), else nothing (the actor sizes itself from its node's free memory);
