@@ -196,7 +196,7 @@ def init_ray() -> None:
         quiet_ray_data_workers()
         main = threading.current_thread() is threading.main_thread()
         own = signal.getsignal(signal.SIGTERM) if main else None
-        ray.init(logging_level=logging.WARNING, log_to_driver=True)
+        ray.init(logging_level=logging.WARNING, log_to_driver=True, **_local_api_server())
         if callable(own):  # the job's own (cli.interrupt_on_sigterm), not Ray's sys.exit(15)
             signal.signal(signal.SIGTERM, own)
     # Our own progress lines replace Ray Data's bars, which flood a log that is not a terminal
@@ -205,6 +205,32 @@ def init_ray() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     quiet_ray_notices()  # again: importing Ray Data sets up its console handler
     quiet_worker_lines()
+
+
+# Where Ray's state API (Ray Train's placement-group cleaner asks it whether the controller
+# lives) finds the API server when no address says: Ray reads it before RAY_ADDRESS.
+API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
+LOCAL_HOST = "127.0.0.1"
+_api_server_set: str | None = None
+
+
+def _local_api_server() -> dict[str, object]:
+    """ray.init's arguments for a Ray this process starts: its dashboard (the state API's
+    server) on a port chosen here, and that address in API_SERVER_VAR, which Ray's processes
+    inherit. Without it a Ray process looks for "the" Ray on the machine, and with another
+    one running (a second job, a `ray start`) Ray Train's cleaner thread dies with a
+    "multiple active Ray instances" traceback on the console. Joining a cluster: nothing."""
+    global _api_server_set
+    if _api_server_set and os.environ.get(API_SERVER_VAR) == _api_server_set:
+        del os.environ[API_SERVER_VAR]  # the address of a Ray this process started before
+    _api_server_set = None
+    if cluster_to_join() and os.environ.get("RAY_ADDRESS") != "local":
+        return {}
+    with socket.socket() as probe:
+        probe.bind((LOCAL_HOST, 0))
+        port = probe.getsockname()[1]
+    _api_server_set = os.environ[API_SERVER_VAR] = f"http://{LOCAL_HOST}:{port}"
+    return {"dashboard_host": LOCAL_HOST, "dashboard_port": port}
 
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has this resource

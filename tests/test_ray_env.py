@@ -1,4 +1,4 @@
-"""Ray's notices stay off a user's console; its real warnings and errors do not (no Ray started)."""
+"""Ray's notices stay off a user's console, its real warnings and errors do not; a local Ray's processes find their own state API."""
 
 from __future__ import annotations
 
@@ -113,3 +113,44 @@ def test_routine_lines_of_ray_processes_are_dropped_and_real_errors_reach_the_co
         "Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`."
     )
     assert not routine_line("ERROR stylekit.train.ray_job: training failed")
+
+
+PROBE = """
+import ray
+from stylekit import ray_env
+ray_env.init_ray()
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def state_of(self, actor_id):
+        from ray.util.state import get_actor
+        return get_actor(actor_id, timeout=30).state
+
+probe = Probe.remote()
+print("state:", ray.get(probe.state_of.remote(probe._actor_id.hex())))
+"""
+
+
+def test_a_ray_process_of_a_local_ray_finds_its_state_api_beside_another_ray() -> None:
+    """Ray Train's placement-group cleaner asks the state API, from inside the job's Ray,
+    whether the controller lives. With a second Ray on the machine (another job, a `ray
+    start`), a local Ray's process must still find its own, not die on "multiple active Ray
+    instances"."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER"))}
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import ray, sys; ray.init(include_dashboard=False); print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "up"
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert "state: ALIVE" in probe.stdout, probe.stdout + probe.stderr
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait(timeout=120)
