@@ -242,9 +242,13 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
                     why = f"first install at {config.first_install_steps} steps"
                 else:
                     install, why = ship.better(ours, judge.measure(str(installed)))
-                ship.record_round(run, target, ours, install, why)
+                sizes = judge.across_sizes(str(candidate))
+                ship.record_round(run, target, ours, install, why, sizes)
                 verdict = "installed" if install else "kept the installed" if not new else "not installed yet"
-                print(f"{name} at {target} steps: {ours.row()} ({verdict}: {why})", flush=True)
+                shown = " / ".join(f"{v:.3f}" for v in sizes)
+                print(
+                    f"{name} at {target} steps: {ours.row()} | sizes {shown} ({verdict}: {why})", flush=True
+                )
                 if install:
                     meta = {**meta, **ours.as_metadata()}
                     meta.pop("weights_sha256", None)

@@ -133,9 +133,10 @@ def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:
     again = ship.start_run(run, installed)
     assert again.schedule == start.schedule and again.weights.read_bytes() != installed.read_bytes()
     assert ship.steps_done(run) == 0
-    ship.record_round(run, 5, measured((1.5, 1.2, 0.3)), False, "not closer")
+    ship.record_round(run, 5, measured((1.5, 1.2, 0.3)), False, "not closer", (0.2, 0.1))
     row = json.loads((run / "curve.jsonl").read_text())
     assert row["step"] == 5 and row["installed"] is False and row["x_original"]["grain"] == pytest.approx(1.5)
+    assert row["sizes"] == {str(ship.SIZES[0]): 0.2, str(ship.SIZES[1]): 0.1}
 
 
 def test_a_new_style_starts_from_another_ones_weights_with_an_empty_schedule(tmp_path: Path) -> None:
@@ -185,8 +186,9 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         for line in (tmp_path / "runs" / "starry_night" / "curve.jsonl").read_text().splitlines()
     ]
     assert [row["step"] for row in curve] == [2]
+    assert sorted(curve[0]["sizes"]) == sorted(str(side) for side in ship.SIZES)
     verdict = "installed" if curve[0]["installed"] else "kept the installed"
-    assert "starry_night at 2 steps:" in done.stdout and verdict in done.stdout
+    assert "starry_night at 2 steps:" in done.stdout and verdict in done.stdout and "| sizes " in done.stdout
     meta = load_model(str(models / "starry_night.safetensors")).metadata
     if curve[0]["installed"]:
         schedule = json.loads(meta["schedule"])

@@ -299,13 +299,17 @@ def steps_done(run: Path) -> int:
     return int(load_model(str(model)).metadata.get("steps", 0)) if model.is_file() else 0
 
 
-def record_round(run: Path, step: int, measured: Measured, installed: bool, why: str) -> None:
-    """One line of the run's curve, `run/curve.jsonl`: the step, the figures, the verdict."""
+def record_round(
+    run: Path, step: int, measured: Measured, installed: bool, why: str, sizes: Sequence[float] = ()
+) -> None:
+    """One line of the run's curve, `run/curve.jsonl`: the step, the figures, the style of the
+    comparison photo at each of SIZES (`Judge.across_sizes`), the verdict."""
     row = {
         "step": step,
         "chicago": measured.chicago.as_dict(),
         "x_original": measured.ratios.as_dict() if measured.ratios else None,
         "held_out": measured.held_out.as_dict(),
+        "sizes": dict(zip((str(side) for side in SIZES), sizes, strict=False)),
         "shortfall": measured.shortfall,
         "installed": installed,
         "why": why,
