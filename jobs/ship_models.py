@@ -9,7 +9,9 @@ again. Finished models are copied into `stylekit/models/` under the style's name
 `--continue` resumes the shipped styles' training from the weights committed in the package (a
 training that spans many stints of work, carried by the committed weights): rounds of `--round-steps` steps
 per style, each round measured on held-out photos against the installed model and installed only
-when better; the model's metadata then holds its whole schedule and its figures. A style that
+when better; the model's metadata then holds its whole schedule and its figures. Each round
+trains with the flags the installed model's schedule recorded (DEFAULT_RECIPE when none), with
+the flags given here put over them one by one (`--style-weight 7` changes that weight alone). A style that
 is not installed yet starts from the installed starry_night and is first installed after
 `--first-install-steps`. Run it in the background at low priority while other work goes on:
 
@@ -214,7 +216,7 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
             run, installed = output / name, models / f"{name}.safetensors"
             new = not installed.is_file()
             start = ship.start_run(run, models / f"{FIRST_FROM}.safetensors" if new else installed, new=new)
-            flags = train_flags or start.flags or DEFAULT_RECIPE
+            flags = ship.merge_flags(start.flags or DEFAULT_RECIPE, train_flags)
             target = ship.steps_done(run) + config.round_steps
             style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
             cmd = [

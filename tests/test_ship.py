@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import PYTHON, REPO
+from stylekit.errors import ConfigError
 from stylekit.nn.measures import PAINTING_SIDE, Figures, Yardstick, fit_longest, grain
 from stylekit.nn.model import TransformerNet
 from stylekit.nn.modelio import load_model, save_model
@@ -148,6 +149,19 @@ def test_a_new_style_starts_from_another_ones_weights_with_an_empty_schedule(tmp
     assert ship.start_run(tmp_path / "runs" / "udnie", origin).origin == "starry_night"  # read back
 
 
+def test_flags_given_go_over_the_recorded_recipe_one_by_one() -> None:
+    recorded = ["--image-size", "128", "--style-size", "256", "--tv-weight", "4", "--mixed"]
+    merged = ship.merge_flags(recorded, ["--tv-weight", "6", "--style-weight=7", "--lr", "2e-4"])
+    assert merged == [
+        "--image-size", "128", "--style-size", "256", "--tv-weight", "6", "--mixed",
+        "--style-weight", "7", "--lr", "2e-4",
+    ]  # fmt: skip
+    assert ship.merge_flags(recorded, []) == recorded
+    assert ship.merge_flags([], ["--image-size", "64"]) == ["--image-size", "64"]
+    with pytest.raises(ConfigError, match="no --flag before it"):
+        ship.merge_flags([], ["7", "--style-weight"])
+
+
 def fake_shared(root: Path) -> Path:
     """A stand-in for ../shared/data: a comparison photo, an "original" stylization of it, and
     two held-out photos, all tiny."""
@@ -189,6 +203,10 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
     assert sorted(curve[0]["sizes"]) == sorted(str(side) for side in ship.SIZES)
     verdict = "installed" if curve[0]["installed"] else "kept the installed"
     assert "starry_night at 2 steps:" in done.stdout and verdict in done.stdout and "| sizes " in done.stdout
+    # The flags given go over the installed model's recorded recipe one by one.
+    round_cmd = next(line for line in done.stdout.splitlines() if line.startswith("round 1, starry_night: +"))
+    assert "--image-size 32" in round_cmd and "--image-size 128" not in round_cmd
+    assert "--content-weight 3 --tv-weight 4" in round_cmd
     meta = load_model(str(models / "starry_night.safetensors")).metadata
     if curve[0]["installed"]:
         schedule = json.loads(meta["schedule"])

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stylekit.errors import ConfigError
 from stylekit.infer.inference import InferenceOptions, Stylizer
 from stylekit.nn.measures import Figures, Yardstick, fit_longest
 from stylekit.nn.modelio import load_model
@@ -234,6 +235,29 @@ def segment_of(metadata: dict[str, str], flags: Sequence[str] = ()) -> dict[str,
     if flags:
         segment["flags"] = list(flags)
     return segment
+
+
+def merge_flags(recorded: Sequence[str], given: Sequence[str]) -> list[str]:
+    """The recorded training flags with those `given` put over them flag by flag: each
+    `--name` given (with its values, or as `--name=value`) replaces the recorded one of that
+    name; the others stay. `merge_flags(["--image-size", "128", "--tv-weight", "4"],
+    ["--tv-weight", "6"])` is `["--image-size", "128", "--tv-weight", "6"]`."""
+
+    def parse(flags: Sequence[str]) -> dict[str, list[str]]:
+        parsed: dict[str, list[str]] = {}
+        name = None
+        for token in flags:
+            if token.startswith("--"):
+                name, eq, value = token.partition("=")
+                parsed[name] = [value] if eq else []
+            elif name is None:
+                raise ConfigError(f"training flag value {token!r} has no --flag before it")
+            else:
+                parsed[name].append(token)
+        return parsed
+
+    merged = {**parse(recorded), **parse(given)}
+    return [token for name, values in merged.items() for token in (name, *values)]
 
 
 def total_steps(schedule: Sequence[dict[str, object]]) -> int:
