@@ -244,13 +244,9 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
                     why = f"first install at {config.first_install_steps} steps"
                 else:
                     install, why = ship.better(ours, judge.measure(str(installed)))
-                sizes = judge.across_sizes(str(candidate))
-                ship.record_round(run, target, ours, install, why, sizes)
+                ship.record_round(run, target, ours, install, why)
                 verdict = "installed" if install else "kept the installed" if not new else "not installed yet"
-                shown = " / ".join(f"{v:.3f}" for v in sizes)
-                print(
-                    f"{name} at {target} steps: {ours.row()} | sizes {shown} ({verdict}: {why})", flush=True
-                )
+                print(f"{name} at {target} steps: {ours.row()} ({verdict}: {why})", flush=True)
                 if install:
                     meta = {**meta, **ours.as_metadata()}
                     meta.pop("weights_sha256", None)
@@ -275,9 +271,10 @@ def measure(config: ShipConfig) -> int:
     alike they paint the comparison photo at a small and a large size; with --save, each
     style's picture of the comparison photo beside the photo and the original."""
     print(
-        "| model | chicago grain / content / style (x the original) | held-out grain / content / style | bar shortfall |"
+        "| model | chicago grain / content / style (x the original) | held-out grain / content / style "
+        f"| style at {' / '.join(str(side) for side in ship.SIZES)} px | bar shortfall |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     sizes: list[tuple[str, tuple[float, ...], float | None]] = []
     shared = ship.Shared(Path(config.shared))
     for name in _names(config.styles):
@@ -285,7 +282,8 @@ def measure(config: ShipConfig) -> int:
         judge = ship.Judge(name, style, shared)
         installed = str(Path(config.models_dir) / f"{name}.safetensors")
         pictures = judge.stylize(installed)
-        print(f"| {name} (installed) | {judge.measure(installed, pictures).row()} |", flush=True)
+        figures = judge.measure(installed, pictures)
+        print(f"| {name} (installed) | {figures.row()} |", flush=True)
         if config.save:
             panels = [judge.photos[0], pictures[0]]
             if judge.original_pixels is not None:
@@ -295,7 +293,7 @@ def measure(config: ShipConfig) -> int:
         run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
-        sizes.append((name, judge.across_sizes(installed), judge.original_viewed()))
+        sizes.append((name, figures.sizes, judge.original_viewed()))
     sides = " / ".join(f"{side} px" for side in ship.SIZES)
     print(
         f"\nOne look at every size: style of the comparison photo stylized at {sides} (longer side), "

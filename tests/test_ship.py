@@ -57,17 +57,39 @@ def test_ratios() -> None:
 
 
 def measured(
-    ratios: tuple[float, float, float], held_out: tuple[float, float, float] = (20, 1, 0.2)
+    ratios: tuple[float, float, float],
+    held_out: tuple[float, float, float] = (20, 1, 0.2),
+    sizes: tuple[float, ...] = (),
 ) -> ship.Measured:
     original = Figures(10.0, 1.0, 0.5)
     chicago = Figures(ratios[0] * 10.0, ratios[1] * 1.0, ratios[2] * 0.5)
-    return ship.Measured(chicago, original, Figures(*held_out))
+    return ship.Measured(chicago, original, Figures(*held_out), sizes)
 
 
 def test_shortfall_is_zero_at_the_bar_and_sums_the_excess() -> None:
     assert measured((1.25, 1.15, 1.0)).shortfall == pytest.approx(0)
     assert measured((1.5, 1.15, 0.2)).shortfall == pytest.approx(0.2)
     assert measured((2.5, 2.3, 2.0)).shortfall == pytest.approx(3.0)
+    # One look at every size: each size's style above 0.12, and their spread above 1.5x.
+    assert measured((1.25, 1.15, 1.0), sizes=(0.12, 0.09)).shortfall == pytest.approx(0)
+    assert measured((1.25, 1.15, 1.0), sizes=(0.15, 0.12)).shortfall == pytest.approx(0.25)
+    assert measured((1.5, 1.15, 1.0), sizes=(0.06, 0.12)).shortfall == pytest.approx(0.2 + 2 / 1.5 - 1)
+
+
+def test_better_counts_one_look_at_every_size_once_the_photo_meets_the_bar() -> None:
+    installed = measured((1.2, 1.1, 0.7), held_out=(20, 1.0, 0.3), sizes=(0.156, 0.121))
+    # More of the painting at the small size, the photo still at the bar, the others kept.
+    ok, why = ship.better(
+        measured((1.24, 1.11, 0.7), held_out=(20.4, 1.02, 0.29), sizes=(0.13, 0.11)), installed
+    )
+    assert ok and "shortfall" in why, why
+    # The same gain bought with the held-out photos' content: refused.
+    ok, why = ship.better(
+        measured((1.24, 1.11, 0.7), held_out=(20.4, 1.05, 0.29), sizes=(0.13, 0.11)), installed
+    )
+    assert not ok and "content" in why, why
+    # Off the bar on the photo for it: further from the whole bar, refused.
+    assert not ship.better(measured((1.4, 1.11, 0.7), sizes=(0.13, 0.11)), installed)[0]
 
 
 def test_better_needs_a_closer_bar_without_a_held_out_cost() -> None:
@@ -134,7 +156,7 @@ def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:
     again = ship.start_run(run, installed)
     assert again.schedule == start.schedule and again.weights.read_bytes() != installed.read_bytes()
     assert ship.steps_done(run) == 0
-    ship.record_round(run, 5, measured((1.5, 1.2, 0.3)), False, "not closer", (0.2, 0.1))
+    ship.record_round(run, 5, measured((1.5, 1.2, 0.3), sizes=(0.2, 0.1)), False, "not closer")
     row = json.loads((run / "curve.jsonl").read_text())
     assert row["step"] == 5 and row["installed"] is False and row["x_original"]["grain"] == pytest.approx(1.5)
     assert row["sizes"] == {str(ship.SIZES[0]): 0.2, str(ship.SIZES[1]): 0.1}
@@ -202,7 +224,9 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
     assert [row["step"] for row in curve] == [2]
     assert sorted(curve[0]["sizes"]) == sorted(str(side) for side in ship.SIZES)
     verdict = "installed" if curve[0]["installed"] else "kept the installed"
-    assert "starry_night at 2 steps:" in done.stdout and verdict in done.stdout and "| sizes " in done.stdout
+    assert "starry_night at 2 steps:" in done.stdout and verdict in done.stdout
+    # The round's line shows the style at each size beside the held-out figures.
+    assert re.search(r"starry_night at 2 steps: x.* \| \d\.\d{3} / \d\.\d{3} \| ", done.stdout)
     # The flags given go over the installed model's recorded recipe one by one.
     round_cmd = next(line for line in done.stdout.splitlines() if line.startswith("round 1, starry_night: +"))
     assert "--image-size 32" in round_cmd and "--image-size 128" not in round_cmd
@@ -212,6 +236,7 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         schedule = json.loads(meta["schedule"])
         assert schedule[0]["steps"] == 1000 and schedule[-1]["steps"] == 2
         assert meta["steps"] == "1002" and "chicago_grain_x_original" in meta
+        assert f"sizes_style_{ship.SIZES[0]}" in meta
         assert json.loads((models / "index.json").read_text())["starry_night"]["sha256"]
     else:
         assert meta == shipped.metadata
@@ -222,7 +247,9 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert measure.returncode == 0, measure.stderr[-2000:]
-    assert "| starry_night (installed) | x" in measure.stdout
+    assert re.search(
+        r"\| starry_night \(installed\) \| x.* \| \d\.\d{3} / \d\.\d{3} \| \d\.\d{3} \|", measure.stdout
+    )
     assert "runs/starry_night/model.safetensors) | x" in measure.stdout
     # One look at every size: the comparison photo small and large, each viewed at one size,
     # beside the 2016 original viewed at that size.
