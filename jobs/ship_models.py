@@ -275,7 +275,7 @@ def measure(config: ShipConfig) -> int:
         f"| style at {' / '.join(str(side) for side in ship.SIZES)} px | bar shortfall |"
     )
     print("|---|---|---|---|---|")
-    sizes: list[tuple[str, tuple[float, ...], float | None]] = []
+    sizes: list[tuple[str, ship.Measured, float | None]] = []
     shared = ship.Shared(Path(config.shared))
     for name in _names(config.styles):
         style = REPO / "stylekit" / "examples" / "styles" / f"{name}.jpg"
@@ -293,7 +293,7 @@ def measure(config: ShipConfig) -> int:
         run = Path(config.output) / name / "model.safetensors"
         if run.is_file():
             print(f"| {name} ({run}) | {judge.measure(str(run)).row()} |", flush=True)
-        sizes.append((name, figures.sizes, judge.original_viewed()))
+        sizes.append((name, figures, judge.original_viewed()))
     sides = " / ".join(f"{side} px" for side in ship.SIZES)
     print(
         f"\nOne look at every size: style of the comparison photo stylized at {sides} (longer side), "
@@ -301,12 +301,14 @@ def measure(config: ShipConfig) -> int:
         f"{ship.SIZES_SPREAD}x of each other"
     )
     print(f"| model | {sides} | spread | bar | the 2016 original, viewed so |\n|---|---|---|---|---|")
-    for name, styles, original in sizes:
-        spread = max(styles) / max(min(styles), 1e-9)
-        met = max(styles) <= ship.SIZES_STYLE and spread <= ship.SIZES_SPREAD
-        shown = " / ".join(f"{v:.3f}" for v in styles)
+    for name, figures, original in sizes:
+        met = figures.sizes_shortfall == 0
+        shown = " / ".join(f"{v:.3f}" for v in figures.sizes)
         theirs = "-" if original is None else f"{original:.3f}"
-        print(f"| {name} | {shown} | {spread:.2f}x | {'met' if met else 'not met'} | {theirs} |", flush=True)
+        print(
+            f"| {name} | {shown} | {figures.sizes_spread:.2f}x | {'met' if met else 'not met'} | {theirs} |",
+            flush=True,
+        )
     return 0
 
 

@@ -74,6 +74,7 @@ def test_shortfall_is_zero_at_the_bar_and_sums_the_excess() -> None:
     assert measured((1.25, 1.15, 1.0), sizes=(0.12, 0.09)).shortfall == pytest.approx(0)
     assert measured((1.25, 1.15, 1.0), sizes=(0.15, 0.12)).shortfall == pytest.approx(0.25)
     assert measured((1.5, 1.15, 1.0), sizes=(0.06, 0.12)).shortfall == pytest.approx(0.2 + 2 / 1.5 - 1)
+    assert measured((1.5, 1.15, 1.0), sizes=(0.06, 0.12)).sizes_spread == pytest.approx(2)
 
 
 def test_better_counts_one_look_at_every_size_once_the_photo_meets_the_bar() -> None:

@@ -115,8 +115,15 @@ class Measured:
         style above SIZES_STYLE, and their spread above SIZES_SPREAD (0 when not measured)."""
         if not self.sizes:
             return 0.0
-        spread = max(self.sizes) / max(min(self.sizes), 1e-9)
-        return max(0.0, spread / SIZES_SPREAD - 1) + sum(max(0.0, v / SIZES_STYLE - 1) for v in self.sizes)
+        return max(0.0, self.sizes_spread / SIZES_SPREAD - 1) + sum(
+            max(0.0, v / SIZES_STYLE - 1) for v in self.sizes
+        )
+
+    @property
+    def sizes_spread(self) -> float:
+        """How many times more of the painting one size carries than the other (1 when not
+        measured)."""
+        return max(self.sizes) / max(min(self.sizes), 1e-9) if self.sizes else 1.0
 
     def row(self) -> str:
         r = self.ratios
@@ -192,18 +199,15 @@ class Judge:
             for side in SIZES
         )
 
-    def measure(
-        self, model_location: str, pictures: list[np.ndarray] | None = None, sizes: bool = True
-    ) -> Measured:
-        """The model's figures (from its `pictures`, when already made), with `across_sizes`
-        unless `sizes` is False."""
+    def measure(self, model_location: str, pictures: list[np.ndarray] | None = None) -> Measured:
+        """The model's figures (from its `pictures`, when already made), with `across_sizes`."""
         pictures = pictures if pictures is not None else self.stylize(model_location)
         figures = [stick.measure(out) for stick, out in zip(self.sticks, pictures, strict=True)]
         rest = figures[1:] or figures[:1]
         mean = Figures(
             *(float(np.mean([getattr(f, k) for f in rest])) for k in ("grain", "content", "style"))
         )
-        return Measured(figures[0], self.original, mean, self.across_sizes(model_location) if sizes else ())
+        return Measured(figures[0], self.original, mean, self.across_sizes(model_location))
 
 
 def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
