@@ -211,6 +211,9 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
     output = Path(config.output) if config.output != str(REPO / "runs" / "zoo") else REPO / "runs" / "ship"
     models = Path(config.models_dir)
     judges: dict[str, ship.Judge] = {}
+    # The installed model's figures, measured again only when its file changes (an install by
+    # this run or by hand): not once more every round.
+    installed_figures: dict[tuple[str, int], ship.Measured] = {}
     for round_no in range(1, config.rounds + 1):
         for name in _names(config.styles):
             run, installed = output / name, models / f"{name}.safetensors"
@@ -243,7 +246,10 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
                     install = target >= config.first_install_steps
                     why = f"first install at {config.first_install_steps} steps"
                 else:
-                    install, why = ship.better(ours, judge.measure(str(installed)))
+                    key = (name, installed.stat().st_mtime_ns)
+                    if key not in installed_figures:
+                        installed_figures[key] = judge.measure(str(installed))
+                    install, why = ship.better(ours, installed_figures[key])
                 ship.record_round(run, target, ours, install, why)
                 verdict = "installed" if install else "kept the installed" if not new else "not installed yet"
                 print(f"{name} at {target} steps: {ours.row()} ({verdict}: {why})", flush=True)
