@@ -17,6 +17,10 @@ is not installed yet starts from the installed starry_night and is first install
 
     RAY_ADDRESS=local nohup nice -n 19 python jobs/ship_models.py --continue > runs/ship.log 2>&1 &
 
+The last rounds are kept as they would ship (OUTPUT/NAME/rounds/STEP.safetensors, figures in
+their metadata); `--install STEP --styles NAME` installs one of them by hand, whatever the verdict
+said (a round the held-out guard refused that looks better, say).
+
 `--measure` prints the installed models' figures (and those of OUTPUT's runs) without training.
 
 Super-resolution models (`--sr-models sr_x4_pixel,sr_x4`) are trained the same way with
@@ -27,6 +31,7 @@ metadata.
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,6 +129,14 @@ class ShipConfig:
         default=800,
         metadata=flag("--continue: steps before a style that does not ship yet is first installed"),
     )
+    install: int = field(
+        default=0,
+        metadata=flag(
+            "install the round of --continue that reached STEP steps (kept in OUTPUT/NAME/rounds/), "
+            "whatever the verdict said; one style (--styles NAME)",
+            metavar="STEP",
+        ),
+    )
     measure: bool = field(
         default=False,
         metadata=flag("print the installed models' figures on the held-out photos, train nothing"),
@@ -155,6 +168,14 @@ class ShipConfig:
         unknown = [s for s in _names(self.styles) if s not in STYLES]
         if unknown:
             raise ConfigError(f"unknown style(s) {', '.join(unknown)}; choose from {', '.join(STYLES)}")
+        if self.install < 0:
+            raise ConfigError(f"--install must be a round's step count, >= 1 (got {self.install})")
+        if self.install and (self.continue_training or self.measure):
+            raise ConfigError(
+                "--install STEP installs a kept round and trains nothing: run it without --continue or --measure"
+            )
+        if self.install and len(_names(self.styles)) != 1:
+            raise ConfigError("--install STEP installs one style's round: give --styles NAME")
         unknown = [s for s in _names(self.sr_models) if s not in SR_MODELS]
         if unknown:
             raise ConfigError(f"unknown SR model(s) {', '.join(unknown)}; choose from {', '.join(SR_MODELS)}")
@@ -165,6 +186,8 @@ def main() -> int:
     add_config_arguments(parser, ShipConfig)
     args, train_flags = parser.parse_known_args()
     config = config_from_args(ShipConfig, args)
+    if config.install:
+        return install_round(config)
     if config.continue_training or config.measure:
         if not (Path(config.shared) / "content").is_dir():
             raise ConfigError(
@@ -207,8 +230,7 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
     run of it) stands, each measured and installed only when better; a style that does not
     ship yet starts from FIRST_FROM's weights and is installed once it has trained
     --first-install-steps."""
-    # Not OUTPUT/NAME of a from-scratch training (runs/zoo): its checkpoints would be resumed.
-    output = Path(config.output) if config.output != str(REPO / "runs" / "zoo") else REPO / "runs" / "ship"
+    output = continue_output(config)
     models = Path(config.models_dir)
     judges: dict[str, ship.Judge] = {}
     # The installed model's figures, measured again only when its file changes (an install by
@@ -253,11 +275,60 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
                 ship.record_round(run, target, ours, install, why)
                 verdict = "installed" if install else "kept the installed" if not new else "not installed yet"
                 print(f"{name} at {target} steps: {ours.row()} ({verdict}: {why})", flush=True)
-                if install:
-                    meta = {**meta, **ours.as_metadata()}
-                    meta.pop("weights_sha256", None)
-                    save_model(str(installed), load_model(str(candidate)).model, meta, dtype=torch.float16)
-                    zoo.write_index(models, {**STYLES, **SR_MODELS})
+                # The round is kept as it would ship, figures and all: `--install STEP` installs
+                # one the verdict refused.
+                meta = {**meta, **ours.as_metadata()}
+                meta.pop("weights_sha256", None)
+                kept = run / "rounds" / f"{target}.safetensors"
+                kept.parent.mkdir(exist_ok=True)
+                save_model(str(kept), load_model(str(candidate)).model, meta, dtype=torch.float16)
+                ship.prune_rounds(run)
+            if install:
+                shutil.copyfile(kept, installed)
+                zoo.write_index(models, {**STYLES, **SR_MODELS})
+    return 0
+
+
+def continue_output(config: ShipConfig) -> Path:
+    """Where --continue's runs go: OUTPUT, or runs/ship when OUTPUT is left at runs/zoo (a
+    from-scratch training's folder, whose checkpoints would otherwise be resumed)."""
+    return Path(config.output) if config.output != str(REPO / "runs" / "zoo") else REPO / "runs" / "ship"
+
+
+def install_round(config: ShipConfig) -> int:
+    """--install STEP: install the style's kept round of STEP steps (OUTPUT/NAME/rounds/, as
+    --continue measured and saved it) over the installed model, whatever the verdict said."""
+    (name,) = _names(config.styles)
+    run = continue_output(config) / name
+    chosen = run / "rounds" / f"{config.install}.safetensors"
+    if not chosen.is_file():
+        kept = ship.kept_rounds(run)
+        where = (
+            f"its kept rounds: {', '.join(str(k) for k in kept)}"
+            if kept
+            else "none is kept there: run --continue first (--output as given to it)"
+        )
+        raise ConfigError(
+            f"--install {config.install}: no round of {name} reached {config.install} steps in {run / 'rounds'}; {where}"
+        )
+    meta = load_model(str(chosen)).metadata
+    models = Path(config.models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(chosen, models / f"{name}.safetensors")
+    entries = zoo.write_index(models, {**STYLES, **SR_MODELS})
+    ship.record_install(run, config.install)
+    figures = " / ".join(
+        f"x{float(meta[f'chicago_{k}_x_original']):.2f}"
+        for k in ("grain", "content", "style")
+        if f"chicago_{k}_x_original" in meta
+    )
+    sizes = " / ".join(meta[f"sizes_style_{side}"] for side in ship.SIZES if f"sizes_style_{side}" in meta)
+    print(
+        f"{name}: installed the round at {config.install} steps by hand ({meta.get('steps')} steps in all; "
+        f"chicago {figures or '-'}; style at {' / '.join(str(s) for s in ship.SIZES)} px {sizes or '-'}), "
+        f"sha256 {entries[name]['sha256'][:16]}...",
+        flush=True,
+    )
     return 0
 
 

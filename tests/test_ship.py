@@ -4,6 +4,7 @@ verdict that decides an install, the schedule a model carries, and `jobs/ship_mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -163,6 +164,17 @@ def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:
     assert row["sizes"] == {str(ship.SIZES[0]): 0.2, str(ship.SIZES[1]): 0.1}
 
 
+def test_only_the_last_rounds_are_kept(tmp_path: Path) -> None:
+    rounds = tmp_path / "rounds"
+    rounds.mkdir()
+    for step in (200, 400, 600, 1000, 800):
+        (rounds / f"{step}.safetensors").write_bytes(b"x")
+    (rounds / "notes.safetensors").write_bytes(b"x")  # not a round: left alone
+    ship.prune_rounds(tmp_path, keep=3)
+    assert ship.kept_rounds(tmp_path) == [600, 800, 1000]
+    assert (rounds / "notes.safetensors").is_file()
+
+
 def test_a_new_style_starts_from_another_ones_weights_with_an_empty_schedule(tmp_path: Path) -> None:
     origin = tmp_path / "starry_night.safetensors"
     save_model(str(origin), TransformerNet(), {"steps": "1000", "image_size": "128"})
@@ -233,10 +245,11 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
     assert "--image-size 32" in round_cmd and "--image-size 128" not in round_cmd
     assert "--content-weight 3 --tv-weight 4" in round_cmd
     meta = load_model(str(models / "starry_night.safetensors")).metadata
+    steps = str(int(shipped.metadata["steps"]) + 2)
     if curve[0]["installed"]:
         schedule = json.loads(meta["schedule"])
-        assert schedule[0]["steps"] == 1000 and schedule[-1]["steps"] == 2
-        assert meta["steps"] == "1002" and "chicago_grain_x_original" in meta
+        assert schedule[:-1] == json.loads(shipped.metadata["schedule"]) and schedule[-1]["steps"] == 2
+        assert meta["steps"] == steps and "chicago_grain_x_original" in meta
         assert f"sizes_style_{ship.SIZES[0]}" in meta
         assert json.loads((models / "index.json").read_text())["starry_night"]["sha256"]
     else:
@@ -260,6 +273,45 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
     )
     # The comparison picture: the photo, ours, the original, side by side at the original's size.
     assert Image.open(tmp_path / "pictures" / "chicago_starry_night.png").size == (3 * 52, 36)
+    # The round is kept as it would ship; --install puts it in place whatever the verdict was.
+    kept = tmp_path / "runs" / "starry_night" / "rounds" / "2.safetensors"
+    assert load_model(str(kept)).metadata["steps"] == steps
+    install = [
+        PYTHON, str(REPO / "jobs" / "ship_models.py"), "--styles", "starry_night", "--models-dir", str(models),
+        "--output", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    missing = subprocess.run([*install, "--install", "3"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert (
+        "no round of starry_night reached 3 steps" in missing.stderr
+        and "its kept rounds: 2" in missing.stderr
+    )
+    done = subprocess.run([*install, "--install", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"starry_night: installed the round at 2 steps by hand ({steps} steps in all" in done.stdout
+    assert (models / "starry_night.safetensors").read_bytes() == kept.read_bytes()
+    meta = load_model(str(models / "starry_night.safetensors")).metadata
+    assert "final_loss" in meta and f"sizes_style_{ship.SIZES[1]}" in meta
+    index = json.loads((models / "index.json").read_text())
+    assert index["starry_night"]["sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest()
+    last = json.loads((tmp_path / "runs" / "starry_night" / "curve.jsonl").read_text().splitlines()[-1])
+    assert last == {"step": 2, "installed": True, "why": "installed by hand"}
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--install", "200"], "installs one style's round: give --styles NAME"),
+        (["--install", "200", "--styles", "wave", "--continue"], "run it without --continue or --measure"),
+        (["--install", "-1", "--styles", "wave"], "--install must be a round's step count"),
+    ],
+)
+def test_install_needs_one_style_and_nothing_else(flags: list[str], message: str) -> None:
+    done = subprocess.run(
+        [PYTHON, str(REPO / "jobs" / "ship_models.py"), *flags], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_continue_without_the_held_out_photos_is_one_line(tmp_path: Path) -> None:

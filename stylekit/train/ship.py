@@ -54,6 +54,8 @@ SIZES = (356, 1424)
 VIEW_SIDE = 384
 SIZES_SPREAD = 1.5
 SIZES_STYLE = 0.12
+# Rounds kept in a run's rounds/ folder for `--install STEP`: the last ones.
+KEEP_ROUNDS = 20
 # What a segment of the schedule records, from a run's model metadata.
 SEGMENT_KEYS = ("image_size", "style_size", "content_weight", "style_weight", "tv_weight", "lr", "batch_size")
 
@@ -374,3 +376,23 @@ def record_round(run: Path, step: int, measured: Measured, installed: bool, why:
     }
     with open(run / "curve.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def record_install(run: Path, step: int) -> None:
+    """A line of the run's curve for a round installed by hand (`--install STEP`): the round's
+    figures are on its own line, above."""
+    with open(run / "curve.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "installed": True, "why": "installed by hand"}) + "\n")
+
+
+def prune_rounds(run: Path, keep: int = KEEP_ROUNDS) -> None:
+    """Delete all but the last `keep` rounds kept in `run/rounds/`: a training that runs for
+    weeks would otherwise keep every round (1.7 MB each)."""
+    for step in kept_rounds(run)[:-keep]:
+        (run / "rounds" / f"{step}.safetensors").unlink()
+
+
+def kept_rounds(run: Path) -> list[int]:
+    """The step counts of the rounds kept in `run/rounds/` (STEP.safetensors), ascending."""
+    folder = run / "rounds"
+    return sorted(int(p.stem) for p in folder.glob("*.safetensors") if p.stem.isdigit())
