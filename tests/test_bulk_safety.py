@@ -28,7 +28,7 @@ from conftest import PYTHON, REPO, make_bucket
 from stylekit import exitcodes
 from stylekit.bulk.config import BulkConfig
 from stylekit.bulk.plan import manifest as manifest_module
-from stylekit.bulk.plan.layout import RunLayout
+from stylekit.bulk.plan.layout import RunLayout, new_run_id
 from stylekit.bulk.plan.lease import LEASE_FILE, LeaseLost, LeaseRecord
 from stylekit.bulk.plan.manifest import ManifestWriter, manifest_table
 from stylekit.cli import config_from_flags
@@ -102,6 +102,16 @@ def test_reruns_know_their_inputs_whatever_the_mtime_says(library: Path, tmp_pat
     # The same night again: nothing to do, nothing read.
     third = _bulk(input=str(library), output=str(out))
     assert (third.ok, third.skipped) == (0, 3)
+
+
+def test_run_ids_sort_in_the_order_runs_start_within_one_second() -> None:
+    # A rerun reads the newest earlier run's records first, by sorted id: runs of a few tiny
+    # photos start within one second of each other.
+    ids = []
+    for _ in range(5):
+        ids.append(new_run_id())
+        time.sleep(0.002)  # the ids' resolution is a millisecond
+    assert sorted(ids) == ids and len(set(ids)) == 5
 
 
 def test_outputs_without_a_row_are_found_and_recorded_by_the_next_run(

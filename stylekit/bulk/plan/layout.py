@@ -3,7 +3,7 @@ OUT/_manifest/ (the manifest parts, the key shards, the settings file)."""
 
 from __future__ import annotations
 
-import time
+import datetime
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,7 +20,11 @@ SETTINGS_FILE = "_outputs.json"
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    """A run's id: its start in UTC to the millisecond, then a random tag. Ids sort in the
+    order the runs started (a rerun reads the newest earlier run's records first), also for
+    runs that start within one second of each other."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)
