@@ -129,8 +129,8 @@ class ShipConfig:
         default=800,
         metadata=flag("--continue: steps before a style that does not ship yet is first installed"),
     )
-    install: int = field(
-        default=0,
+    install: int | None = field(
+        default=None,
         metadata=flag(
             "install the round of --continue that reached STEP steps (kept in OUTPUT/NAME/rounds/), "
             "whatever the verdict said; one style (--styles NAME)",
@@ -168,13 +168,13 @@ class ShipConfig:
         unknown = [s for s in _names(self.styles) if s not in STYLES]
         if unknown:
             raise ConfigError(f"unknown style(s) {', '.join(unknown)}; choose from {', '.join(STYLES)}")
-        if self.install < 0:
+        if self.install is not None and self.install < 1:
             raise ConfigError(f"--install must be a round's step count, >= 1 (got {self.install})")
-        if self.install and (self.continue_training or self.measure):
+        if self.install is not None and (self.continue_training or self.measure):
             raise ConfigError(
                 "--install STEP installs a kept round and trains nothing: run it without --continue or --measure"
             )
-        if self.install and len(_names(self.styles)) != 1:
+        if self.install is not None and len(_names(self.styles)) != 1:
             raise ConfigError("--install STEP installs one style's round: give --styles NAME")
         unknown = [s for s in _names(self.sr_models) if s not in SR_MODELS]
         if unknown:
@@ -186,7 +186,7 @@ def main() -> int:
     add_config_arguments(parser, ShipConfig)
     args, train_flags = parser.parse_known_args()
     config = config_from_args(ShipConfig, args)
-    if config.install:
+    if config.install is not None:
         return install_round(config)
     if config.continue_training or config.measure:
         if not (Path(config.shared) / "content").is_dir():
@@ -281,11 +281,13 @@ def continue_training(config: ShipConfig, train_flags: list[str]) -> int:
                 meta.pop("weights_sha256", None)
                 kept = run / "rounds" / f"{target}.safetensors"
                 kept.parent.mkdir(exist_ok=True)
-                save_model(str(kept), load_model(str(candidate)).model, meta, dtype=torch.float16)
+                save_model(str(kept), loaded.model, meta, dtype=torch.float16)
                 ship.prune_rounds(run)
             if install:
                 shutil.copyfile(kept, installed)
                 zoo.write_index(models, {**STYLES, **SR_MODELS})
+                # What was just measured is now the installed model: not measured again.
+                installed_figures[(name, installed.stat().st_mtime_ns)] = ours
     return 0
 
 
@@ -317,15 +319,11 @@ def install_round(config: ShipConfig) -> int:
     shutil.copyfile(chosen, models / f"{name}.safetensors")
     entries = zoo.write_index(models, {**STYLES, **SR_MODELS})
     ship.record_install(run, config.install)
-    figures = " / ".join(
-        f"x{float(meta[f'chicago_{k}_x_original']):.2f}"
-        for k in ("grain", "content", "style")
-        if f"chicago_{k}_x_original" in meta
-    )
+    figures = chicago_ratios(meta)
     sizes = " / ".join(meta[f"sizes_style_{side}"] for side in ship.SIZES if f"sizes_style_{side}" in meta)
     print(
         f"{name}: installed the round at {config.install} steps by hand ({meta.get('steps')} steps in all; "
-        f"chicago {figures or '-'}; style at {' / '.join(str(s) for s in ship.SIZES)} px {sizes or '-'}), "
+        f"chicago {figures}; style at {' / '.join(str(s) for s in ship.SIZES)} px {sizes or '-'}), "
         f"sha256 {entries[name]['sha256'][:16]}...",
         flush=True,
     )
@@ -425,6 +423,14 @@ def ship_sr(name: str, config: ShipConfig, train_flags: list[str]) -> None:
     save_model(str(target), shipped, meta, dtype=torch.float16)
 
 
+def chicago_ratios(meta: dict[str, str]) -> str:
+    """A shipped model's figures on chicago as multiples of the 2016 original's, from its
+    metadata: "x1.18 / x1.10 / x0.64" (grain / content / style), "-" when it has none."""
+    if "chicago_grain_x_original" not in meta:
+        return "-"
+    return " / ".join(f"x{float(meta[f'chicago_{k}_x_original']):.2f}" for k in ("grain", "content", "style"))
+
+
 def models_table(entries: dict) -> str:
     """The README's tables of shipped models, from their own metadata."""
     sr = {n: e for n, e in entries.items() if e.get("task") == "sr"}
@@ -436,13 +442,7 @@ def models_table(entries: dict) -> str:
     for name, entry in sorted(entries.items()):
         meta = load_model(name).metadata
         schedule = ship.describe_schedule(ship.schedule_of(meta))
-        figures = (
-            " / ".join(
-                f"x{float(meta[f'chicago_{k}_x_original']):.2f}" for k in ("grain", "content", "style")
-            )
-            if "chicago_grain_x_original" in meta
-            else "-"
-        )
+        figures = chicago_ratios(meta)
         rows.append(
             f"| `{name}` | {entry.get('description', '')} | {schedule} | {figures} | `{entry['sha256'][:12]}` |"
         )

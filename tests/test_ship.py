@@ -306,6 +306,7 @@ def test_continue_trains_a_round_measures_it_and_installs_only_if_better(
         (["--install", "200"], "installs one style's round: give --styles NAME"),
         (["--install", "200", "--styles", "wave", "--continue"], "run it without --continue or --measure"),
         (["--install", "-1", "--styles", "wave"], "--install must be a round's step count"),
+        (["--install", "0", "--styles", "wave"], "--install must be a round's step count"),
     ],
 )
 def test_install_needs_one_style_and_nothing_else(flags: list[str], message: str) -> None:
