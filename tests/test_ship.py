@@ -123,6 +123,29 @@ def test_better_without_an_original_keeps_the_painting() -> None:
     assert not ship.better(plain((20, 1.0, 0.1)), installed)[0]  # nothing gained
 
 
+def test_without_an_original_one_look_at_every_size_is_the_bar() -> None:
+    def plain(held_out: tuple[float, float, float], sizes: tuple[float, ...]) -> ship.Measured:
+        return ship.Measured(Figures(20, 1, 0.2), None, Figures(*held_out), sizes)
+
+    assert plain((20, 1.0, 0.3), ()).shortfall is None
+    assert plain((20, 1.0, 0.3), (0.12, 0.1)).shortfall == pytest.approx(0)
+    assert plain((20, 1.0, 0.3), (0.15, 0.24)).shortfall == pytest.approx(0.25 + 1.0 + (1.6 / 1.5 - 1))
+    installed = plain((8, 0.77, 0.22), (0.29, 0.40))
+    # More of the painting at both sizes, the held-out photos kept within the slack: installed,
+    # though their content rose (the painting costs some of the photo).
+    ok, why = ship.better(plain((8.1, 0.79, 0.18), (0.24, 0.33)), installed)
+    assert ok and "sizes" in why, why
+    # The same gain bought with more than the slack of the photo: refused.
+    ok, why = ship.better(plain((8.1, 0.81, 0.18), (0.24, 0.33)), installed)
+    assert not ok and "content" in why, why
+    # Less of the painting for a cleaner photo, short of the bar: refused.
+    assert not ship.better(plain((7, 0.7, 0.25), (0.31, 0.42)), installed)[0]
+    # Both at the bar: judged on the held-out photos, as with an original.
+    at_bar = plain((8, 0.77, 0.22), (0.11, 0.1))
+    assert ship.better(plain((7.5, 0.74, 0.22), (0.115, 0.1)), at_bar)[0]
+    assert not ship.better(plain((8.0, 0.77, 0.2), (0.09, 0.08)), at_bar)[0]  # nothing gained
+
+
 def test_schedule_of_a_model_without_one_is_read_from_its_fields() -> None:
     legacy = {"steps": "250", "image_size": "128", "content_weight": "1.0", "tv_weight": "0.4",
               "initialised_from": "starry_night"}  # fmt: skip

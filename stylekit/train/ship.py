@@ -11,7 +11,8 @@ Held-out photos are `../shared/data/content` (none is in the training data). The
 the issue on shipped pictures sets, on chicago at the size of the paper's own outputs
 (`../shared/data/reference-outputs/`): grain at most 1.25x the original's, content at most
 1.15x, style at most 1x (stylekit/nn/measures.py); and one look at every size (`SIZES`):
-chicago stylized small and large carries the painting alike, and enough of it.
+chicago stylized small and large carries the painting alike, and enough of it. A painting the
+2016 models did not ship (no original to compare with) is held to that last bar alone.
 """
 
 from __future__ import annotations
@@ -96,9 +97,12 @@ class Measured:
     @property
     def shortfall(self) -> float | None:
         """How far the model is from the whole bar: `photo_shortfall` + `sizes_shortfall` (0:
-        the bar is met); None without an original to compare with."""
+        the bar is met). A painting with no original to compare with is held to the one bar
+        that needs none, one look at every size; None when it has neither."""
         photo = self.photo_shortfall
-        return None if photo is None else photo + self.sizes_shortfall
+        if photo is None and not self.sizes:
+            return None
+        return (photo or 0.0) + self.sizes_shortfall
 
     @property
     def photo_shortfall(self) -> float | None:
@@ -213,21 +217,22 @@ class Judge:
 
 
 def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
-    """Whether to install the candidate, and why. With an original to compare with: closer to
-    the bar (on the comparison photo first; as close there, then on one look at every size),
-    and no more than HELD_OUT_SLACK worse on the other held-out photos' mean content and
-    grain. Once both meet the whole bar, and without an original: lower held-out content and
-    grain (within the slack for one of them, lower by more than it for the other) and about as
-    much of the painting (held-out style at most STYLE_SLACK higher)."""
+    """Whether to install the candidate, and why. Short of the bar (`Measured.shortfall`: for a
+    painting with no original, one look at every size alone): closer to it (on the comparison
+    photo first; as close there, then on one look at every size), and no more than
+    HELD_OUT_SLACK worse on the other held-out photos' mean content and grain. Once both meet
+    the whole bar, and with no bar measured: lower held-out content and grain (within the slack
+    for one of them, lower by more than it for the other) and about as much of the painting
+    (held-out style at most STYLE_SLACK higher)."""
     c, i = candidate.held_out, installed.held_out
     worse = [k for k in ("content", "grain") if getattr(c, k) > getattr(i, k) * (1 + HELD_OUT_SLACK)]
-    cand_photo, inst_photo = candidate.photo_shortfall, installed.photo_shortfall
-    if cand_photo is not None and inst_photo is not None:
+    if candidate.shortfall is not None and installed.shortfall is not None:
+        cand_photo, inst_photo = candidate.photo_shortfall or 0.0, installed.photo_shortfall or 0.0
         shown = (
             f"bar shortfall {cand_photo:.3f} + sizes {candidate.sizes_shortfall:.3f}, "
             f"installed {inst_photo:.3f} + {installed.sizes_shortfall:.3f}"
         )
-        met = max(candidate.shortfall or 0.0, installed.shortfall or 0.0) <= BAR_MET
+        met = max(candidate.shortfall, installed.shortfall) <= BAR_MET
         closer = cand_photo < inst_photo - BAR_MET or (
             cand_photo <= inst_photo + BAR_MET
             and candidate.sizes_shortfall < installed.sizes_shortfall - BAR_MET
