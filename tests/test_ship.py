@@ -140,6 +140,10 @@ def test_without_an_original_one_look_at_every_size_is_the_bar() -> None:
     assert not ok and "content" in why, why
     # Less of the painting for a cleaner photo, short of the bar: refused.
     assert not ship.better(plain((7, 0.7, 0.25), (0.31, 0.42)), installed)[0]
+    # Closer to the bar at the view, but less of the painting at the photos' own size: refused.
+    ok, why = ship.better(plain((6.1, 0.68, 0.39), (0.14, 0.13)), installed)
+    assert not ok and "style" in why, why
+    assert ship.better(plain((6.1, 0.68, 0.23), (0.14, 0.13)), installed)[0]  # within the slack
     # Both at the bar: judged on the held-out photos, as with an original.
     at_bar = plain((8, 0.77, 0.22), (0.11, 0.1))
     assert ship.better(plain((7.5, 0.74, 0.22), (0.115, 0.1)), at_bar)[0]

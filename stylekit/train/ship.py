@@ -220,7 +220,8 @@ def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
     """Whether to install the candidate, and why. Short of the bar (`Measured.shortfall`: for a
     painting with no original, one look at every size alone): closer to it (on the comparison
     photo first; as close there, then on one look at every size), and no more than
-    HELD_OUT_SLACK worse on the other held-out photos' mean content and grain. Once both meet
+    HELD_OUT_SLACK worse on the other held-out photos' mean content and grain (with no
+    original, nor more than STYLE_SLACK less of the painting on them). Once both meet
     the whole bar, and with no bar measured: lower held-out content and grain (within the slack
     for one of them, lower by more than it for the other) and about as much of the painting
     (held-out style at most STYLE_SLACK higher)."""
@@ -239,6 +240,11 @@ def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
         )
         if not met and not closer:
             return False, shown
+        # With no original, nothing else holds the painting at the photo's own size: one look at
+        # every size bought with less of it there is no gain (to the eye, broad soft planes
+        # where Udnie's facets were, though the view at 384 px scored closer to the painting).
+        if candidate.photo_shortfall is None and c.style > i.style * (1 + STYLE_SLACK):
+            worse.append("style")
         if not met and worse:
             return (
                 False,
