@@ -169,6 +169,16 @@ def test_schedule_of_a_model_without_one_is_read_from_its_fields() -> None:
     assert ship.describe_schedule(more) == (
         "250 steps at 128 px (content 1, tv 0.4) from starry_night, then 200 at 256 px"
     )
+    # The style image's size where it starts and where it changes.
+    sized = [
+        {"steps": 100, "image_size": "128", "style_size": "256"},
+        {"steps": 50, "image_size": "128", "style_size": "256", "style_weight": "10"},
+        {"steps": 20, "image_size": "128", "style_size": "512"},
+    ]
+    assert ship.describe_schedule(sized) == (
+        "100 steps at 128 px, painting at 256 px, then 50 at 128 px (style 10), "
+        "then 20 at 128 px, painting at 512 px"
+    )
 
 
 def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:

@@ -314,14 +314,20 @@ def total_steps(schedule: Sequence[dict[str, object]]) -> int:
 
 
 def describe_schedule(schedule: Sequence[dict[str, object]]) -> str:
-    """ "1000 steps at 128 px, then 600 at 128 px (content 3, tv 4)": a README cell."""
+    """ "1000 steps at 128 px, painting at 256 px, then 600 at 128 px (content 3, tv 4)": a
+    README cell. The style image's size is named where the schedule starts and where it
+    changes."""
     parts = []
+    painting = None
     for i, s in enumerate(schedule):
         text = (
             f"{s['steps']} steps at {s.get('image_size', '?')} px"
             if i == 0
             else f"{s['steps']} at {s.get('image_size', '?')} px"
         )
+        if s.get("style_size") and s["style_size"] != painting:
+            painting = s["style_size"]
+            text += f", painting at {painting} px"
         weights = [
             f"{k.split('_')[0]} {float(s[k]):g}"  # type: ignore[arg-type]
             for k in ("content_weight", "style_weight", "tv_weight")
