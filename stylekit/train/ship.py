@@ -240,9 +240,9 @@ def better(candidate: Measured, installed: Measured) -> tuple[bool, str]:
         )
         if not met and not closer:
             return False, shown
-        # With no original, nothing else holds the painting at the photo's own size: one look at
-        # every size bought with less of it there is no gain (to the eye, broad soft planes
-        # where Udnie's facets were, though the view at 384 px scored closer to the painting).
+        # With no original, nothing else holds the painting at the photo's own size, and the view
+        # at VIEW_SIDE can score closer to the painting while the photo at its own size loses the
+        # painting's shapes (udnie's facets smoothed away: benchmarks/RESULTS.md).
         if candidate.photo_shortfall is None and c.style > i.style * (1 + STYLE_SLACK):
             worse.append("style")
         if not met and worse:
