@@ -179,6 +179,12 @@ def test_schedule_of_a_model_without_one_is_read_from_its_fields() -> None:
         "100 steps at 128 px, painting at 256 px, then 50 at 128 px (style 10), "
         "then 20 at 128 px, painting at 512 px"
     )
+    # The crops' zoom where a segment trained with one (metadata records 1.0 for the paper's).
+    zoomed = [
+        {"steps": 100, "image_size": "128", "crop_scale": "1.0"},
+        {"steps": 50, "image_size": "128", "crop_scale": "2.0"},
+    ]
+    assert ship.describe_schedule(zoomed) == "100 steps at 128 px, then 50 at 128 px, zoom up to 2x"
 
 
 def test_a_run_starts_from_the_installed_weights_once(tmp_path: Path) -> None:

@@ -31,6 +31,50 @@ def test_content_warmup_zeroes_the_style_weight_then_restores_it() -> None:
         TrainConfig(content_warmup=-1)
 
 
+def test_zoomed_crops_are_random_windows_of_the_photo_at_a_random_scale() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from stylekit.files import images
+    from stylekit.train.data import decode_batch
+
+    # A photo whose every pixel is distinct, so a crop can be found in a resized copy.
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="PNG")
+    batch = {"bytes": np.array([buf.getvalue()] * 40, dtype=object), "path": np.array(["p"] * 40)}
+    centre = decode_batch(batch, 32, None)["image"]
+    assert all((c == images.resize_crop(photo, 32)).all() for c in centre)  # the paper's crop
+    zoomed = decode_batch(batch, 32, None, crop_scale=2.0)["image"]
+    assert zoomed.shape == (40, 32, 32, 3)
+    # Each a window of the photo resized to some shorter side from 32 to 64 px; not all the same.
+    found = set()
+    for crop in zoomed:
+        for side in range(32, 65):
+            big = images.resize_shorter(photo, side)
+            h, w = big.shape[:2]
+            if any((big[t : t + 32, x : x + 32] == crop).all() for t in range(h - 31) for x in range(w - 31)):
+                found.add(side)
+                break
+        else:
+            raise AssertionError("a zoomed crop is no window of the resized photo")
+    assert len(found) > 3 and max(found) > 48
+    assert len({c.tobytes() for c in zoomed}) > 30
+
+
+def test_crop_scale_is_checked_and_recorded() -> None:
+    with pytest.raises(ConfigError, match="--crop-scale must be from 1 to 4"):
+        TrainConfig(crop_scale=0.5)
+    with pytest.raises(ConfigError, match="--crop-scale applies to style training only"):
+        TrainConfig(task="sr", crop_scale=2.0)
+    meta = model_metadata(TrainConfig(crop_scale=2.0), 10, "caffe", {})
+    assert meta["crop_scale"] == "2.0"
+    assert model_metadata(TrainConfig(), 10, "caffe", {})["crop_scale"] == "1.0"
+
+
 def test_content_only_loss_runs_vgg_to_relu2_2_only() -> None:
     from stylekit.nn.loss import PerceptualLoss
     from stylekit.nn.vgg import load_vgg

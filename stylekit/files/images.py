@@ -196,6 +196,15 @@ def resize_crop(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def resize_shorter(pixels: np.ndarray, side: int) -> np.ndarray:
+    """Scale (aspect kept, bilinear, antialiased as resize_crop) so the shorter side is `side`."""
+    img = Image.fromarray(pixels)
+    w, h = img.size
+    k = side / min(w, h)
+    size = (max(side, round(w * k)), max(side, round(h * k)))
+    return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def resize_longest(pixels: np.ndarray, side: int) -> np.ndarray:
     """Scale (aspect kept) so the longest side is `side`."""
     img = Image.fromarray(pixels)

@@ -26,6 +26,9 @@ DEFAULT_OUTPUT = "runs"
 PREVIEW_IMAGE = str(EXAMPLES / "content" / "chelsea.jpg")
 PREVIEW_SIDE = 256
 TASKS = ("style", "sr")
+# --crop-scale's ceiling: past 4x the shorter side a 128 px window holds a sliver of texture, not
+# a scene the network must keep.
+MAX_CROP_SCALE = 4.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,12 @@ class TrainConfig:
         default=256,
         metadata=flag(
             "training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop; --task sr: random windows at full resolution, a multiple of --factor)"
+        ),
+    )
+    crop_scale: float = field(
+        default=1.0,
+        metadata=flag(
+            "style training: each epoch a random IMAGE_SIZE window of the photo with its shorter side resized to a random length from IMAGE_SIZE to CROP_SCALE x IMAGE_SIZE, so the network sees the photos' contents at every scale in between; 1: the paper's fixed centre crop of the whole photo"
         ),
     )
     lr: float = field(default=1e-3, metadata=flag("Adam learning rate"))
@@ -259,6 +268,8 @@ class TrainConfig:
             raise ConfigError(f"--content-warmup must be >= 0 (got {self.content_warmup})")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"--max-steps must be >= 1 (got {self.max_steps})")
+        if not 1 <= self.crop_scale <= MAX_CROP_SCALE:
+            raise ConfigError(f"--crop-scale must be from 1 to {MAX_CROP_SCALE:g} (got {self.crop_scale:g})")
         if self.style_size is not None and self.style_size < 16:
             raise ConfigError(f"--style-size must be >= 16 (got {self.style_size})")
         for name in ("lr", "add_lr"):
@@ -313,6 +324,10 @@ class TrainConfig:
             )
         if self.content_warmup:
             raise ConfigError("--content-warmup applies to style training only; drop it for --task sr")
+        if self.crop_scale != 1:
+            raise ConfigError(
+                "--crop-scale applies to style training only (--task sr takes random full-resolution windows); drop it"
+            )
         if self.add_style:
             raise ConfigError("--add-style applies to style models only; drop it for --task sr")
 

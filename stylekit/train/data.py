@@ -56,11 +56,16 @@ def count_training_images(location: str, options: storage.StorageOptions) -> int
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], size: int, counter: Any, random_crop: bool = False
+    batch: dict[str, np.ndarray],
+    size: int,
+    counter: Any,
+    random_crop: bool = False,
+    crop_scale: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Ray Data map_batches fn: {"bytes", "path"} -> {"image": (N, size, size, 3) uint8}:
-    resized and centre-cropped, or (random_crop) SR_CROPS_PER_IMAGE random windows each at
-    full resolution."""
+    resized and centre-cropped (crop_scale 1), a random window of the photo resized to a random
+    shorter side from size to crop_scale x size (crop_scale > 1), or (random_crop)
+    SR_CROPS_PER_IMAGE random windows each at full resolution."""
     crops, bad = [], []
     rng = np.random.default_rng()  # a fresh window every epoch (Ray re-runs the stage)
     for data, path in zip(batch["bytes"], batch["path"], strict=True):
@@ -68,6 +73,8 @@ def decode_batch(
             pixels = images.decode(bytes(data))
             if random_crop:
                 crops.extend(_random_window(pixels, size, rng) for _ in range(SR_CROPS_PER_IMAGE))
+            elif crop_scale > 1:
+                crops.append(_scaled_window(pixels, size, crop_scale, rng))
             else:
                 crops.append(images.resize_crop(pixels, size))
         except StylekitError as e:
@@ -88,6 +95,14 @@ def _random_window(pixels: np.ndarray, size: int, rng: np.random.Generator) -> n
     return np.ascontiguousarray(pixels[top : top + size, left : left + size])
 
 
+def _scaled_window(pixels: np.ndarray, size: int, crop_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A random size x size window of the photo with its shorter side resized to a random length
+    from size to crop_scale x size, log-uniform (each octave of zoom as likely): from the whole
+    photo's centre square, as the paper's crop, to a detail crop_scale times closer."""
+    side = round(size * float(np.exp(rng.uniform(0.0, np.log(crop_scale)))))
+    return _random_window(images.resize_shorter(pixels, max(size, side)), size, rng)
+
+
 def degrade_batch(batch: dict[str, np.ndarray], factor: int) -> dict[str, np.ndarray]:
     """Ray Data map_batches fn: adds "lowres", (N, S/f, S/f, 3) uint8, the paper's degradation
     (blur sigma 1.0, bicubic downsampling by f) of each (S, S, 3) "image"."""
@@ -105,10 +120,12 @@ def training_dataset(
     counter: Any = None,
     seed: int = 0,
     factor: int | None = None,
+    crop_scale: float = 1.0,
 ) -> ray.data.Dataset:
     """A lazy Ray Dataset of {"image": (size, size, 3) uint8} crops from every image below
-    `location` (any fsspec URL but memory://), files in an order seeded by `seed`; with
-    `factor` (super-resolution), random full-resolution crops plus their "lowres" inputs."""
+    `location` (any fsspec URL but memory://), files in an order seeded by `seed`; centre
+    crops, or random windows at a random zoom up to `crop_scale`; with `factor`
+    (super-resolution), random full-resolution crops plus their "lowres" inputs."""
     fs, path = storage.arrow_filesystem(location, options)
     ds = ray.data.read_binary_files(
         path,
@@ -120,7 +137,12 @@ def training_dataset(
     )
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"size": size, "counter": counter, "random_crop": factor is not None},
+        fn_kwargs={
+            "size": size,
+            "counter": counter,
+            "random_crop": factor is not None,
+            "crop_scale": crop_scale,
+        },
         batch_size=16,
         batch_format="numpy",
         udf_modifying_row_count=True,  # unreadable images are dropped: no limit pushdown past it

@@ -54,6 +54,7 @@ def model_metadata(
         # that size up, infer/controls.py; modelio.paint_side_of).
         "paint_side": str(PAINT_SIDE_PER_CROP * config.image_size),
         "style_size": str(config.style_size or "original"),
+        "crop_scale": repr(config.crop_scale),
         "batch_size": str(config.batch_size),
         "num_workers": str(config.num_workers),
         "lr": repr(config.lr),
@@ -89,6 +90,7 @@ def _style_entries(config: TrainConfig, step: int, styles: Sequence[StyleRecord]
             "run_paintings": len(styles),
             "image_size": config.image_size,
             "style_size": config.style_size or "original",
+            "crop_scale": config.crop_scale,
             "batch_size": config.batch_size,
             "num_workers": config.num_workers,
             "lr": config.trained_lr,

@@ -131,7 +131,13 @@ def run_training(config: TrainConfig) -> str:
     clock = StepClock.options(**on_head()).remote()
     factor = config.factor if config.task == "sr" else None
     dataset = training_dataset(
-        config.data, config.image_size, opts, counter=counter, seed=config.seed, factor=factor
+        config.data,
+        config.image_size,
+        opts,
+        counter=counter,
+        seed=config.seed,
+        factor=factor,
+        crop_scale=config.crop_scale,
     )
     # s3fs under Ray Train's checkpoint uploads: it retries resets pyarrow's S3 does not.
     fs, run_parent = storage.arrow_filesystem(config.output, opts, native_s3=False)

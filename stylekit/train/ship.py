@@ -58,7 +58,16 @@ SIZES_STYLE = 0.12
 # Rounds kept in a run's rounds/ folder for `--install STEP`: the last ones.
 KEEP_ROUNDS = 20
 # What a segment of the schedule records, from a run's model metadata.
-SEGMENT_KEYS = ("image_size", "style_size", "content_weight", "style_weight", "tv_weight", "lr", "batch_size")
+SEGMENT_KEYS = (
+    "image_size",
+    "style_size",
+    "crop_scale",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "lr",
+    "batch_size",
+)
 
 
 @dataclass(frozen=True)
@@ -316,7 +325,7 @@ def total_steps(schedule: Sequence[dict[str, object]]) -> int:
 def describe_schedule(schedule: Sequence[dict[str, object]]) -> str:
     """ "1000 steps at 128 px, painting at 256 px, then 600 at 128 px (content 3, tv 4)": a
     README cell. The style image's size is named where the schedule starts and where it
-    changes."""
+    changes; the crops' zoom (--crop-scale) where a segment trained with one."""
     parts = []
     painting = None
     for i, s in enumerate(schedule):
@@ -328,6 +337,8 @@ def describe_schedule(schedule: Sequence[dict[str, object]]) -> str:
         if s.get("style_size") and s["style_size"] != painting:
             painting = s["style_size"]
             text += f", painting at {painting} px"
+        if float(s.get("crop_scale", 1)) > 1:  # type: ignore[arg-type]
+            text += f", zoom up to {float(s['crop_scale']):g}x"  # type: ignore[arg-type]
         weights = [
             f"{k.split('_')[0]} {float(s[k]):g}"  # type: ignore[arg-type]
             for k in ("content_weight", "style_weight", "tv_weight")
