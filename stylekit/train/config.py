@@ -102,7 +102,7 @@ class TrainConfig:
     image_size: int = field(
         default=256,
         metadata=flag(
-            "training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop; --task sr: random windows at full resolution, a multiple of --factor)"
+            "training crops are IMAGE_SIZE x IMAGE_SIZE (shorter side resized, centre crop, or random windows with --crop-scale; --task sr: random windows at full resolution, a multiple of --factor)"
         ),
     )
     crop_scale: float = field(
